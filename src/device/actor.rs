@@ -1,0 +1,1 @@
+//! Device actor (filled in).

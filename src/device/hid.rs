@@ -1,0 +1,1 @@
+//! HID adapter (filled in).

@@ -1,0 +1,303 @@
+//! Device layer: everything that talks to a FIDO2 authenticator.
+//!
+//! Layering (after mozilla/authenticator-rs): a *transport* moves CTAPHID/CBOR bytes, the CTAP2
+//! *command* layer (`ctap2`) encodes requests and decodes responses, and the [`Authenticator`] trait
+//! is the seam the rest of keygate uses. Two adapters implement it:
+//! - `hid`: real keys through ctap-hid-fido2/hidapi (the only module naming those crates);
+//! - `sim`: a software CTAP2 authenticator speaking real CBOR with real P-256 keys.
+//!
+//! Every device is driven by an actor thread (`actor`), because CTAP calls block.
+
+pub mod actor;
+pub mod ctap2;
+pub mod hid;
+pub mod sim;
+pub mod status;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use status::CtapStatus;
+
+/// Stable identifier of a plugged device (`sim:<n>` or `hid:<path>`).
+pub type DeviceId = String;
+
+/// What keygate reports about one plugged key.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeviceInfo {
+    pub id: DeviceId,
+    /// `hid` or `sim`.
+    pub transport: String,
+    pub product: String,
+    pub aaguid: Option<uuid::Uuid>,
+    /// Human model name when the AAGUID is known.
+    pub model: Option<String>,
+    /// CTAP versions from authenticatorGetInfo (e.g. `FIDO_2_0`, `FIDO_2_1`).
+    pub versions: Vec<String>,
+    pub extensions: Vec<String>,
+    /// `clientPin` option: Some(true) = set, Some(false) = supported but not set, None = unsupported.
+    pub pin_set: Option<bool>,
+    pub pin_retries: Option<u32>,
+    /// Built-in user verification (biometrics) supported.
+    pub uv_supported: bool,
+    /// Discoverable credential support (`rk` option).
+    pub discoverable_supported: bool,
+    pub remaining_discoverable_credentials: Option<u32>,
+    pub firmware: Option<String>,
+    pub min_pin_length: Option<u32>,
+}
+
+/// Typed progress of one device operation, streamed to API clients.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    WaitingTouch,
+    NeedsPin { retries_left: Option<u32> },
+    Processing,
+    Done,
+    Failed { code: String },
+}
+
+/// Everything a blocking operation needs to stay interruptible: a deadline, a cancel flag
+/// that another thread may raise, and a progress sink.
+#[derive(Clone)]
+pub struct OpContext {
+    pub deadline: Instant,
+    pub cancelled: Arc<AtomicBool>,
+    pub progress: Arc<dyn Fn(Progress) + Send + Sync>,
+}
+
+impl OpContext {
+    pub fn new(deadline: Instant, progress: Arc<dyn Fn(Progress) + Send + Sync>) -> Self {
+        Self {
+            deadline,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            progress,
+        }
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+    pub fn emit(&self, p: Progress) {
+        (self.progress)(p)
+    }
+}
+
+impl std::fmt::Debug for OpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpContext")
+            .field("deadline", &self.deadline)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// A PIN held in memory only; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(String);
+
+impl Pin {
+    pub fn new(s: impl Into<String>) -> Self {
+        Pin(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// CTAP 2.1 §6.5.5.5: minimum PIN length counts Unicode code points, default 4; at most 63 bytes UTF-8.
+    pub fn check_policy(&self, min_len: u32) -> Result<(), DeviceError> {
+        let cps = self.0.chars().count() as u32;
+        if cps < min_len.max(4) || self.0.len() > 63 {
+            return Err(DeviceError::PinPolicyViolation);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+/// authenticatorMakeCredential, as keygate asks for it.
+#[derive(Debug, Clone)]
+pub struct MakeCredentialArgs {
+    /// SHA-256 of the exact clientDataJSON bytes.
+    pub client_data_hash: [u8; 32],
+    pub rp_id: String,
+    pub rp_name: String,
+    pub user_id: Vec<u8>,
+    pub user_name: String,
+    pub user_display_name: String,
+    /// COSE algorithm identifiers in preference order (e.g. -7 = ES256).
+    pub algorithms: Vec<i64>,
+    pub exclude_list: Vec<Vec<u8>>,
+    pub resident_key: bool,
+    /// Require user verification (PIN or built-in UV).
+    pub user_verification: bool,
+    pub pin: Option<Pin>,
+}
+
+/// The authenticator's answer, already assembled as a WebAuthn attestationObject (CBOR map
+/// `{fmt, authData, attStmt}`).
+#[derive(Debug, Clone)]
+pub struct MakeCredentialOutput {
+    pub attestation_object: Vec<u8>,
+    pub credential_id: Vec<u8>,
+}
+
+/// authenticatorGetAssertion, as keygate asks for it.
+#[derive(Debug, Clone)]
+pub struct GetAssertionArgs {
+    pub client_data_hash: [u8; 32],
+    pub rp_id: String,
+    /// Empty means a discoverable (user-less) request.
+    pub allow_list: Vec<Vec<u8>>,
+    pub user_verification: bool,
+    pub pin: Option<Pin>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssertionOutput {
+    pub credential_id: Vec<u8>,
+    pub authenticator_data: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub user_handle: Option<Vec<u8>>,
+}
+
+/// Errors of the device layer. Each maps to one stable API error code.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceError {
+    #[error("no security key is plugged in")]
+    NoDevice,
+    #[error("more than one security key is plugged in")]
+    MultipleDevices,
+    #[error("the security key is busy with another operation")]
+    Busy,
+    #[error("the security key was removed")]
+    Removed,
+    #[error("the key was not touched in time")]
+    TouchTimeout,
+    #[error("the operation was cancelled")]
+    Cancelled,
+    #[error("the user denied the operation on the key")]
+    OperationDenied,
+    #[error("a PIN is required")]
+    PinRequired,
+    #[error("wrong PIN")]
+    PinInvalid { retries_left: Option<u32> },
+    #[error("the PIN is blocked; the key must be reset")]
+    PinBlocked,
+    #[error("too many wrong PINs; unplug and replug the key")]
+    PinAuthBlocked,
+    #[error("the PIN does not meet the key's policy (at least 4 characters)")]
+    PinPolicyViolation,
+    #[error("the PIN is already set")]
+    PinAlreadySet,
+    #[error("the PIN is not set")]
+    PinNotSet,
+    #[error("the key does not support user verification")]
+    UvUnsupported,
+    #[error("the key already holds a credential excluded by the request")]
+    CredentialExcluded,
+    #[error("the key holds no matching credential")]
+    NoCredentials,
+    #[error("the key does not support discoverable credentials or its storage is full")]
+    KeyStoreFull,
+    #[error("the key answered with CTAP status {0:?}")]
+    Ctap(CtapStatus),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl DeviceError {
+    /// The stable API error code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeviceError::NoDevice => "no_device",
+            DeviceError::MultipleDevices => "multiple_devices",
+            DeviceError::Busy => "device_busy",
+            DeviceError::Removed => "device_removed",
+            DeviceError::TouchTimeout => "touch_timeout",
+            DeviceError::Cancelled => "cancelled",
+            DeviceError::OperationDenied => "operation_denied",
+            DeviceError::PinRequired => "pin_required",
+            DeviceError::PinInvalid { .. } => "pin_invalid",
+            DeviceError::PinBlocked => "pin_blocked",
+            DeviceError::PinAuthBlocked => "pin_auth_blocked",
+            DeviceError::PinPolicyViolation => "pin_policy_violation",
+            DeviceError::PinAlreadySet => "pin_already_set",
+            DeviceError::PinNotSet => "pin_not_set",
+            DeviceError::UvUnsupported => "uv_unsupported",
+            DeviceError::CredentialExcluded => "credential_excluded",
+            DeviceError::NoCredentials => "no_credentials",
+            DeviceError::KeyStoreFull => "key_store_full",
+            DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_) => "device_error",
+        }
+    }
+
+    /// Map a CTAP status (other than success) to the device error users understand.
+    pub fn from_status(s: CtapStatus, pin_retries: Option<u32>) -> Self {
+        match s {
+            CtapStatus::PinInvalid => DeviceError::PinInvalid {
+                retries_left: pin_retries,
+            },
+            CtapStatus::PinBlocked => DeviceError::PinBlocked,
+            CtapStatus::PinAuthBlocked => DeviceError::PinAuthBlocked,
+            CtapStatus::PinPolicyViolation => DeviceError::PinPolicyViolation,
+            CtapStatus::PinRequired => DeviceError::PinRequired,
+            CtapStatus::PinNotSet => DeviceError::PinNotSet,
+            CtapStatus::CredentialExcluded => DeviceError::CredentialExcluded,
+            CtapStatus::NoCredentials => DeviceError::NoCredentials,
+            CtapStatus::KeepaliveCancel => DeviceError::Cancelled,
+            CtapStatus::UserActionTimeout | CtapStatus::ActionTimeout => DeviceError::TouchTimeout,
+            CtapStatus::OperationDenied | CtapStatus::NotAllowed => DeviceError::OperationDenied,
+            CtapStatus::KeyStoreFull => DeviceError::KeyStoreFull,
+            CtapStatus::UnsupportedOption => DeviceError::UvUnsupported,
+            other => DeviceError::Ctap(other),
+        }
+    }
+}
+
+/// The seam between keygate and one plugged authenticator. Implementations block; they are
+/// only ever called from the device's actor thread, except [`Authenticator::cancel`], which
+/// another thread calls to interrupt a blocking operation (CTAPHID_CANCEL on HID).
+pub trait Authenticator: Send + Sync {
+    fn id(&self) -> DeviceId;
+    /// authenticatorGetInfo plus PIN retries.
+    fn info(&self) -> Result<DeviceInfo, DeviceError>;
+    /// Blocks until the user touched the key, the deadline passed or the context was cancelled.
+    fn make_credential(
+        &self,
+        args: &MakeCredentialArgs,
+        ctx: &OpContext,
+    ) -> Result<MakeCredentialOutput, DeviceError>;
+    /// All assertions the key returns (more than one only for a discoverable request where the
+    /// key holds several credentials for the RP).
+    fn get_assertion(
+        &self,
+        args: &GetAssertionArgs,
+        ctx: &OpContext,
+    ) -> Result<Vec<AssertionOutput>, DeviceError>;
+    fn pin_retries(&self) -> Result<u32, DeviceError>;
+    fn set_pin(&self, new_pin: &Pin) -> Result<(), DeviceError>;
+    fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError>;
+    /// Interrupt the operation in flight, if any. Must not block.
+    fn cancel(&self);
+}
+
+/// Discovers the plugged authenticators of one kind.
+pub trait DeviceSource: Send + Sync {
+    fn enumerate(&self) -> Result<Vec<Arc<dyn Authenticator>>, DeviceError>;
+}

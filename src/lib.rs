@@ -1,0 +1,8 @@
+//! keygate: FIDO2 security keys and SMS codes for a campus, behind a local HTTP API.
+#![forbid(unsafe_code)]
+
+pub mod ceremony;
+pub mod config;
+pub mod device;
+pub mod http;
+pub mod store;
