@@ -1,1 +1,857 @@
-//! store layer.
+//! Durable state in SQLite. This is the only module that names rusqlite.
+//!
+//! Contract: every multi-row change (a credential stored together with its ceremony's end and
+//! the audit line) is one transaction, so a crash or kill at any instant leaves either all of
+//! it or none. The database runs in WAL mode with `synchronous=NORMAL`: a killed process loses
+//! nothing that was committed; an OS crash may lose the last commits but never consistency.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
+            if f.code == rusqlite::ErrorCode::ConstraintViolation {
+                return StoreError::Conflict(msg.clone().unwrap_or_default());
+            }
+        }
+        StoreError::Db(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Timestamps are stored as RFC 3339 text in UTC.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| StoreError::Corrupt(format!("time {s}: {e}")))
+}
+
+fn parse_opt_time(s: Option<String>) -> Result<Option<OffsetDateTime>> {
+    s.map(|s| parse_time(&s)).transpose()
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UserRecord {
+    pub name: String,
+    pub display_name: String,
+    #[serde(skip)]
+    pub user_handle: Vec<u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialState {
+    Active,
+    Quarantined,
+    Revoked,
+}
+
+impl CredentialState {
+    fn as_str(self) -> &'static str {
+        match self {
+            CredentialState::Active => "active",
+            CredentialState::Quarantined => "quarantined",
+            CredentialState::Revoked => "revoked",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "active" => CredentialState::Active,
+            "quarantined" => CredentialState::Quarantined,
+            "revoked" => CredentialState::Revoked,
+            other => return Err(StoreError::Corrupt(format!("credential state {other}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialRecord {
+    /// Raw credential id bytes.
+    pub id: Vec<u8>,
+    pub user: String,
+    /// The relying-party library's serialised credential (opaque to the store).
+    pub rp_credential: String,
+    /// COSE_Key of the credential public key.
+    pub public_key_cose: Vec<u8>,
+    pub counter: u32,
+    pub aaguid: Option<Uuid>,
+    pub attestation_format: String,
+    /// The attestation chained to a trusted CA.
+    pub attested: bool,
+    pub discoverable: bool,
+    pub user_verified: bool,
+    pub nickname: Option<String>,
+    pub model: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub state: CredentialState,
+    pub state_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditEvent {
+    pub seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub event: String,
+    pub user: Option<String>,
+    pub credential_id: Option<String>,
+    pub ceremony_id: Option<String>,
+    /// Who caused it: `token:<id>`, `system`, ...
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+/// An audit line to append (the store assigns `seq` and `at`).
+#[derive(Debug, Clone, Default)]
+pub struct NewAudit {
+    pub event: String,
+    pub user: Option<String>,
+    pub credential_id: Option<String>,
+    pub ceremony_id: Option<String>,
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+impl NewAudit {
+    pub fn new(event: &str, actor: &str) -> Self {
+        NewAudit {
+            event: event.to_string(),
+            actor: actor.to_string(),
+            detail: serde_json::Value::Null,
+            ..Default::default()
+        }
+    }
+    pub fn user(mut self, u: &str) -> Self {
+        self.user = Some(u.to_string());
+        self
+    }
+    pub fn credential(mut self, id: &str) -> Self {
+        self.credential_id = Some(id.to_string());
+        self
+    }
+    pub fn ceremony(mut self, id: &str) -> Self {
+        self.ceremony_id = Some(id.to_string());
+        self
+    }
+    pub fn detail(mut self, d: serde_json::Value) -> Self {
+        self.detail = d;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CeremonyRecord {
+    pub id: String,
+    pub kind: String,
+    pub user: Option<String>,
+    pub state: String,
+    pub error_code: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub role: String,
+    pub hash: Vec<u8>,
+    pub label: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub revoked: bool,
+}
+
+/// What a service-desk reset removed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResetReceipt {
+    pub user: String,
+    pub credentials_revoked: u64,
+    pub phones_removed: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Sequence number of the audit line recording the reset.
+    pub audit_seq: i64,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+const CRED_COLS: &str = "id, user_name, rp_credential, public_key_cose, counter, aaguid, \
+    attestation_format, attested, discoverable, user_verified, nickname, model, created_at, \
+    last_used_at, state, state_reason";
+
+fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<(CredentialRecordRaw,)> {
+    Ok((CredentialRecordRaw {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        rp_credential: r.get(2)?,
+        public_key_cose: r.get(3)?,
+        counter: r.get(4)?,
+        aaguid: r.get(5)?,
+        attestation_format: r.get(6)?,
+        attested: r.get(7)?,
+        discoverable: r.get(8)?,
+        user_verified: r.get(9)?,
+        nickname: r.get(10)?,
+        model: r.get(11)?,
+        created_at: r.get(12)?,
+        last_used_at: r.get(13)?,
+        state: r.get(14)?,
+        state_reason: r.get(15)?,
+    },))
+}
+
+struct CredentialRecordRaw {
+    id: Vec<u8>,
+    user: String,
+    rp_credential: String,
+    public_key_cose: Vec<u8>,
+    counter: i64,
+    aaguid: Option<String>,
+    attestation_format: String,
+    attested: bool,
+    discoverable: bool,
+    user_verified: bool,
+    nickname: Option<String>,
+    model: Option<String>,
+    created_at: String,
+    last_used_at: Option<String>,
+    state: String,
+    state_reason: Option<String>,
+}
+
+impl CredentialRecordRaw {
+    fn into_record(self) -> Result<CredentialRecord> {
+        Ok(CredentialRecord {
+            id: self.id,
+            user: self.user,
+            rp_credential: self.rp_credential,
+            public_key_cose: self.public_key_cose,
+            counter: u32::try_from(self.counter)
+                .map_err(|_| StoreError::Corrupt("counter".into()))?,
+            aaguid: self
+                .aaguid
+                .map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()?,
+            attestation_format: self.attestation_format,
+            attested: self.attested,
+            discoverable: self.discoverable,
+            user_verified: self.user_verified,
+            nickname: self.nickname,
+            model: self.model,
+            created_at: parse_time(&self.created_at)?,
+            last_used_at: parse_opt_time(self.last_used_at)?,
+            state: CredentialState::parse(&self.state)?,
+            state_reason: self.state_reason,
+        })
+    }
+}
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_user(t: (String, String, Vec<u8>, String)) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: t.0,
+        display_name: t.1,
+        user_handle: t.2,
+        created_at: parse_time(&t.3)?,
+    })
+}
+
+fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO audit (at, event, user_name, credential_id, ceremony_id, actor, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            fmt_time(now()),
+            a.event,
+            a.user,
+            a.credential_id,
+            a.ceremony_id,
+            a.actor,
+            a.detail.to_string()
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn set_ceremony_state(
+    tx: &Connection,
+    id: &str,
+    state: &str,
+    error_code: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE ceremonies SET state = ?2, error_code = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, state, error_code, fmt_time(now())],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Open (creating if needed) the database file and run pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (unit tests).
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::run(&mut conn)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` inside one transaction (committed when `f` returns Ok). For layers above the
+    /// store that need several changes to land together, expressed with store functions.
+    fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.
+    pub fn check_integrity(&self) -> Result<()> {
+        let c = self.conn();
+        let res: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if res != "ok" {
+            return Err(StoreError::Corrupt(res));
+        }
+        let fk: Option<String> = c
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(t) = fk {
+            return Err(StoreError::Corrupt(format!("foreign key violation in {t}")));
+        }
+        Ok(())
+    }
+
+    // ---- users -------------------------------------------------------------------------
+
+    pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let c = self.conn();
+        c.query_row(
+            "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
+            params![name],
+            user_from_row,
+        )
+        .optional()?
+        .map(to_user)
+        .transpose()
+    }
+
+    pub fn find_user_by_handle(&self, handle: &[u8]) -> Result<Option<UserRecord>> {
+        let c = self.conn();
+        c.query_row(
+            "SELECT name, display_name, user_handle, created_at FROM users WHERE user_handle = ?1",
+            params![handle],
+            user_from_row,
+        )
+        .optional()?
+        .map(to_user)
+        .transpose()
+    }
+
+    /// Returns the user, creating it with `new_handle` when absent; an existing user's
+    /// display name is updated.
+    pub fn upsert_user(
+        &self,
+        name: &str,
+        display_name: &str,
+        new_handle: &[u8],
+    ) -> Result<UserRecord> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
+                params![name, display_name, new_handle, fmt_time(now())],
+            )?;
+            let t = c.query_row(
+                "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
+                params![name],
+                user_from_row,
+            )?;
+            to_user(t)
+        })
+    }
+
+    pub fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT name, display_name, user_handle, created_at FROM users ORDER BY name",
+        )?;
+        let rows = st.query_map([], user_from_row)?;
+        rows.map(|r| to_user(r?)).collect()
+    }
+
+    // ---- credentials -------------------------------------------------------------------
+
+    pub fn list_credentials(&self, user: &str, include_revoked: bool) -> Result<Vec<CredentialRecord>> {
+        let c = self.conn();
+        let sql = format!(
+            "SELECT {CRED_COLS} FROM credentials WHERE user_name = ?1 {} ORDER BY created_at, id",
+            if include_revoked { "" } else { "AND state != 'revoked'" }
+        );
+        let mut st = c.prepare(&sql)?;
+        let rows = st.query_map(params![user], cred_from_row)?;
+        rows.map(|r| r?.0.into_record()).collect()
+    }
+
+    pub fn get_credential(&self, id: &[u8]) -> Result<Option<CredentialRecord>> {
+        let c = self.conn();
+        c.query_row(
+            &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
+            params![id],
+            cred_from_row,
+        )
+        .optional()?
+        .map(|r| r.0.into_record())
+        .transpose()
+    }
+
+    /// Store a new credential, end its ceremony as `succeeded` and audit it, atomically.
+    pub fn insert_credential(
+        &self,
+        cred: &CredentialRecord,
+        ceremony_id: &str,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO credentials ({CRED_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                ),
+                params![
+                    cred.id,
+                    cred.user,
+                    cred.rp_credential,
+                    cred.public_key_cose,
+                    cred.counter as i64,
+                    cred.aaguid.map(|u| u.to_string()),
+                    cred.attestation_format,
+                    cred.attested,
+                    cred.discoverable,
+                    cred.user_verified,
+                    cred.nickname,
+                    cred.model,
+                    fmt_time(cred.created_at),
+                    cred.last_used_at.map(fmt_time),
+                    cred.state.as_str(),
+                    cred.state_reason
+                ],
+            )?;
+            set_ceremony_state(c, ceremony_id, "succeeded", None)?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    /// Record a verified assertion: new counter and serialised credential, last use,
+    /// ceremony success and audit, atomically. Fails with `Conflict` when the credential is
+    /// no longer active (revoked or quarantined concurrently).
+    pub fn record_assertion(
+        &self,
+        cred_id: &[u8],
+        counter: u32,
+        rp_credential: &str,
+        ceremony_id: &str,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        self.tx(|c| {
+            let n = c.execute(
+                "UPDATE credentials SET counter = ?2, rp_credential = ?3, last_used_at = ?4 \
+                 WHERE id = ?1 AND state = 'active'",
+                params![cred_id, counter as i64, rp_credential, fmt_time(now())],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict("credential is not active".into()));
+            }
+            set_ceremony_state(c, ceremony_id, "succeeded", None)?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    /// Put a credential into quarantine (possible clone), fail the ceremony, audit; atomically.
+    pub fn quarantine_credential(
+        &self,
+        cred_id: &[u8],
+        reason: &str,
+        ceremony_id: &str,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "UPDATE credentials SET state = 'quarantined', state_reason = ?2 WHERE id = ?1 AND state = 'active'",
+                params![cred_id, reason],
+            )?;
+            set_ceremony_state(c, ceremony_id, "failed", Some("possible_cloned_key"))?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    /// Move a user's credential to `to` from one of `from`; audits. NotFound when no such
+    /// credential of that user; Conflict when it is not in one of `from`.
+    pub fn transition_credential(
+        &self,
+        user: &str,
+        cred_id: &[u8],
+        from: &[CredentialState],
+        to: CredentialState,
+        reason: Option<&str>,
+        audit: &NewAudit,
+    ) -> Result<CredentialRecord> {
+        self.tx(|c| {
+            let state: Option<String> = c
+                .query_row(
+                    "SELECT state FROM credentials WHERE id = ?1 AND user_name = ?2",
+                    params![cred_id, user],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let state = CredentialState::parse(&state.ok_or(StoreError::NotFound)?)?;
+            if !from.contains(&state) {
+                return Err(StoreError::Conflict(format!(
+                    "credential is {}",
+                    state.as_str()
+                )));
+            }
+            c.execute(
+                "UPDATE credentials SET state = ?2, state_reason = ?3 WHERE id = ?1",
+                params![cred_id, to.as_str(), reason],
+            )?;
+            insert_audit(c, audit)?;
+            let raw = c.query_row(
+                &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
+                params![cred_id],
+                cred_from_row,
+            )?;
+            raw.0.into_record()
+        })
+    }
+
+    pub fn rename_credential(
+        &self,
+        user: &str,
+        cred_id: &[u8],
+        nickname: Option<&str>,
+        audit: &NewAudit,
+    ) -> Result<CredentialRecord> {
+        self.tx(|c| {
+            let n = c.execute(
+                "UPDATE credentials SET nickname = ?3 WHERE id = ?1 AND user_name = ?2 AND state != 'revoked'",
+                params![cred_id, user, nickname],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_audit(c, audit)?;
+            let raw = c.query_row(
+                &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
+                params![cred_id],
+                cred_from_row,
+            )?;
+            raw.0.into_record()
+        })
+    }
+
+    /// Service-desk reset: revoke every credential of the user and remove their phones;
+    /// audited; returns a receipt. NotFound for an unknown user.
+    pub fn reset_user(&self, user: &str, actor: &str) -> Result<ResetReceipt> {
+        self.tx(|c| {
+            let exists: Option<String> = c
+                .query_row("SELECT name FROM users WHERE name = ?1", params![user], |r| r.get(0))
+                .optional()?;
+            exists.ok_or(StoreError::NotFound)?;
+            let creds = c.execute(
+                "UPDATE credentials SET state = 'revoked', state_reason = 'service desk reset' \
+                 WHERE user_name = ?1 AND state != 'revoked'",
+                params![user],
+            )? as u64;
+            let phones = c.execute("DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
+            let at = now();
+            let seq = insert_audit(
+                c,
+                &NewAudit::new("user.reset", actor).user(user).detail(serde_json::json!({
+                    "credentials_revoked": creds,
+                    "phones_removed": phones,
+                })),
+            )?;
+            Ok(ResetReceipt {
+                user: user.to_string(),
+                credentials_revoked: creds,
+                phones_removed: phones,
+                at,
+                audit_seq: seq,
+            })
+        })
+    }
+
+    // ---- ceremonies --------------------------------------------------------------------
+
+    pub fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    rec.id,
+                    rec.kind,
+                    rec.user,
+                    rec.state,
+                    rec.error_code,
+                    fmt_time(rec.created_at),
+                    fmt_time(rec.updated_at),
+                    fmt_time(rec.expires_at)
+                ],
+            )?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    /// Update a ceremony's state; with `audit` when the change is security-relevant
+    /// (terminal failures, cancellation).
+    pub fn update_ceremony(
+        &self,
+        id: &str,
+        state: &str,
+        error_code: Option<&str>,
+        audit: Option<&NewAudit>,
+    ) -> Result<()> {
+        self.tx(|c| {
+            set_ceremony_state(c, id, state, error_code)?;
+            if let Some(a) = audit {
+                insert_audit(c, a)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>> {
+        let c = self.conn();
+        c.query_row(
+            "SELECT id, kind, user_name, state, error_code, created_at, updated_at, expires_at FROM ceremonies WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            },
+        )
+        .optional()?
+        .map(|t| {
+            Ok(CeremonyRecord {
+                id: t.0,
+                kind: t.1,
+                user: t.2,
+                state: t.3,
+                error_code: t.4,
+                created_at: parse_time(&t.5)?,
+                updated_at: parse_time(&t.6)?,
+                expires_at: parse_time(&t.7)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// At start-up: every ceremony that was in flight when the previous process stopped ends
+    /// as `failed` with `ceremony_interrupted` (nothing of it was stored half-way). Returns
+    /// how many.
+    pub fn fail_interrupted_ceremonies(&self) -> Result<u64> {
+        self.tx(|c| {
+            let ids: Vec<(String, Option<String>)> = {
+                let mut st = c.prepare(
+                    "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
+                )?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (id, user) in &ids {
+                set_ceremony_state(c, id, "failed", Some("ceremony_interrupted"))?;
+                let mut a = NewAudit::new("ceremony.interrupted", "system").ceremony(id);
+                a.user = user.clone();
+                insert_audit(c, &a)?;
+            }
+            Ok(ids.len() as u64)
+        })
+    }
+
+    /// Delete finished ceremonies older than `before` (the audit log keeps their story).
+    pub fn prune_ceremonies(&self, before: OffsetDateTime) -> Result<u64> {
+        let c = self.conn();
+        Ok(c.execute(
+            "DELETE FROM ceremonies WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_at < ?1",
+            params![fmt_time(before)],
+        )? as u64)
+    }
+
+    // ---- audit -------------------------------------------------------------------------
+
+    pub fn append_audit(&self, a: &NewAudit) -> Result<i64> {
+        let c = self.conn();
+        insert_audit(&c, a)
+    }
+
+    pub fn list_audit(
+        &self,
+        user: Option<&str>,
+        since: Option<OffsetDateTime>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT seq, at, event, user_name, credential_id, ceremony_id, actor, detail FROM audit \
+             WHERE (?1 IS NULL OR user_name = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![user, since.map(fmt_time), limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let t = r?;
+            Ok(AuditEvent {
+                seq: t.0,
+                at: parse_time(&t.1)?,
+                event: t.2,
+                user: t.3,
+                credential_id: t.4,
+                ceremony_id: t.5,
+                actor: t.6,
+                detail: serde_json::from_str(&t.7).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect()
+    }
+
+    // ---- tokens ------------------------------------------------------------------------
+
+    pub fn insert_token(&self, rec: &TokenRecord, audit: &NewAudit) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO tokens (id, role, hash, label, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                params![rec.id, rec.role, rec.hash, rec.label, fmt_time(rec.created_at)],
+            )?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    pub fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let c = self.conn();
+        c.query_row(
+            "SELECT id, role, hash, label, created_at, revoked FROM tokens WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            },
+        )
+        .optional()?
+        .map(|t| {
+            Ok(TokenRecord {
+                id: t.0,
+                role: t.1,
+                hash: t.2,
+                label: t.3,
+                created_at: parse_time(&t.4)?,
+                revoked: t.5,
+            })
+        })
+        .transpose()
+    }
+
+    pub fn revoke_token(&self, id: &str, audit: &NewAudit) -> Result<bool> {
+        self.tx(|c| {
+            let n = c.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0", params![id])?;
+            if n > 0 {
+                insert_audit(c, audit)?;
+            }
+            Ok(n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+use super::*;
+
+fn cred(id: &[u8], user: &str) -> CredentialRecord {
+    CredentialRecord {
+        id: id.to_vec(),
+        user: user.into(),
+        rp_credential: "{}".into(),
+        public_key_cose: vec![1, 2, 3],
+        counter: 0,
+        aaguid: None,
+        attestation_format: "packed".into(),
+        attested: true,
+        discoverable: false,
+        user_verified: true,
+        nickname: Some("blue key".into()),
+        model: None,
+        created_at: now(),
+        last_used_at: None,
+        state: CredentialState::Active,
+        state_reason: None,
+    }
+}
+
+fn ceremony(s: &Store, id: &str) {
+    let t = now();
+    s.insert_ceremony(
+        &CeremonyRecord {
+            id: id.into(),
+            kind: "enrollment".into(),
+            user: Some("alice".into()),
+            state: "pending".into(),
+            error_code: None,
+            created_at: t,
+            updated_at: t,
+            expires_at: t,
+        },
+        &NewAudit::new("ceremony.started", "test"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn credential_lifecycle_and_audit() {
+    let s = Store::open_in_memory().unwrap();
+    s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
+    ceremony(&s, "c1");
+    s.insert_credential(&cred(b"k1", "alice"), "c1", &NewAudit::new("credential.enrolled", "test"))
+        .unwrap();
+    assert_eq!(s.get_ceremony("c1").unwrap().unwrap().state, "succeeded");
+    // Same credential twice is a conflict and leaves the first intact.
+    ceremony(&s, "c2");
+    let e = s
+        .insert_credential(&cred(b"k1", "alice"), "c2", &NewAudit::new("x", "test"))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)));
+    assert_eq!(s.get_ceremony("c2").unwrap().unwrap().state, "pending");
+
+    ceremony(&s, "c3");
+    s.quarantine_credential(b"k1", "counter", "c3", &NewAudit::new("credential.quarantined", "t"))
+        .unwrap();
+    assert_eq!(s.get_credential(b"k1").unwrap().unwrap().state, CredentialState::Quarantined);
+    let e = s
+        .record_assertion(b"k1", 5, "{}", "c3", &NewAudit::new("x", "t"))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)));
+    let r = s
+        .transition_credential(
+            "alice",
+            b"k1",
+            &[CredentialState::Quarantined],
+            CredentialState::Active,
+            None,
+            &NewAudit::new("credential.released", "t"),
+        )
+        .unwrap();
+    assert_eq!(r.state, CredentialState::Active);
+    let receipt = s.reset_user("alice", "t").unwrap();
+    assert_eq!(receipt.credentials_revoked, 1);
+    assert!(s.list_credentials("alice", false).unwrap().is_empty());
+    assert_eq!(s.list_credentials("alice", true).unwrap().len(), 1);
+    let audit = s.list_audit(Some("alice"), None, 100).unwrap();
+    assert!(audit.iter().any(|a| a.event == "user.reset"));
+    s.check_integrity().unwrap();
+}
+
+#[test]
+fn audit_is_append_only() {
+    let s = Store::open_in_memory().unwrap();
+    s.append_audit(&NewAudit::new("x", "t")).unwrap();
+    let c = s.conn();
+    assert!(c.execute("DELETE FROM audit", []).is_err());
+    assert!(c.execute("UPDATE audit SET event = 'y'", []).is_err());
+}
+
+#[test]
+fn interrupted_ceremonies_fail_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.db");
+    {
+        let s = Store::open(&p).unwrap();
+        s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
+        ceremony(&s, "c1");
+    }
+    let s = Store::open(&p).unwrap();
+    assert_eq!(s.fail_interrupted_ceremonies().unwrap(), 1);
+    let c = s.get_ceremony("c1").unwrap().unwrap();
+    assert_eq!(c.state, "failed");
+    assert_eq!(c.error_code.as_deref(), Some("ceremony_interrupted"));
+    assert_eq!(s.fail_interrupted_ceremonies().unwrap(), 0);
+}
