@@ -1,1 +1,206 @@
-//! Device actor (filled in).
+//! One actor thread per plugged key. CTAP calls block (ctap-hid-fido2 has no timeouts), so each
+//! device gets a thread that runs one operation at a time; callers await the result from async
+//! code. Contract of [`DeviceActor::run`]:
+//! - a second operation while one is in flight fails at once with `Busy`;
+//! - at the deadline the actor raises the context's cancel flag and calls
+//!   [`Authenticator::cancel`] (CTAPHID_CANCEL on HID) and the caller gets `TouchTimeout`;
+//! - [`DeviceActor::cancel`] does the same on demand and the caller gets `Cancelled`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Authenticator, DeviceError, DeviceId, DeviceInfo, DeviceSource, OpContext};
+
+type Job = Box<dyn FnOnce(&dyn Authenticator) + Send>;
+
+/// How long an operation may take to wind down after a cancel before the actor stops waiting
+/// for it (the device stays busy until it really returns).
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+pub struct DeviceActor {
+    id: DeviceId,
+    auth: Arc<dyn Authenticator>,
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    busy: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<OpContext>>>,
+    last_info: Mutex<Option<DeviceInfo>>,
+}
+
+/// A device as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    #[serde(flatten)]
+    pub info: DeviceInfo,
+    pub busy: bool,
+}
+
+impl DeviceActor {
+    pub fn spawn(auth: Arc<dyn Authenticator>) -> Arc<DeviceActor> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let id = auth.id();
+        let thread_auth = auth.clone();
+        std::thread::Builder::new()
+            .name(format!("keygate-device-{id}"))
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(thread_auth.as_ref());
+                }
+            })
+            .expect("spawning a device thread");
+        Arc::new(DeviceActor {
+            id,
+            auth,
+            jobs: Mutex::new(tx),
+            busy: Arc::new(AtomicBool::new(false)),
+            current: Arc::new(Mutex::new(None)),
+            last_info: Mutex::new(None),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Run `op` on the device thread, bounded by `ctx.deadline`.
+    pub async fn run<T, F>(&self, ctx: OpContext, op: F) -> Result<T, DeviceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Authenticator, &OpContext) -> Result<T, DeviceError> + Send + 'static,
+    {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(DeviceError::Busy);
+        }
+        *lock(&self.current) = Some(ctx.clone());
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let busy = self.busy.clone();
+        let current = self.current.clone();
+        let job_ctx = ctx.clone();
+        let job: Job = Box::new(move |auth| {
+            let out = op(auth, &job_ctx);
+            *lock(&current) = None;
+            busy.store(false, Ordering::SeqCst);
+            let _ = tx.send(out);
+        });
+        if lock(&self.jobs).send(job).is_err() {
+            self.busy.store(false, Ordering::SeqCst);
+            return Err(DeviceError::Removed);
+        }
+        let deadline = tokio::time::Instant::from_std(ctx.deadline);
+        tokio::select! {
+            r = &mut rx => r.unwrap_or(Err(DeviceError::Removed)),
+            _ = tokio::time::sleep_until(deadline) => {
+                ctx.cancel();
+                self.auth.cancel();
+                match tokio::time::timeout(CANCEL_GRACE, rx).await {
+                    Ok(Ok(Err(DeviceError::Cancelled))) | Err(_) => Err(DeviceError::TouchTimeout),
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(DeviceError::Removed),
+                }
+            }
+        }
+    }
+
+    /// Interrupt the operation in flight (if any). Never blocks.
+    pub fn cancel(&self) {
+        if let Some(ctx) = lock(&self.current).as_ref() {
+            ctx.cancel();
+        }
+        self.auth.cancel();
+    }
+
+    /// Fresh info when the device is idle; the last known info when it is busy.
+    pub async fn status(&self) -> Result<DeviceStatus, DeviceError> {
+        let ctx = OpContext::new(Instant::now() + Duration::from_secs(5), Arc::new(|_| {}));
+        match self.run(ctx, |a, _| a.info()).await {
+            Ok(info) => {
+                *lock(&self.last_info) = Some(info.clone());
+                Ok(DeviceStatus { info, busy: false })
+            }
+            Err(DeviceError::Busy) => match lock(&self.last_info).clone() {
+                Some(info) => Ok(DeviceStatus { info, busy: true }),
+                None => Err(DeviceError::Busy),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// All plugged devices from all sources, each behind its actor.
+pub struct DeviceManager {
+    sources: Vec<Arc<dyn DeviceSource>>,
+    actors: Mutex<BTreeMap<DeviceId, Arc<DeviceActor>>>,
+}
+
+impl DeviceManager {
+    pub fn new(sources: Vec<Arc<dyn DeviceSource>>) -> DeviceManager {
+        DeviceManager {
+            sources,
+            actors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Re-enumerate; keeps the actor of a device that is still plugged (so an operation in
+    /// flight is not disturbed) and drops the others. Sorted by id.
+    pub fn refresh(&self) -> Result<Vec<Arc<DeviceActor>>, DeviceError> {
+        let mut found = Vec::new();
+        for s in &self.sources {
+            found.extend(s.enumerate()?);
+        }
+        let mut actors = lock(&self.actors);
+        let mut next = BTreeMap::new();
+        for auth in found {
+            let id = auth.id();
+            let actor = match actors.remove(&id) {
+                Some(a) => a,
+                None => DeviceActor::spawn(auth),
+            };
+            next.insert(id, actor);
+        }
+        *actors = next;
+        Ok(actors.values().cloned().collect())
+    }
+
+    /// The device a ceremony should use: the requested one, or the only one plugged.
+    pub fn select(&self, requested: Option<&str>) -> Result<Arc<DeviceActor>, DeviceError> {
+        let all = self.refresh()?;
+        match requested {
+            Some(id) => all
+                .into_iter()
+                .find(|a| a.id() == id)
+                .ok_or(DeviceError::NoDevice),
+            None => match all.len() {
+                0 => Err(DeviceError::NoDevice),
+                1 => Ok(all.into_iter().next().expect("one device")),
+                _ => Err(DeviceError::MultipleDevices),
+            },
+        }
+    }
+
+    /// Status of every plugged device (devices that fail to answer are skipped and logged).
+    pub async fn statuses(&self) -> Result<Vec<DeviceStatus>, DeviceError> {
+        let mut out = Vec::new();
+        for a in self.refresh()? {
+            match a.status().await {
+                Ok(s) => out.push(s),
+                Err(e) => tracing::warn!(device = %a.id(), error = %e, "device did not answer getInfo"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn ids(&self) -> Vec<DeviceId> {
+        lock(&self.actors).keys().cloned().collect()
+    }
+}
