@@ -1,8 +1,10 @@
 //! keygate: FIDO2 security keys and SMS codes for a campus, behind a local HTTP API.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod ceremony;
 pub mod config;
+pub mod daemon;
 pub mod device;
 pub mod http;
 pub mod store;

@@ -1,1 +1,166 @@
-fn main() {}
+//! The `keygate` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use keygate::auth::Role;
+use keygate::config::{self, Overrides};
+
+#[derive(Parser)]
+#[command(name = "keygate", version, about = "FIDO2 security keys and SMS codes for a campus, behind a local HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (default 127.0.0.1:8787).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory (SQLite database, secrets, simulated keys).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Use simulated keys instead of USB keys, and expose /v1/sim.
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// List the plugged security keys and what they support.
+    Devices {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// List the simulated keys of the data dir instead of USB keys.
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig { file: PathBuf },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Explain why a security key is or is not usable on this machine.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token; prints it, alone, on stdout (it is stored only as a hash).
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            simulate,
+        } => {
+            let cfg = config::load(
+                config.as_deref(),
+                &Overrides {
+                    listen,
+                    data_dir,
+                    simulate: simulate.then_some(true),
+                },
+            )?;
+            keygate::daemon::init_tracing(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(keygate::daemon::serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices {
+            config,
+            data_dir,
+            simulate,
+        } => {
+            let cfg = config::load(
+                config.as_deref(),
+                &Overrides {
+                    data_dir,
+                    simulate: simulate.then_some(true),
+                    ..Default::default()
+                },
+            )?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let devices = rt.block_on(keygate::daemon::list_devices(&cfg))?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": devices }))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => {
+            let cfg = config::load(Some(&file), &Overrides::default())?;
+            println!("{cfg:#?}");
+            println!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            action:
+                TokenAction::Create {
+                    role,
+                    label,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let cfg = config::load(
+                config.as_deref(),
+                &Overrides {
+                    data_dir,
+                    ..Default::default()
+                },
+            )?;
+            let store = keygate::daemon::open_store(&cfg)?;
+            let token = keygate::auth::create_token(&store, role, label.as_deref())?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { json } => {
+            let report = keygate::doctor::run_doctor();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+    }
+}

@@ -1,1 +1,235 @@
-//! http layer.
+//! The HTTP API: [`router`] builds the whole axum app from an [`AppState`], so tests drive it
+//! in-process or over a real socket. Layers, outermost first: Host check (DNS rebinding),
+//! Origin check (cross-origin browsers), body limit, bearer-token auth per route group.
+
+pub mod error;
+mod extract;
+mod handlers;
+mod sim;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::auth::{Caller, Role};
+use crate::ceremony::CeremonyService;
+use crate::config::Config;
+use crate::device::sim::SimBench;
+use crate::store::Store;
+pub use error::{ApiError, ApiResult};
+
+/// Everything the handlers need.
+pub struct AppState {
+    pub cfg: Config,
+    pub store: Store,
+    pub ceremonies: Arc<CeremonyService>,
+    /// Present only under `--simulate`: the `/v1/sim` routes exist only then.
+    pub sim: Option<Arc<SimBench>>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+pub fn router(state: SharedState) -> Router {
+    let kiosk = Router::new()
+        .route("/v1/devices", get(handlers::list_devices))
+        .route("/v1/devices/{id}/pin", post(handlers::device_pin))
+        .route("/v1/enrollments", post(handlers::start_enrollment))
+        .route(
+            "/v1/enrollments/{id}",
+            get(handlers::get_enrollment).delete(handlers::cancel_enrollment),
+        )
+        .route("/v1/enrollments/{id}/events", get(handlers::enrollment_events))
+        .route("/v1/enrollments/{id}/pin", post(handlers::enrollment_pin))
+        .route("/v1/assertions", post(handlers::start_assertion))
+        .route(
+            "/v1/assertions/{id}",
+            get(handlers::get_assertion).delete(handlers::cancel_assertion),
+        )
+        .route("/v1/assertions/{id}/events", get(handlers::assertion_events))
+        .route("/v1/assertions/{id}/pin", post(handlers::assertion_pin))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk));
+
+    let admin = Router::new()
+        .route("/v1/users", get(handlers::list_users))
+        .route(
+            "/v1/users/{user}",
+            get(handlers::get_user).delete(handlers::reset_user),
+        )
+        .route("/v1/users/{user}/credentials", get(handlers::list_credentials))
+        .route(
+            "/v1/users/{user}/credentials/{id}",
+            get(handlers::get_credential)
+                .patch(handlers::patch_credential)
+                .delete(handlers::revoke_credential),
+        )
+        .route(
+            "/v1/users/{user}/credentials/{id}/release",
+            post(handlers::release_credential),
+        )
+        .route("/v1/audit", get(handlers::audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+
+    let mut app = Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/openapi.json", get(handlers::openapi))
+        .merge(kiosk)
+        .merge(admin);
+    if state.sim.is_some() {
+        app = app.merge(
+            sim::routes()
+                .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk)),
+        );
+    }
+    app.fallback(|| async { ApiError::not_found() })
+        .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_origin))
+        .with_state(state)
+}
+
+/// The hosts a request may name: configured names plus the listen address itself.
+fn host_allowed(cfg: &Config, host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((v6, _)) => format!("[{v6}]"),
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(host)
+            .to_string()
+    };
+    let name = name.to_ascii_lowercase();
+    let listen_ip = match cfg.listen.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    name == listen_ip
+        || cfg
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&name))
+}
+
+/// DNS-rebinding and cross-origin guard, before anything else runs.
+async fn guard_origin(State(st): State<SharedState>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !host_allowed(&st.cfg, host) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            "the Host header names a host keygate does not serve",
+        )
+        .into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(&st.cfg, origin, host) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "cross-origin requests are not allowed",
+            )
+            .into_response();
+        }
+    } else if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site")
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "cross-origin requests are not allowed",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn origin_allowed(cfg: &Config, origin: &str, host: &str) -> bool {
+    if cfg
+        .allowed_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/') == origin)
+    {
+        return true;
+    }
+    // Same origin: the Origin's authority is the Host we were addressed by.
+    match url::Url::parse(origin) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            let authority = match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => return false,
+            };
+            authority.eq_ignore_ascii_case(host)
+        }
+        _ => false,
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+async fn authorize(st: &AppState, mut req: Request, next: Next, needed: Role) -> Response {
+    let caller = match bearer(req.headers()) {
+        None => None,
+        Some(t) => match crate::auth::verify_token(&st.store, t) {
+            Ok(c) => c,
+            Err(e) => return ApiError::internal(e).into_response(),
+        },
+    };
+    let Some(caller) = caller else {
+        return ApiError::unauthorized().into_response();
+    };
+    if !caller.role.allows(needed) {
+        return ApiError::forbidden(format!(
+            "this action needs the `{}` role",
+            needed.as_str()
+        ))
+        .into_response();
+    }
+    req.extensions_mut().insert::<Caller>(caller);
+    next.run(req).await
+}
+
+async fn require_kiosk(State(st): State<SharedState>, req: Request, next: Next) -> Response {
+    authorize(&st, req, next, Role::Kiosk).await
+}
+
+async fn require_admin(State(st): State<SharedState>, req: Request, next: Next) -> Response {
+    authorize(&st, req, next, Role::Admin).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_origin_rules() {
+        let cfg = Config::default();
+        assert!(host_allowed(&cfg, "127.0.0.1:8787"));
+        assert!(host_allowed(&cfg, "localhost:8787"));
+        assert!(host_allowed(&cfg, "[::1]:8787"));
+        assert!(!host_allowed(&cfg, "evil.example:8787"));
+        assert!(!host_allowed(&cfg, ""));
+        assert!(origin_allowed(&cfg, "http://127.0.0.1:8787", "127.0.0.1:8787"));
+        assert!(!origin_allowed(&cfg, "http://evil.example", "127.0.0.1:8787"));
+        assert!(!origin_allowed(&cfg, "null", "127.0.0.1:8787"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Ceremony benchmark: N enroll + verify ceremonies through the HTTP API against a simulated key
+//! whose touch is immediate, plus idle RSS and start-to-ready time of the real binary.
+//!
+//! `cargo bench --bench ceremonies` runs the full measurement (N = 200, or `KEYGATE_BENCH_N`);
+//! under `cargo test` (no `--bench` flag) it runs a 3-ceremony smoke pass.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keygate::auth::Role;
+use keygate::config::{parse_config, Overrides};
+use serde_json::{json, Value};
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = if full {
+        std::env::var("KEYGATE_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+    } else {
+        3
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(ceremonies(n));
+    if full {
+        process_figures();
+    }
+}
+
+async fn ceremonies(n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = parse_config(
+        Some("simulate_seed = 1\n[log]\nlevel = \"error\"\n"),
+        &[],
+        &Overrides {
+            data_dir: Some(tmp.path().to_path_buf()),
+            simulate: Some(true),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .unwrap();
+    let state = keygate::daemon::build_state(cfg).unwrap();
+    let token = keygate::auth::create_token(&state.store, Role::Admin, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, keygate::http::router(state)).into_future());
+    let c = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let c = c.clone();
+        let token = token.clone();
+        async move {
+            c.post(path).bearer_auth(token).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let keys: Value = c.get(format!("{base}/v1/sim/keys")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let key = keys["keys"][0]["id"].as_str().unwrap().replace(':', "%3A");
+    c.patch(format!("{base}/v1/sim/keys/{key}"))
+        .bearer_auth(&token)
+        .json(&json!({ "touch": { "auto_after_ms": 0 } }))
+        .send()
+        .await
+        .unwrap();
+    post(format!("{base}/v1/devices/{key}/pin"), json!({ "new_pin": "1234" })).await;
+
+    let mut enroll = Vec::with_capacity(n);
+    let mut verify = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let v = post(
+            format!("{base}/v1/enrollments?wait=true"),
+            json!({ "user": format!("bench{i}"), "display_name": "Bench", "pin": "1234" }),
+        )
+        .await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+        enroll.push(t.elapsed());
+        let t = Instant::now();
+        let v = post(format!("{base}/v1/assertions?wait=true"), json!({ "user": format!("bench{i}"), "pin": "1234" })).await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+        verify.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    enroll.sort();
+    verify.sort();
+    println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH);
+    println!("ceremonies: {n} enroll + {n} verify in {:.2} s = {:.1} ceremonies/s", total.as_secs_f64(), (2 * n) as f64 / total.as_secs_f64());
+    println!("enroll  p50 {:.2} ms  p99 {:.2} ms", ms(pct(&enroll, 0.5)), ms(pct(&enroll, 0.99)));
+    println!("verify  p50 {:.2} ms  p99 {:.2} ms", ms(pct(&verify, 0.5)), ms(pct(&verify, 0.99)));
+}
+
+/// Idle RSS and start-to-ready of the binary built with the bench profile.
+fn process_figures() {
+    let bin = env!("CARGO_BIN_EXE_keygate");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut readies = Vec::new();
+    let mut rss = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["serve", "--simulate", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        readies.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+        rss = rss_kib(child.id()).unwrap_or(0);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    readies.sort();
+    println!("start-to-ready (warm data dir, median of 5): {:.1} ms", ms(readies[2]));
+    println!("idle RSS: {:.1} MiB", rss as f64 / 1024.0);
+}

@@ -1,0 +1,189 @@
+//! Wiring: from a [`Config`] to a running daemon (store, devices, relying party, HTTP).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::ceremony::rp::RelyingParty;
+use crate::ceremony::CeremonyService;
+use crate::config::Config;
+use crate::device::actor::{DeviceManager, DeviceStatus};
+use crate::device::hid::HidSource;
+use crate::device::sim::SimBench;
+use crate::device::DeviceSource;
+use crate::http::{router, AppState, SharedState};
+use crate::store::Store;
+
+pub fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Create the data dir (0700) if needed.
+pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("securing data dir {}", cfg.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    ensure_data_dir(cfg)?;
+    let path = cfg.data_dir.join("keygate.db");
+    Store::open(&path).with_context(|| format!("opening database {}", path.display()))
+}
+
+/// Build the application state (no socket yet).
+pub fn build_state(cfg: Config) -> anyhow::Result<SharedState> {
+    let store = open_store(&cfg)?;
+    let interrupted = store.fail_interrupted_ceremonies()?;
+    if interrupted > 0 {
+        tracing::warn!(count = interrupted, "ceremonies interrupted by the previous shutdown were ended as failed");
+    }
+    let _ = store.prune_ceremonies(
+        crate::store::now() - time::Duration::days(30),
+    )?;
+
+    let mut ca_pems = Vec::new();
+    for f in &cfg.relying_party.attestation_ca_files {
+        ca_pems.push(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading attestation CA {}", f.display()))?,
+        );
+    }
+    let (sources, sim): (Vec<Arc<dyn DeviceSource>>, Option<Arc<SimBench>>) = if cfg.simulate {
+        let bench = Arc::new(
+            SimBench::open(&cfg.data_dir, cfg.simulate_seed)
+                .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
+        );
+        ca_pems.push(bench.attestation_ca_pem());
+        (vec![bench.clone() as Arc<dyn DeviceSource>], Some(bench))
+    } else {
+        (vec![Arc::new(HidSource::new()) as Arc<dyn DeviceSource>], None)
+    };
+    let rp = RelyingParty::new(
+        &cfg.relying_party.id,
+        &cfg.relying_party.name,
+        &cfg.relying_party.origin,
+        &ca_pems,
+        cfg.relying_party.require_trusted_attestation,
+    )
+    .map_err(|e| anyhow::anyhow!("relying party: {e}"))?;
+    let devices = Arc::new(DeviceManager::new(sources));
+    let ceremonies = Arc::new(CeremonyService::new(
+        cfg.clone(),
+        rp,
+        store.clone(),
+        devices,
+    ));
+    Ok(Arc::new(AppState {
+        cfg,
+        store,
+        ceremonies,
+        sim,
+    }))
+}
+
+/// Run until SIGINT/SIGTERM.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let listen = cfg.listen;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "listening beyond loopback as configured");
+    }
+    let simulate = cfg.simulate;
+    let state = build_state(cfg)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, simulate, ready_ms = started.elapsed().as_millis() as u64, "keygate ready");
+    // One machine-readable line on stdout for scripts and tests that listen on port 0.
+    println!("keygate listening on http://{addr}");
+    notify_systemd("READY=1");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    notify_systemd("STOPPING=1");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+fn notify_systemd(msg: &str) {
+    #[cfg(unix)]
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        let sock = match std::os::unix::net::UnixDatagram::unbound() {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let p = std::path::PathBuf::from(&path);
+        let r = if let Some(abstract_name) = path.to_str().and_then(|s| s.strip_prefix('@')) {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+                    .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let _ = abstract_name;
+                Ok(0)
+            }
+        } else {
+            sock.send_to(msg.as_bytes(), &p)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "sd_notify failed");
+        }
+    }
+}
+
+/// `keygate devices`.
+pub async fn list_devices(cfg: &Config) -> anyhow::Result<Vec<DeviceStatus>> {
+    let sources: Vec<Arc<dyn DeviceSource>> = if cfg.simulate {
+        ensure_data_dir(cfg)?;
+        vec![Arc::new(
+            SimBench::open(&cfg.data_dir, cfg.simulate_seed)
+                .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
+        )]
+    } else {
+        vec![Arc::new(HidSource::new())]
+    };
+    let mgr = DeviceManager::new(sources);
+    mgr.statuses()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing devices: {e}"))
+}
