@@ -34,11 +34,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n: usize = if full {
-        std::env::var("KEYGATE_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+        std::env::var("KEYGATE_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200)
     } else {
         3
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(ceremonies(n));
     if full {
         process_figures();
@@ -61,16 +67,32 @@ async fn ceremonies(n: usize) {
     let token = keygate::auth::create_token(&state.store, Role::Admin, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, keygate::http::router(state)).into_future());
+    tokio::spawn(async move { axum::serve(listener, keygate::http::router(state)).await });
     let c = reqwest::Client::new();
     let post = |path: String, body: Value| {
         let c = c.clone();
         let token = token.clone();
         async move {
-            c.post(path).bearer_auth(token).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+            c.post(path)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
         }
     };
-    let keys: Value = c.get(format!("{base}/v1/sim/keys")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let keys: Value = c
+        .get(format!("{base}/v1/sim/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let key = keys["keys"][0]["id"].as_str().unwrap().replace(':', "%3A");
     c.patch(format!("{base}/v1/sim/keys/{key}"))
         .bearer_auth(&token)
@@ -78,7 +100,11 @@ async fn ceremonies(n: usize) {
         .send()
         .await
         .unwrap();
-    post(format!("{base}/v1/devices/{key}/pin"), json!({ "new_pin": "1234" })).await;
+    post(
+        format!("{base}/v1/devices/{key}/pin"),
+        json!({ "new_pin": "1234" }),
+    )
+    .await;
 
     let mut enroll = Vec::with_capacity(n);
     let mut verify = Vec::with_capacity(n);
@@ -93,17 +119,39 @@ async fn ceremonies(n: usize) {
         assert_eq!(v["state"], "succeeded", "{v}");
         enroll.push(t.elapsed());
         let t = Instant::now();
-        let v = post(format!("{base}/v1/assertions?wait=true"), json!({ "user": format!("bench{i}"), "pin": "1234" })).await;
+        let v = post(
+            format!("{base}/v1/assertions?wait=true"),
+            json!({ "user": format!("bench{i}"), "pin": "1234" }),
+        )
+        .await;
         assert_eq!(v["state"], "succeeded", "{v}");
         verify.push(t.elapsed());
     }
     let total = started.elapsed();
     enroll.sort();
     verify.sort();
-    println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH);
-    println!("ceremonies: {n} enroll + {n} verify in {:.2} s = {:.1} ceremonies/s", total.as_secs_f64(), (2 * n) as f64 / total.as_secs_f64());
-    println!("enroll  p50 {:.2} ms  p99 {:.2} ms", ms(pct(&enroll, 0.5)), ms(pct(&enroll, 0.99)));
-    println!("verify  p50 {:.2} ms  p99 {:.2} ms", ms(pct(&verify, 0.5)), ms(pct(&verify, 0.99)));
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::env::consts::ARCH
+    );
+    println!(
+        "ceremonies: {n} enroll + {n} verify in {:.2} s = {:.1} ceremonies/s",
+        total.as_secs_f64(),
+        (2 * n) as f64 / total.as_secs_f64()
+    );
+    println!(
+        "enroll  p50 {:.2} ms  p99 {:.2} ms",
+        ms(pct(&enroll, 0.5)),
+        ms(pct(&enroll, 0.99))
+    );
+    println!(
+        "verify  p50 {:.2} ms  p99 {:.2} ms",
+        ms(pct(&verify, 0.5)),
+        ms(pct(&verify, 0.99))
+    );
 }
 
 /// Idle RSS and start-to-ready of the binary built with the bench profile.
@@ -115,7 +163,13 @@ fn process_figures() {
     for _ in 0..5 {
         let t = Instant::now();
         let mut child = Command::new(bin)
-            .args(["serve", "--simulate", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(tmp.path())
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
@@ -123,7 +177,9 @@ fn process_figures() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         readies.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(500));
         rss = rss_kib(child.id()).unwrap_or(0);
@@ -131,6 +187,9 @@ fn process_figures() {
         child.wait().unwrap();
     }
     readies.sort();
-    println!("start-to-ready (warm data dir, median of 5): {:.1} ms", ms(readies[2]));
+    println!(
+        "start-to-ready (warm data dir, median of 5): {:.1} ms",
+        ms(readies[2])
+    );
     println!("idle RSS: {:.1} MiB", rss as f64 / 1024.0);
 }

@@ -6,5 +6,6 @@ pub mod ceremony;
 pub mod config;
 pub mod daemon;
 pub mod device;
+pub mod doctor;
 pub mod http;
 pub mod store;

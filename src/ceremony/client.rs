@@ -17,7 +17,9 @@ use webauthn_rs_core::proto::{
     RegisterPublicKeyCredential, ResidentKeyRequirement, UserVerificationPolicy,
 };
 
-use crate::device::{AssertionOutput, GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput, Pin};
+use crate::device::{
+    AssertionOutput, GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput, Pin,
+};
 
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -77,16 +79,13 @@ pub fn make_credential_args(
         .unwrap_or(UserVerificationPolicy::Preferred);
     let args = MakeCredentialArgs {
         client_data_hash: Sha256::digest(&cdj).into(),
+        client_data_json: cdj.clone(),
         rp_id: options.rp.id.clone(),
         rp_name: options.rp.name.clone(),
         user_id: AsRef::<[u8]>::as_ref(&options.user.id).to_vec(),
         user_name: options.user.name.clone(),
         user_display_name: options.user.display_name.clone(),
-        algorithms: options
-            .pub_key_cred_params
-            .iter()
-            .map(|p| p.alg)
-            .collect(),
+        algorithms: options.pub_key_cred_params.iter().map(|p| p.alg).collect(),
         exclude_list: options
             .exclude_credentials
             .iter()
@@ -110,6 +109,7 @@ pub fn get_assertion_args(
     let cdj = client_data_json("webauthn.get", options.challenge.as_ref(), origin);
     let args = GetAssertionArgs {
         client_data_hash: Sha256::digest(&cdj).into(),
+        client_data_json: cdj.clone(),
         rp_id: options.rp_id.clone(),
         allow_list: options
             .allow_credentials
@@ -129,10 +129,10 @@ pub fn registration_credential(
 ) -> RegisterPublicKeyCredential {
     RegisterPublicKeyCredential {
         id: b64(&out.credential_id),
-        raw_id: out.credential_id.clone().into(),
+        raw_id: out.credential_id.clone(),
         response: AuthenticatorAttestationResponseRaw {
-            attestation_object: out.attestation_object.clone().into(),
-            client_data_json: cdj.to_vec().into(),
+            attestation_object: out.attestation_object.clone(),
+            client_data_json: cdj.to_vec(),
             transports: Some(vec![AuthenticatorTransport::Usb]),
         },
         type_: "public-key".into(),
@@ -144,12 +144,12 @@ pub fn registration_credential(
 pub fn assertion_credential(cdj: &[u8], out: &AssertionOutput) -> PublicKeyCredential {
     PublicKeyCredential {
         id: b64(&out.credential_id),
-        raw_id: out.credential_id.clone().into(),
+        raw_id: out.credential_id.clone(),
         response: AuthenticatorAssertionResponseRaw {
-            authenticator_data: out.authenticator_data.clone().into(),
-            client_data_json: cdj.to_vec().into(),
-            signature: out.signature.clone().into(),
-            user_handle: out.user_handle.clone().map(Into::into),
+            authenticator_data: out.authenticator_data.clone(),
+            client_data_json: cdj.to_vec(),
+            signature: out.signature.clone(),
+            user_handle: out.user_handle.clone(),
         },
         extensions: Default::default(),
         type_: "public-key".into(),

@@ -253,8 +253,7 @@ pub struct AssertionRequest {
 pub fn validate_user_name(u: &str) -> Result<(), CeremonyError> {
     let ok = !u.is_empty()
         && u.chars().count() <= 128
-        && u
-            .chars()
+        && u.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
     if ok {
         Ok(())
@@ -472,14 +471,8 @@ impl CeremonyService {
             client::make_credential_args(&options, &self.rp.origin, key_can_verify, pin);
 
         let id = uuid::Uuid::new_v4().to_string();
-        let (c, pin_rx) = self.register(
-            &id,
-            Kind::Enrollment,
-            Some(&user.name),
-            actor,
-            timeout,
-            who,
-        )?;
+        let (c, pin_rx) =
+            self.register(&id, Kind::Enrollment, Some(&user.name), actor, timeout, who)?;
         let svc = self.clone();
         let model = info.model.clone();
         let nickname = req.nickname.clone();
@@ -494,7 +487,17 @@ impl CeremonyService {
                 })
                 .await;
             let result = match outcome {
-                Ok(out) => svc.finish_enrollment(&c, &user.name, &cdj, &out, &reg_state, discoverable, nickname, model, &who),
+                Ok(out) => svc.finish_enrollment(
+                    &c,
+                    &user.name,
+                    &cdj,
+                    &out,
+                    &reg_state,
+                    discoverable,
+                    nickname,
+                    model,
+                    &who,
+                ),
                 Err(e) => Err(e),
             };
             svc.conclude(&c, result, &who);
@@ -548,7 +551,8 @@ impl CeremonyService {
             });
         }
         let (options, auth_state) = self.rp.start_authentication(&creds, uv, timeout)?;
-        let (cdj, args) = client::get_assertion_args(&options, &self.rp.origin, key_can_verify, pin);
+        let (cdj, args) =
+            client::get_assertion_args(&options, &self.rp.origin, key_can_verify, pin);
         let id = uuid::Uuid::new_v4().to_string();
         let (c, pin_rx) = self.register(
             &id,
@@ -566,10 +570,14 @@ impl CeremonyService {
         tokio::spawn(async move {
             let c = task_c;
             let outcome = svc
-                .drive(&c, deadline, pin_rx, args, |a, args, ctx| a.get_assertion(args, ctx))
+                .drive(&c, deadline, pin_rx, args, |a, args, ctx| {
+                    a.get_assertion(args, ctx)
+                })
                 .await;
             let result = match outcome {
-                Ok(outs) => svc.finish_assertion(&c, named_user.as_deref(), &cdj, outs, auth_state, &who),
+                Ok(outs) => {
+                    svc.finish_assertion(&c, named_user.as_deref(), &cdj, outs, auth_state, &who)
+                }
                 Err(e) => Err(e),
             };
             svc.conclude(&c, result, &who);
@@ -638,10 +646,7 @@ impl CeremonyService {
             });
             let ctx = OpContext::new(deadline, progress);
             let call_args = args.clone();
-            let r = c
-                .actor
-                .run(ctx, move |a, ctx| op(a, &call_args, ctx))
-                .await;
+            let r = c.actor.run(ctx, move |a, ctx| op(a, &call_args, ctx)).await;
             match r {
                 Ok(t) => return Ok(t),
                 Err(DeviceError::PinRequired) if !args.has_pin() => {
@@ -662,7 +667,10 @@ impl CeremonyService {
     }
 
     async fn pin_retries(&self, actor: &Arc<DeviceActor>, deadline: Instant) -> Option<u32> {
-        let ctx = OpContext::new(deadline.min(Instant::now() + Duration::from_secs(5)), Arc::new(|_| {}));
+        let ctx = OpContext::new(
+            deadline.min(Instant::now() + Duration::from_secs(5)),
+            Arc::new(|_| {}),
+        );
         actor.run(ctx, |a, _| a.pin_retries()).await.ok()
     }
 
@@ -862,7 +870,11 @@ impl CeremonyService {
             }),
             Err(e) => {
                 let cancelled = matches!(e, CeremonyError::Device(DeviceError::Cancelled));
-                let state = if cancelled { State::Cancelled } else { State::Failed };
+                let state = if cancelled {
+                    State::Cancelled
+                } else {
+                    State::Failed
+                };
                 match &e {
                     CeremonyError::Rp(RpError::Internal(d)) => {
                         tracing::error!(ceremony = %id, detail = %d, "ceremony failed internally")
@@ -870,23 +882,30 @@ impl CeremonyService {
                     CeremonyError::Store(d) => {
                         tracing::error!(ceremony = %id, detail = %d, "ceremony failed in store")
                     }
-                    CeremonyError::Device(d @ (DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_))) => {
+                    CeremonyError::Device(
+                        d @ (DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_)),
+                    ) => {
                         tracing::warn!(ceremony = %id, detail = %d, "device error")
                     }
-                    CeremonyError::Rp(d) => tracing::warn!(ceremony = %id, detail = %d, "verification failed"),
+                    CeremonyError::Rp(d) => {
+                        tracing::warn!(ceremony = %id, detail = %d, "verification failed")
+                    }
                     _ => {}
                 }
                 let view = ErrorView::from(&e);
                 // The quarantine path persisted its failure together with the quarantine.
                 if !matches!(e, CeremonyError::PossibleClonedKey) {
-                    let mut audit = NewAudit::new(
-                        &format!("{}.{}", kind.as_str(), state.as_str()),
-                        who,
-                    )
-                    .ceremony(&id)
-                    .detail(serde_json::json!({ "code": view.code }));
+                    let mut audit =
+                        NewAudit::new(&format!("{}.{}", kind.as_str(), state.as_str()), who)
+                            .ceremony(&id)
+                            .detail(serde_json::json!({ "code": view.code }));
                     audit.user = user;
-                    if let Err(se) = self.store.update_ceremony(&id, state.as_str(), Some(&view.code), Some(&audit)) {
+                    if let Err(se) = self.store.update_ceremony(
+                        &id,
+                        state.as_str(),
+                        Some(&view.code),
+                        Some(&audit),
+                    ) {
                         tracing::error!(ceremony = %id, error = %se, "cannot persist ceremony end");
                     }
                 }
@@ -913,7 +932,10 @@ impl CeremonyService {
         if let Some(c) = self.find(id, kind) {
             return Ok(c.view.borrow().clone());
         }
-        let rec = self.store.get_ceremony(id)?.ok_or(CeremonyError::NotFound)?;
+        let rec = self
+            .store
+            .get_ceremony(id)?
+            .ok_or(CeremonyError::NotFound)?;
         if rec.kind != kind.as_str() {
             return Err(CeremonyError::NotFound);
         }
@@ -929,7 +951,9 @@ impl CeremonyService {
             pin_retries: None,
             error: rec.error_code.map(|code| ErrorView {
                 message: match code.as_str() {
-                    "ceremony_interrupted" => "the ceremony was interrupted by a restart of keygate; start again".into(),
+                    "ceremony_interrupted" => {
+                        "the ceremony was interrupted by a restart of keygate; start again".into()
+                    }
                     _ => "the ceremony ended".into(),
                 },
                 code,
@@ -940,7 +964,12 @@ impl CeremonyService {
     }
 
     /// Wait until the ceremony ended or needs the client, or `max` elapsed.
-    pub async fn wait(&self, id: &str, kind: Kind, max: Duration) -> Result<CeremonyView, CeremonyError> {
+    pub async fn wait(
+        &self,
+        id: &str,
+        kind: Kind,
+        max: Duration,
+    ) -> Result<CeremonyView, CeremonyError> {
         let Some(c) = self.find(id, kind) else {
             return self.get(id, kind);
         };
@@ -950,13 +979,22 @@ impl CeremonyService {
         Ok(v)
     }
 
-    pub fn subscribe(&self, id: &str, kind: Kind) -> Result<watch::Receiver<CeremonyView>, CeremonyError> {
+    pub fn subscribe(
+        &self,
+        id: &str,
+        kind: Kind,
+    ) -> Result<watch::Receiver<CeremonyView>, CeremonyError> {
         self.find(id, kind)
             .map(|c| c.view.subscribe())
             .ok_or(CeremonyError::NotFound)
     }
 
-    pub fn submit_pin(&self, id: &str, kind: Kind, pin: String) -> Result<CeremonyView, CeremonyError> {
+    pub fn submit_pin(
+        &self,
+        id: &str,
+        kind: Kind,
+        pin: String,
+    ) -> Result<CeremonyView, CeremonyError> {
         let c = self.find(id, kind).ok_or(CeremonyError::NotFound)?;
         let pin = Pin::new(pin);
         pin.check_policy(4)?;
@@ -1006,7 +1044,11 @@ impl CeremonyService {
                 None => a.set_pin(&new_pin),
             })
             .await;
-        let event = if changing { "device.pin_changed" } else { "device.pin_set" };
+        let event = if changing {
+            "device.pin_changed"
+        } else {
+            "device.pin_set"
+        };
         let outcome = match &r {
             Ok(()) => "ok".to_string(),
             Err(e) => e.code().to_string(),
@@ -1017,7 +1059,10 @@ impl CeremonyService {
         )?;
         match r {
             Ok(()) => Ok(actor.status().await?),
-            Err(DeviceError::PinAlreadySet) | Err(DeviceError::Ctap(crate::device::CtapStatus::NotAllowed)) if !changing => {
+            Err(DeviceError::PinAlreadySet)
+            | Err(DeviceError::Ctap(crate::device::CtapStatus::NotAllowed))
+                if !changing =>
+            {
                 Err(DeviceError::PinRequired.into())
             }
             Err(e) => Err(e.into()),

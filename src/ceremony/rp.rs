@@ -163,7 +163,7 @@ impl RelyingParty {
         discoverable: bool,
         timeout: Duration,
     ) -> Result<(PublicKeyCredentialCreationOptions, RegistrationState), RpError> {
-        let exclude: Vec<_> = existing.iter().map(|c| c.id.clone().into()).collect();
+        let exclude: Vec<_> = existing.iter().map(|c| c.id.clone()).collect();
         let builder = self
             .core
             .new_challenge_register_builder(&user.user_handle, &user.name, &user.display_name)

@@ -133,6 +133,8 @@ impl std::fmt::Debug for Pin {
 pub struct MakeCredentialArgs {
     /// SHA-256 of the exact clientDataJSON bytes.
     pub client_data_hash: [u8; 32],
+    /// The clientDataJSON bytes themselves: ctap-hid-fido2 hashes them itself.
+    pub client_data_json: Vec<u8>,
     pub rp_id: String,
     pub rp_name: String,
     pub user_id: Vec<u8>,
@@ -159,6 +161,8 @@ pub struct MakeCredentialOutput {
 #[derive(Debug, Clone)]
 pub struct GetAssertionArgs {
     pub client_data_hash: [u8; 32],
+    /// The clientDataJSON bytes themselves: ctap-hid-fido2 hashes them itself.
+    pub client_data_json: Vec<u8>,
     pub rp_id: String,
     /// Empty means a discoverable (user-less) request.
     pub allow_list: Vec<Vec<u8>>,
