@@ -253,10 +253,14 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     if cfg.max_body_bytes < 1024 {
-        return Err(ConfigError::Invalid("max_body_bytes must be >= 1024".into()));
+        return Err(ConfigError::Invalid(
+            "max_body_bytes must be >= 1024".into(),
+        ));
     }
     if !matches!(cfg.log.format.as_str(), "text" | "json") {
-        return Err(ConfigError::Invalid("log.format must be `text` or `json`".into()));
+        return Err(ConfigError::Invalid(
+            "log.format must be `text` or `json`".into(),
+        ));
     }
     for o in &cfg.allowed_origins {
         url::Url::parse(o)
@@ -268,10 +272,12 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
 /// Read the file (if any) and the process environment, then [`parse_config`].
 pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let text = match path {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-            path: p.to_path_buf(),
-            source,
-        })?),
+        Some(p) => Some(
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let env: Vec<(String, String)> = std::env::vars()
@@ -288,7 +294,10 @@ mod tests {
     fn defaults_are_loopback_and_valid() {
         let c = parse_config(None, &[], &Overrides::default()).unwrap();
         assert!(c.listen.ip().is_loopback());
-        assert_eq!(c.relying_party.user_verification, UserVerification::Required);
+        assert_eq!(
+            c.relying_party.user_verification,
+            UserVerification::Required
+        );
     }
 
     #[test]
@@ -304,7 +313,10 @@ mod tests {
         let c = parse_config(Some(file), &env, &Overrides::default()).unwrap();
         assert_eq!(c.listen.port(), 9100);
         assert_eq!(c.relying_party.id, "odisee.be");
-        assert_eq!(c.relying_party.user_verification, UserVerification::Preferred);
+        assert_eq!(
+            c.relying_party.user_verification,
+            UserVerification::Preferred
+        );
         let o = Overrides {
             listen: Some("127.0.0.1:9200".parse().unwrap()),
             ..Default::default()

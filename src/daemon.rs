@@ -17,8 +17,8 @@ use crate::store::Store;
 
 pub fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -53,11 +53,12 @@ pub fn build_state(cfg: Config) -> anyhow::Result<SharedState> {
     let store = open_store(&cfg)?;
     let interrupted = store.fail_interrupted_ceremonies()?;
     if interrupted > 0 {
-        tracing::warn!(count = interrupted, "ceremonies interrupted by the previous shutdown were ended as failed");
+        tracing::warn!(
+            count = interrupted,
+            "ceremonies interrupted by the previous shutdown were ended as failed"
+        );
     }
-    let _ = store.prune_ceremonies(
-        crate::store::now() - time::Duration::days(30),
-    )?;
+    let _ = store.prune_ceremonies(crate::store::now() - time::Duration::days(30))?;
 
     let mut ca_pems = Vec::new();
     for f in &cfg.relying_party.attestation_ca_files {
@@ -74,7 +75,10 @@ pub fn build_state(cfg: Config) -> anyhow::Result<SharedState> {
         ca_pems.push(bench.attestation_ca_pem());
         (vec![bench.clone() as Arc<dyn DeviceSource>], Some(bench))
     } else {
-        (vec![Arc::new(HidSource::new()) as Arc<dyn DeviceSource>], None)
+        (
+            vec![Arc::new(HidSource::new()) as Arc<dyn DeviceSource>],
+            None,
+        )
     };
     let rp = RelyingParty::new(
         &cfg.relying_party.id,
@@ -129,8 +133,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }

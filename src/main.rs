@@ -9,7 +9,11 @@ use keygate::auth::Role;
 use keygate::config::{self, Overrides};
 
 #[derive(Parser)]
-#[command(name = "keygate", version, about = "FIDO2 security keys and SMS codes for a campus, behind a local HTTP API")]
+#[command(
+    name = "keygate",
+    version,
+    about = "FIDO2 security keys and SMS codes for a campus, behind a local HTTP API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,7 +127,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let devices = rt.block_on(keygate::daemon::list_devices(&cfg))?;
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": devices }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "devices": devices }))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {
@@ -160,7 +167,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{report}");
             }
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
     }
 }

@@ -71,7 +71,9 @@ async fn enroll_then_verify_and_check_outside_keygate() {
 
 fn common_b64(s: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
 }
 
 fn verify_es256(cose: &[u8], auth_data: &[u8], cdj: &[u8], sig: &[u8]) -> bool {
@@ -103,14 +105,20 @@ async fn pin_is_asked_for_and_wrong_pins_count_down() {
     let s = TestServer::start().await;
     s.set_pin("1234").await;
     let (st, v) = s
-        .post("/v1/enrollments?wait=true", json!({ "user": "r1", "display_name": "R One" }))
+        .post(
+            "/v1/enrollments?wait=true",
+            json!({ "user": "r1", "display_name": "R One" }),
+        )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["state"], "needs_pin");
     assert_eq!(v["pin_retries"], 8);
     let id = v["id"].as_str().unwrap().to_string();
     let (st, v) = s
-        .post(&format!("/v1/enrollments/{id}/pin?wait=true"), json!({ "pin": "9999" }))
+        .post(
+            &format!("/v1/enrollments/{id}/pin?wait=true"),
+            json!({ "pin": "9999" }),
+        )
         .await;
     assert!(st.is_success(), "{v}");
     assert_eq!(v["state"], "needs_pin", "{v}");
@@ -118,11 +126,16 @@ async fn pin_is_asked_for_and_wrong_pins_count_down() {
     assert_eq!(v["error"]["retries_left"], 7);
     assert_eq!(v["pin_retries"], 7);
     // A PIN that breaks the policy is refused without touching the key.
-    let (st, e) = s.post(&format!("/v1/enrollments/{id}/pin"), json!({ "pin": "12" })).await;
+    let (st, e) = s
+        .post(&format!("/v1/enrollments/{id}/pin"), json!({ "pin": "12" }))
+        .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(code(&e), "pin_policy_violation");
     let (_, v) = s
-        .post(&format!("/v1/enrollments/{id}/pin?wait=true"), json!({ "pin": "1234" }))
+        .post(
+            &format!("/v1/enrollments/{id}/pin?wait=true"),
+            json!({ "pin": "1234" }),
+        )
         .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     // Retries reset after a correct PIN.
@@ -203,26 +216,37 @@ async fn device_pin_set_change_wrong_and_blocked() {
     // Setting again without the current PIN is refused.
     let (st, e) = s.post(&path, json!({ "new_pin": "4321" })).await;
     assert_eq!(code(&e), "pin_required", "{st} {e}");
-    let (st, e) = s.post(&path, json!({ "new_pin": "4321", "current_pin": "0000" })).await;
+    let (st, e) = s
+        .post(&path, json!({ "new_pin": "4321", "current_pin": "0000" }))
+        .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(code(&e), "pin_invalid");
     assert_eq!(e["error"]["retries_left"], 7);
-    let (st, _) = s.post(&path, json!({ "new_pin": "4321", "current_pin": "1234" })).await;
+    let (st, _) = s
+        .post(&path, json!({ "new_pin": "4321", "current_pin": "1234" }))
+        .await;
     assert_eq!(st, StatusCode::OK);
     // Three wrong PINs in a row: the key needs a power cycle.
     for _ in 0..2 {
-        let (_, e) = s.post(&path, json!({ "new_pin": "5555", "current_pin": "0000" })).await;
+        let (_, e) = s
+            .post(&path, json!({ "new_pin": "5555", "current_pin": "0000" }))
+            .await;
         assert_eq!(code(&e), "pin_invalid");
     }
-    let (st, e) = s.post(&path, json!({ "new_pin": "5555", "current_pin": "0000" })).await;
+    let (st, e) = s
+        .post(&path, json!({ "new_pin": "5555", "current_pin": "0000" }))
+        .await;
     assert_eq!(code(&e), "pin_auth_blocked", "{e}");
     assert_eq!(st, StatusCode::LOCKED);
     // Replug and keep going until the PIN is blocked for good (8 retries in all).
     let mut last = String::new();
     for _ in 0..3 {
-        s.post(&format!("/v1/sim/keys/{}/replug", enc(&id)), json!({})).await;
+        s.post(&format!("/v1/sim/keys/{}/replug", enc(&id)), json!({}))
+            .await;
         for _ in 0..3 {
-            let (_, e) = s.post(&path, json!({ "new_pin": "5555", "current_pin": "0000" })).await;
+            let (_, e) = s
+                .post(&path, json!({ "new_pin": "5555", "current_pin": "0000" }))
+                .await;
             last = code(&e).to_string();
             if last == "pin_blocked" || last == "pin_auth_blocked" {
                 break;
@@ -233,7 +257,9 @@ async fn device_pin_set_change_wrong_and_blocked() {
         }
     }
     assert_eq!(last, "pin_blocked");
-    let (_, e) = s.post(&path, json!({ "new_pin": "5555", "current_pin": "4321" })).await;
+    let (_, e) = s
+        .post(&path, json!({ "new_pin": "5555", "current_pin": "4321" }))
+        .await;
     assert_eq!(code(&e), "pin_blocked");
 }
 
@@ -269,7 +295,9 @@ async fn touch_timeout_cancel_and_unplug() {
     let (_, v) = s.post("/v1/enrollments", enroll_body("r4")).await;
     let id = v["id"].as_str().unwrap().to_string();
     s.get(&format!("/v1/enrollments/{id}?wait=1")).await;
-    let (st, _) = s.post(&format!("/v1/sim/keys/{}/unplug", enc(&key)), json!({})).await;
+    let (st, _) = s
+        .post(&format!("/v1/sim/keys/{}/unplug", enc(&key)), json!({}))
+        .await;
     assert!(st.is_success());
     let (_, v) = s.get(&format!("/v1/enrollments/{id}?wait=true")).await;
     assert_eq!(v["state"], "failed", "{v}");
@@ -278,23 +306,26 @@ async fn touch_timeout_cancel_and_unplug() {
     let (st, e) = s.post("/v1/enrollments", enroll_body("r4")).await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(code(&e), "no_device");
-    assert!(s.state.store.list_credentials("r4", true).unwrap().is_empty());
+    assert!(s
+        .state
+        .store
+        .list_credentials("r4", true)
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
 async fn needs_pin_until_the_ceremony_expires() {
     let s = TestServer::start().await;
     s.set_pin("1234").await;
-    let (_, v) = s
-        .post(
-            "/v1/assertions",
-            json!({ "user": "nobody" }),
-        )
-        .await;
+    let (_, v) = s.post("/v1/assertions", json!({ "user": "nobody" })).await;
     assert_eq!(code(&v), "no_credentials");
     enrolled(&s, "r6").await;
     let (_, v) = s
-        .post("/v1/assertions?wait=true", json!({ "user": "r6", "timeout_ms": 300 }))
+        .post(
+            "/v1/assertions?wait=true",
+            json!({ "user": "r6", "timeout_ms": 300 }),
+        )
         .await;
     assert_eq!(v["state"], "needs_pin");
     let id = v["id"].as_str().unwrap().to_string();
@@ -305,7 +336,12 @@ async fn needs_pin_until_the_ceremony_expires() {
     let (_, v) = s.get(&format!("/v1/assertions/{id}")).await;
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "ceremony_expired");
-    let (st, e) = s.post(&format!("/v1/assertions/{id}/pin"), json!({ "pin": "1234" })).await;
+    let (st, e) = s
+        .post(
+            &format!("/v1/assertions/{id}/pin"),
+            json!({ "pin": "1234" }),
+        )
+        .await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(code(&e), "ceremony_ended");
 }
@@ -316,9 +352,14 @@ async fn cloned_key_is_quarantined_until_an_admin_releases_it() {
     s.set_pin("1234").await;
     let original = s.sim_key().await;
     let v = enrolled(&s, "r7").await;
-    let cred_id = v["result"]["credential"]["id"].as_str().unwrap().to_string();
+    let cred_id = v["result"]["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Clone the key now, then let the original sign once more.
-    let (st, c) = s.post(&format!("/v1/sim/keys/{}/clone", enc(&original)), json!({})).await;
+    let (st, c) = s
+        .post(&format!("/v1/sim/keys/{}/clone", enc(&original)), json!({}))
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{c}");
     let clone = c["key"]["id"].as_str().unwrap().to_string();
     let mut body = json!({ "user": "r7", "pin": "1234", "device": original });
@@ -336,17 +377,32 @@ async fn cloned_key_is_quarantined_until_an_admin_releases_it() {
     assert_eq!(code(&e), "no_credentials");
     // Kiosk tokens cannot release; admins can.
     let (st, e) = s
-        .req(Method::POST, &format!("/v1/users/r7/credentials/{cred_id}/release"), Some(&s.kiosk), None)
+        .req(
+            Method::POST,
+            &format!("/v1/users/r7/credentials/{cred_id}/release"),
+            Some(&s.kiosk),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert_eq!(code(&e), "forbidden");
-    let (st, c) = s.post(&format!("/v1/users/r7/credentials/{cred_id}/release"), json!({})).await;
+    let (st, c) = s
+        .post(
+            &format!("/v1/users/r7/credentials/{cred_id}/release"),
+            json!({}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{c}");
     assert_eq!(c["credential"]["state"], "active");
     let a = s.verify(body).await;
     assert_eq!(a["state"], "succeeded", "{a}");
     let (_, audit) = s.get("/v1/audit?user=r7").await;
-    let events: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let events: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert!(events.contains(&"credential.quarantined"));
     assert!(events.contains(&"credential.released"));
 }
@@ -384,11 +440,24 @@ async fn service_desk_reset_and_credential_admin() {
     let s = TestServer::start().await;
     s.set_pin("1234").await;
     let v = enrolled(&s, "r10").await;
-    let id = v["result"]["credential"]["id"].as_str().unwrap().to_string();
-    let (st, c) = s.patch(&format!("/v1/users/r10/credentials/{id}"), json!({ "nickname": "rood" })).await;
+    let id = v["result"]["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, c) = s
+        .patch(
+            &format!("/v1/users/r10/credentials/{id}"),
+            json!({ "nickname": "rood" }),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(c["credential"]["nickname"], "rood");
-    let (st, e) = s.patch(&format!("/v1/users/r10/credentials/{id}"), json!({ "nick": "x" })).await;
+    let (st, e) = s
+        .patch(
+            &format!("/v1/users/r10/credentials/{id}"),
+            json!({ "nick": "x" }),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(code(&e), "invalid_request");
     let (st, r) = s.delete("/v1/users/r10").await;
@@ -408,7 +477,10 @@ async fn revoked_discoverable_key_is_an_unknown_credential() {
     let mut b = enroll_body("r11");
     b["discoverable"] = json!(true);
     let v = s.enroll(b).await;
-    let id = v["result"]["credential"]["id"].as_str().unwrap().to_string();
+    let id = v["result"]["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (st, _) = s.delete(&format!("/v1/users/r11/credentials/{id}")).await;
     assert_eq!(st, StatusCode::OK);
     let a = s.verify(json!({ "pin": "1234" })).await;
@@ -419,7 +491,12 @@ async fn revoked_discoverable_key_is_an_unknown_credential() {
 #[tokio::test]
 async fn key_without_pin_and_uv_required() {
     let s = TestServer::start().await;
-    let (st, e) = s.post("/v1/enrollments", json!({ "user": "r12", "display_name": "R" })).await;
+    let (st, e) = s
+        .post(
+            "/v1/enrollments",
+            json!({ "user": "r12", "display_name": "R" }),
+        )
+        .await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(code(&e), "pin_not_set");
     // Touch-only enrollment when the kiosk allows it.
@@ -436,16 +513,24 @@ async fn auth_roles_and_unknown_routes() {
     let (st, e) = s.req(Method::GET, "/v1/devices", None, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(code(&e), "unauthorized");
-    let (st, _) = s.req(Method::GET, "/v1/devices", Some("kg_abc_def"), None).await;
+    let (st, _) = s
+        .req(Method::GET, "/v1/devices", Some("kg_abc_def"), None)
+        .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let (st, _) = s.req(Method::GET, "/v1/devices", Some(&s.kiosk.clone()), None).await;
+    let (st, _) = s
+        .req(Method::GET, "/v1/devices", Some(&s.kiosk.clone()), None)
+        .await;
     assert_eq!(st, StatusCode::OK);
-    let (st, e) = s.req(Method::GET, "/v1/audit", Some(&s.kiosk.clone()), None).await;
+    let (st, e) = s
+        .req(Method::GET, "/v1/audit", Some(&s.kiosk.clone()), None)
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert_eq!(code(&e), "forbidden");
     let (st, _) = s.req(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, e) = s.get("/v1/enrollments/00000000-0000-0000-0000-000000000000").await;
+    let (st, e) = s
+        .get("/v1/enrollments/00000000-0000-0000-0000-000000000000")
+        .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(code(&e), "not_found");
     let (st, _) = s.get("/v1/nothing-here").await;
@@ -502,13 +587,19 @@ async fn malformed_and_oversized_bodies() {
             .header("content-type", ct)
             .body(body)
     };
-    let r = post_raw("{not json".into(), "application/json").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(code(&r.json::<Value>().await.unwrap()), "invalid_request");
-    let r = post_raw(format!("{{\"user\":\"{}\"}}", "a".repeat(200_000)), "application/json")
+    let r = post_raw("{not json".into(), "application/json")
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), "invalid_request");
+    let r = post_raw(
+        format!("{{\"user\":\"{}\"}}", "a".repeat(200_000)),
+        "application/json",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(code(&r.json::<Value>().await.unwrap()), "payload_too_large");
     let r = post_raw("{}".into(), "text/plain").send().await.unwrap();
@@ -534,10 +625,16 @@ async fn internal_errors_do_not_leak() {
     enrolled(&s, "r13").await;
     // Damage the stored credential behind keygate's back.
     let conn = rusqlite::Connection::open(s.data_dir.join("keygate.db")).unwrap();
-    conn.execute("UPDATE credentials SET rp_credential = 'garbage'", []).unwrap();
-    let (st, e) = s.post("/v1/assertions", json!({ "user": "r13", "pin": "1234" })).await;
+    conn.execute("UPDATE credentials SET rp_credential = 'garbage'", [])
+        .unwrap();
+    let (st, e) = s
+        .post("/v1/assertions", json!({ "user": "r13", "pin": "1234" }))
+        .await;
     assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(code(&e), "internal");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(!msg.contains("garbage") && !msg.contains("stored credential"), "{msg}");
+    assert!(
+        !msg.contains("garbage") && !msg.contains("stored credential"),
+        "{msg}"
+    );
 }

@@ -16,7 +16,11 @@ fn token(dir: &std::path::Path) -> String {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = String::from_utf8(out.stdout).unwrap();
     assert_eq!(t.lines().count(), 1, "the token alone on stdout");
     t.trim().to_string()
@@ -24,7 +28,13 @@ fn token(dir: &std::path::Path) -> String {
 
 fn start(dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--simulate", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -43,7 +53,13 @@ fn start(dir: &std::path::Path) -> (Child, String) {
     (child, base)
 }
 
-async fn call(c: &reqwest::Client, t: &str, m: reqwest::Method, url: String, body: Option<Value>) -> Value {
+async fn call(
+    c: &reqwest::Client,
+    t: &str,
+    m: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Value {
     let mut r = c.request(m, url).bearer_auth(t);
     if let Some(b) = body {
         r = r.json(&b);
@@ -61,16 +77,51 @@ async fn sigkill_during_a_ceremony_leaves_a_consistent_database() {
     use reqwest::Method as M;
     let keys = call(&c, &t, M::GET, format!("{base}/v1/sim/keys"), None).await;
     let key = keys["keys"][0]["id"].as_str().unwrap().to_string();
-    let v = call(&c, &t, M::POST, format!("{base}/v1/devices/{}/pin", key.replace(':', "%3A")), Some(json!({"new_pin": "1234"}))).await;
+    let v = call(
+        &c,
+        &t,
+        M::POST,
+        format!("{base}/v1/devices/{}/pin", key.replace(':', "%3A")),
+        Some(json!({"new_pin": "1234"})),
+    )
+    .await;
     assert_eq!(v["device"]["pin_set"], true, "{v}");
     let body = json!({"user": "r1", "display_name": "R", "pin": "1234"});
-    let v = call(&c, &t, M::POST, format!("{base}/v1/enrollments?wait=true"), Some(body.clone())).await;
+    let v = call(
+        &c,
+        &t,
+        M::POST,
+        format!("{base}/v1/enrollments?wait=true"),
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(v["state"], "succeeded", "{v}");
 
-    call(&c, &t, M::PATCH, format!("{base}/v1/sim/keys/{}", key.replace(':', "%3A")), Some(json!({"touch": "never"}))).await;
-    let v = call(&c, &t, M::POST, format!("{base}/v1/enrollments"), Some(json!({"user": "r2", "display_name": "R", "pin": "1234"}))).await;
+    call(
+        &c,
+        &t,
+        M::PATCH,
+        format!("{base}/v1/sim/keys/{}", key.replace(':', "%3A")),
+        Some(json!({"touch": "never"})),
+    )
+    .await;
+    let v = call(
+        &c,
+        &t,
+        M::POST,
+        format!("{base}/v1/enrollments"),
+        Some(json!({"user": "r2", "display_name": "R", "pin": "1234"})),
+    )
+    .await;
     let id = v["id"].as_str().unwrap().to_string();
-    let v = call(&c, &t, M::GET, format!("{base}/v1/enrollments/{id}?wait=1"), None).await;
+    let v = call(
+        &c,
+        &t,
+        M::GET,
+        format!("{base}/v1/enrollments/{id}?wait=1"),
+        None,
+    )
+    .await;
     assert_eq!(v["state"], "waiting_touch", "{v}");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -79,10 +130,31 @@ async fn sigkill_during_a_ceremony_leaves_a_consistent_database() {
     let v = call(&c, &t, M::GET, format!("{base}/v1/enrollments/{id}"), None).await;
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "ceremony_interrupted");
-    let v = call(&c, &t, M::GET, format!("{base}/v1/users/r2/credentials?include_revoked=true"), None).await;
+    let v = call(
+        &c,
+        &t,
+        M::GET,
+        format!("{base}/v1/users/r2/credentials?include_revoked=true"),
+        None,
+    )
+    .await;
     assert_eq!(v["credentials"].as_array().unwrap().len(), 0);
-    call(&c, &t, M::PATCH, format!("{base}/v1/sim/keys/{}", key.replace(':', "%3A")), Some(json!({"touch": {"auto_after_ms": 10}}))).await;
-    let v = call(&c, &t, M::POST, format!("{base}/v1/assertions?wait=true"), Some(json!({"user": "r1", "pin": "1234"}))).await;
+    call(
+        &c,
+        &t,
+        M::PATCH,
+        format!("{base}/v1/sim/keys/{}", key.replace(':', "%3A")),
+        Some(json!({"touch": {"auto_after_ms": 10}})),
+    )
+    .await;
+    let v = call(
+        &c,
+        &t,
+        M::POST,
+        format!("{base}/v1/assertions?wait=true"),
+        Some(json!({"user": "r1", "pin": "1234"})),
+    )
+    .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -37,13 +37,30 @@ async fn pins_and_tokens_never_logged() {
         .await;
     assert_eq!(v["state"], "succeeded");
     // A wrong PIN through the interactive path, then the right one.
-    let (_, v) = s.post("/v1/assertions?wait=true", json!({ "user": "r1" })).await;
+    let (_, v) = s
+        .post("/v1/assertions?wait=true", json!({ "user": "r1" }))
+        .await;
     let id = v["id"].as_str().unwrap().to_string();
-    s.post(&format!("/v1/assertions/{id}/pin?wait=true"), json!({ "pin": "24681357" })).await;
-    let (_, v) = s.post(&format!("/v1/assertions/{id}/pin?wait=true"), json!({ "pin": pin })).await;
+    s.post(
+        &format!("/v1/assertions/{id}/pin?wait=true"),
+        json!({ "pin": "24681357" }),
+    )
+    .await;
+    let (_, v) = s
+        .post(
+            &format!("/v1/assertions/{id}/pin?wait=true"),
+            json!({ "pin": pin }),
+        )
+        .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     // A request with a bad token.
-    s.req(reqwest::Method::GET, "/v1/devices", Some("kg_AAAA_secretsecret"), None).await;
+    s.req(
+        reqwest::Method::GET,
+        "/v1/devices",
+        Some("kg_AAAA_secretsecret"),
+        None,
+    )
+    .await;
 
     let logs = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
     assert!(logs.len() > 100, "logging was captured");

@@ -25,7 +25,10 @@ fn every_route_is_documented() {
         serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
     let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     let missing: Vec<_> = routes.difference(&documented).collect();
-    assert!(missing.is_empty(), "routes missing from openapi.json: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from openapi.json: {missing:?}"
+    );
     let stale: Vec<_> = documented.difference(&routes).collect();
     assert!(stale.is_empty(), "documented but not routed: {stale:?}");
 }

@@ -24,15 +24,33 @@ fn user() -> UserRecord {
 fn softtoken_registers_and_authenticates_through_keygate_rp() {
     let (mut token, ca) = SoftToken::new(true).unwrap();
     let ca_pem = ca.to_pem(LineEndingPem::LF).unwrap();
-    let rp = RelyingParty::new("keygate.local", "keygate", "https://keygate.local", &[ca_pem], true).unwrap();
+    let rp = RelyingParty::new(
+        "keygate.local",
+        "keygate",
+        "https://keygate.local",
+        &[ca_pem],
+        true,
+    )
+    .unwrap();
     let origin = Url::parse("https://keygate.local").unwrap();
 
     let (options, state) = rp
-        .start_registration(&user(), &[], UserVerification::Required, false, Duration::from_secs(60))
+        .start_registration(
+            &user(),
+            &[],
+            UserVerification::Required,
+            false,
+            Duration::from_secs(60),
+        )
         .unwrap();
-    let reg = token.perform_register(origin.clone(), options, 60_000).unwrap();
+    let reg = token
+        .perform_register(origin.clone(), options, 60_000)
+        .unwrap();
     let verified = rp.finish_registration(&reg, &state).unwrap();
-    assert!(verified.attested, "SoftToken's attestation chains to its CA");
+    assert!(
+        verified.attested,
+        "SoftToken's attestation chains to its CA"
+    );
     assert_eq!(verified.attestation_format, "packed");
 
     let mut rec = CredentialRecord {
@@ -56,7 +74,11 @@ fn softtoken_registers_and_authenticates_through_keygate_rp() {
     let mut last = 0;
     for _ in 0..3 {
         let (options, state) = rp
-            .start_authentication(std::slice::from_ref(&rec), UserVerification::Required, Duration::from_secs(60))
+            .start_authentication(
+                std::slice::from_ref(&rec),
+                UserVerification::Required,
+                Duration::from_secs(60),
+            )
             .unwrap();
         let assertion = token.perform_auth(origin.clone(), options, 60_000).unwrap();
         let v = rp.finish_authentication(&assertion, state, &rec).unwrap();
@@ -72,7 +94,11 @@ fn softtoken_registers_and_authenticates_through_keygate_rp() {
     stale["counter"] = serde_json::json!(last + 100);
     rec.rp_credential = stale.to_string();
     let (options, state) = rp
-        .start_authentication(std::slice::from_ref(&rec), UserVerification::Required, Duration::from_secs(60))
+        .start_authentication(
+            std::slice::from_ref(&rec),
+            UserVerification::Required,
+            Duration::from_secs(60),
+        )
         .unwrap();
     let assertion = token.perform_auth(origin, options, 60_000).unwrap();
     assert!(matches!(
@@ -94,10 +120,23 @@ fn untrusted_attestation_is_rejected_when_trust_is_required() {
     )
     .unwrap();
     let (options, state) = rp
-        .start_registration(&user(), &[], UserVerification::Required, false, Duration::from_secs(60))
+        .start_registration(
+            &user(),
+            &[],
+            UserVerification::Required,
+            false,
+            Duration::from_secs(60),
+        )
         .unwrap();
     let reg = token
-        .perform_register(Url::parse("https://keygate.local").unwrap(), options, 60_000)
+        .perform_register(
+            Url::parse("https://keygate.local").unwrap(),
+            options,
+            60_000,
+        )
         .unwrap();
-    assert!(matches!(rp.finish_registration(&reg, &state), Err(RpError::Attestation(_))));
+    assert!(matches!(
+        rp.finish_registration(&reg, &state),
+        Err(RpError::Attestation(_))
+    ));
 }

@@ -194,7 +194,9 @@ impl DeviceManager {
         for a in self.refresh()? {
             match a.status().await {
                 Ok(s) => out.push(s),
-                Err(e) => tracing::warn!(device = %a.id(), error = %e, "device did not answer getInfo"),
+                Err(e) => {
+                    tracing::warn!(device = %a.id(), error = %e, "device did not answer getInfo")
+                }
             }
         }
         Ok(out)

@@ -70,16 +70,29 @@ pub fn status_of(code: &str) -> StatusCode {
         }
         "not_found" | "unknown_credential" => StatusCode::NOT_FOUND,
         "touch_timeout" => StatusCode::REQUEST_TIMEOUT,
-        "no_device" | "multiple_devices" | "device_busy" | "device_removed" | "cancelled"
-        | "credential_excluded" | "pin_not_set" | "pin_already_set" | "not_waiting_for_pin"
-        | "ceremony_ended" | "key_store_full" | "conflict" => StatusCode::CONFLICT,
+        "no_device"
+        | "multiple_devices"
+        | "device_busy"
+        | "device_removed"
+        | "cancelled"
+        | "credential_excluded"
+        | "pin_not_set"
+        | "pin_already_set"
+        | "not_waiting_for_pin"
+        | "ceremony_ended"
+        | "key_store_full"
+        | "conflict" => StatusCode::CONFLICT,
         "ceremony_expired" | "ceremony_interrupted" => StatusCode::GONE,
         "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "pin_required" => StatusCode::PRECONDITION_REQUIRED,
         "pin_blocked" | "pin_auth_blocked" => StatusCode::LOCKED,
-        "pin_invalid" | "pin_policy_violation" | "uv_unsupported" | "no_credentials"
-        | "attestation_rejected" | "verification_failed" => StatusCode::UNPROCESSABLE_ENTITY,
+        "pin_invalid"
+        | "pin_policy_violation"
+        | "uv_unsupported"
+        | "no_credentials"
+        | "attestation_rejected"
+        | "verification_failed" => StatusCode::UNPROCESSABLE_ENTITY,
         "device_error" => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

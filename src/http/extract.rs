@@ -35,8 +35,12 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send a JSON body with `Content-Type: application/json`",
         ),
-        JsonRejection::JsonDataError(e) => ApiError::invalid(format!("invalid request body: {}", e.body_text())),
-        JsonRejection::JsonSyntaxError(_) => ApiError::invalid("the request body is not valid JSON"),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::invalid(format!("invalid request body: {}", e.body_text()))
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::invalid("the request body is not valid JSON")
+        }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

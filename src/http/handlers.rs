@@ -86,7 +86,9 @@ fn wait_duration(q: &WaitQuery, view: &CeremonyView) -> ApiResult<Option<Duratio
         }
         n => match n.parse::<u64>() {
             Ok(s) if s <= 120 => Ok(Some(Duration::from_secs(s))),
-            _ => Err(ApiError::invalid("`wait` must be true, false or 0-120 seconds")),
+            _ => Err(ApiError::invalid(
+                "`wait` must be true, false or 0-120 seconds",
+            )),
         },
     }
 }
@@ -138,7 +140,12 @@ pub async fn start_assertion(
     Ok(ceremony_response(view, true))
 }
 
-async fn get_ceremony(st: SharedState, id: String, q: WaitQuery, kind: Kind) -> ApiResult<Response> {
+async fn get_ceremony(
+    st: SharedState,
+    id: String,
+    q: WaitQuery,
+    kind: Kind,
+) -> ApiResult<Response> {
     let view = st.ceremonies.get(&id, kind)?;
     let view = waited(&st, view, &q, kind).await?;
     Ok(ceremony_response(view, false))
@@ -180,7 +187,9 @@ async fn cancel(st: SharedState, id: String, kind: Kind) -> ApiResult<Response> 
     let view = if view.state.is_terminal() {
         view
     } else {
-        st.ceremonies.wait(&id, kind, Duration::from_secs(5)).await?
+        st.ceremonies
+            .wait(&id, kind, Duration::from_secs(5))
+            .await?
     };
     Ok(ceremony_response(view, false))
 }
@@ -370,7 +379,9 @@ pub async fn patch_credential(
     let raw = cred_id(&id)?;
     if let Some(n) = &body.nickname {
         if n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
-            return Err(ApiError::invalid("`nickname` must be 1-64 printable characters"));
+            return Err(ApiError::invalid(
+                "`nickname` must be 1-64 printable characters",
+            ));
         }
     }
     let c = st.store.rename_credential(

@@ -43,14 +43,20 @@ pub fn router(state: SharedState) -> Router {
             "/v1/enrollments/{id}",
             get(handlers::get_enrollment).delete(handlers::cancel_enrollment),
         )
-        .route("/v1/enrollments/{id}/events", get(handlers::enrollment_events))
+        .route(
+            "/v1/enrollments/{id}/events",
+            get(handlers::enrollment_events),
+        )
         .route("/v1/enrollments/{id}/pin", post(handlers::enrollment_pin))
         .route("/v1/assertions", post(handlers::start_assertion))
         .route(
             "/v1/assertions/{id}",
             get(handlers::get_assertion).delete(handlers::cancel_assertion),
         )
-        .route("/v1/assertions/{id}/events", get(handlers::assertion_events))
+        .route(
+            "/v1/assertions/{id}/events",
+            get(handlers::assertion_events),
+        )
         .route("/v1/assertions/{id}/pin", post(handlers::assertion_pin))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk));
 
@@ -60,7 +66,10 @@ pub fn router(state: SharedState) -> Router {
             "/v1/users/{user}",
             get(handlers::get_user).delete(handlers::reset_user),
         )
-        .route("/v1/users/{user}/credentials", get(handlers::list_credentials))
+        .route(
+            "/v1/users/{user}/credentials",
+            get(handlers::list_credentials),
+        )
         .route(
             "/v1/users/{user}/credentials/{id}",
             get(handlers::get_credential)
@@ -81,12 +90,13 @@ pub fn router(state: SharedState) -> Router {
         .merge(admin);
     if state.sim.is_some() {
         app = app.merge(
-            sim::routes()
-                .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk)),
+            sim::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk)),
         );
     }
     app.fallback(|| async { ApiError::not_found() })
-        .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.cfg.max_body_bytes,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard_origin))
         .with_state(state)
 }
@@ -183,7 +193,9 @@ fn origin_allowed(cfg: &Config, origin: &str, host: &str) -> bool {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 async fn authorize(st: &AppState, mut req: Request, next: Next, needed: Role) -> Response {
@@ -198,11 +210,8 @@ async fn authorize(st: &AppState, mut req: Request, next: Next, needed: Role) ->
         return ApiError::unauthorized().into_response();
     };
     if !caller.role.allows(needed) {
-        return ApiError::forbidden(format!(
-            "this action needs the `{}` role",
-            needed.as_str()
-        ))
-        .into_response();
+        return ApiError::forbidden(format!("this action needs the `{}` role", needed.as_str()))
+            .into_response();
     }
     req.extensions_mut().insert::<Caller>(caller);
     next.run(req).await
@@ -228,8 +237,16 @@ mod tests {
         assert!(host_allowed(&cfg, "[::1]:8787"));
         assert!(!host_allowed(&cfg, "evil.example:8787"));
         assert!(!host_allowed(&cfg, ""));
-        assert!(origin_allowed(&cfg, "http://127.0.0.1:8787", "127.0.0.1:8787"));
-        assert!(!origin_allowed(&cfg, "http://evil.example", "127.0.0.1:8787"));
+        assert!(origin_allowed(
+            &cfg,
+            "http://127.0.0.1:8787",
+            "127.0.0.1:8787"
+        ));
+        assert!(!origin_allowed(
+            &cfg,
+            "http://evil.example",
+            "127.0.0.1:8787"
+        ));
         assert!(!origin_allowed(&cfg, "null", "127.0.0.1:8787"));
     }
 }

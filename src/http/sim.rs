@@ -28,20 +28,26 @@ fn bench(st: &SharedState) -> ApiResult<&SimBench> {
 
 fn sim_error(e: DeviceError) -> ApiError {
     match e {
-        DeviceError::NoDevice => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such simulated key"),
+        DeviceError::NoDevice => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such simulated key")
+        }
         other => other.into(),
     }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
-    serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("invalid simulated key options: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::invalid(format!("invalid simulated key options: {e}")))
 }
 
 async fn list(State(st): State<SharedState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "keys": bench(&st)?.list() })))
 }
 
-async fn plug(State(st): State<SharedState>, ApiJson(body): ApiJson<Value>) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn plug(
+    State(st): State<SharedState>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let key = bench(&st)?.plug(parse(body)?).map_err(sim_error)?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key }))))
 }
@@ -51,7 +57,9 @@ async fn configure(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    let key = bench(&st)?.configure(&id, parse(body)?).map_err(sim_error)?;
+    let key = bench(&st)?
+        .configure(&id, parse(body)?)
+        .map_err(sim_error)?;
     Ok(Json(json!({ "key": key })))
 }
 
@@ -70,7 +78,10 @@ async fn replug(State(st): State<SharedState>, Path(id): Path<String>) -> ApiRes
     Ok(Json(json!({ "key": key })))
 }
 
-async fn clone_key(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn clone_key(
+    State(st): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let key = bench(&st)?.clone_key(&id).map_err(sim_error)?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key }))))
 }

@@ -445,9 +445,14 @@ impl Store {
 
     // ---- credentials -------------------------------------------------------------------
 
-    pub fn list_credentials(&self, user: &str, include_revoked: bool) -> Result<Vec<CredentialRecord>> {
+    pub fn list_credentials(
+        &self,
+        user: &str,
+        include_revoked: bool,
+    ) -> Result<Vec<CredentialRecord>> {
         let c = self.conn();
-        let sql = format!(
+        let sql =
+            format!(
             "SELECT {CRED_COLS} FROM credentials WHERE user_name = ?1 {} ORDER BY created_at, id",
             if include_revoked { "" } else { "AND state != 'revoked'" }
         );
@@ -620,7 +625,11 @@ impl Store {
     pub fn reset_user(&self, user: &str, actor: &str) -> Result<ResetReceipt> {
         self.tx(|c| {
             let exists: Option<String> = c
-                .query_row("SELECT name FROM users WHERE name = ?1", params![user], |r| r.get(0))
+                .query_row(
+                    "SELECT name FROM users WHERE name = ?1",
+                    params![user],
+                    |r| r.get(0),
+                )
                 .optional()?;
             exists.ok_or(StoreError::NotFound)?;
             let creds = c.execute(
@@ -628,14 +637,17 @@ impl Store {
                  WHERE user_name = ?1 AND state != 'revoked'",
                 params![user],
             )? as u64;
-            let phones = c.execute("DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
+            let phones =
+                c.execute("DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
             let at = now();
             let seq = insert_audit(
                 c,
-                &NewAudit::new("user.reset", actor).user(user).detail(serde_json::json!({
-                    "credentials_revoked": creds,
-                    "phones_removed": phones,
-                })),
+                &NewAudit::new("user.reset", actor)
+                    .user(user)
+                    .detail(serde_json::json!({
+                        "credentials_revoked": creds,
+                        "phones_removed": phones,
+                    })),
             )?;
             Ok(ResetReceipt {
                 user: user.to_string(),
@@ -844,7 +856,10 @@ impl Store {
 
     pub fn revoke_token(&self, id: &str, audit: &NewAudit) -> Result<bool> {
         self.tx(|c| {
-            let n = c.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0", params![id])?;
+            let n = c.execute(
+                "UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
+                params![id],
+            )?;
             if n > 0 {
                 insert_audit(c, audit)?;
             }

@@ -44,8 +44,12 @@ fn credential_lifecycle_and_audit() {
     let s = Store::open_in_memory().unwrap();
     s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
     ceremony(&s, "c1");
-    s.insert_credential(&cred(b"k1", "alice"), "c1", &NewAudit::new("credential.enrolled", "test"))
-        .unwrap();
+    s.insert_credential(
+        &cred(b"k1", "alice"),
+        "c1",
+        &NewAudit::new("credential.enrolled", "test"),
+    )
+    .unwrap();
     assert_eq!(s.get_ceremony("c1").unwrap().unwrap().state, "succeeded");
     // Same credential twice is a conflict and leaves the first intact.
     ceremony(&s, "c2");
@@ -56,9 +60,17 @@ fn credential_lifecycle_and_audit() {
     assert_eq!(s.get_ceremony("c2").unwrap().unwrap().state, "pending");
 
     ceremony(&s, "c3");
-    s.quarantine_credential(b"k1", "counter", "c3", &NewAudit::new("credential.quarantined", "t"))
-        .unwrap();
-    assert_eq!(s.get_credential(b"k1").unwrap().unwrap().state, CredentialState::Quarantined);
+    s.quarantine_credential(
+        b"k1",
+        "counter",
+        "c3",
+        &NewAudit::new("credential.quarantined", "t"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.get_credential(b"k1").unwrap().unwrap().state,
+        CredentialState::Quarantined
+    );
     let e = s
         .record_assertion(b"k1", 5, "{}", "c3", &NewAudit::new("x", "t"))
         .unwrap_err();

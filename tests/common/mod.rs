@@ -85,8 +85,16 @@ impl TestServer {
         }
     }
 
-    pub async fn req(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut r = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -101,16 +109,20 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.req(Method::GET, path, Some(&self.admin.clone()), None).await
+        self.req(Method::GET, path, Some(&self.admin.clone()), None)
+            .await
     }
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.req(Method::POST, path, Some(&self.admin.clone()), Some(body)).await
+        self.req(Method::POST, path, Some(&self.admin.clone()), Some(body))
+            .await
     }
     pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.req(Method::PATCH, path, Some(&self.admin.clone()), Some(body)).await
+        self.req(Method::PATCH, path, Some(&self.admin.clone()), Some(body))
+            .await
     }
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.req(Method::DELETE, path, Some(&self.admin.clone()), None).await
+        self.req(Method::DELETE, path, Some(&self.admin.clone()), None)
+            .await
     }
 
     /// Enroll and wait for the end (or needs_pin).
@@ -142,7 +154,10 @@ impl TestServer {
     pub async fn set_pin(&self, pin: &str) {
         let id = self.sim_key().await;
         let (st, v) = self
-            .post(&format!("/v1/devices/{}/pin", enc(&id)), json!({ "new_pin": pin }))
+            .post(
+                &format!("/v1/devices/{}/pin", enc(&id)),
+                json!({ "new_pin": pin }),
+            )
             .await;
         assert!(st.is_success(), "set pin: {st} {v}");
     }
@@ -152,7 +167,9 @@ impl TestServer {
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
