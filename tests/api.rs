@@ -604,6 +604,10 @@ async fn malformed_and_oversized_bodies() {
     assert_eq!(code(&r.json::<Value>().await.unwrap()), "payload_too_large");
     let r = post_raw("{}".into(), "text/plain").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        code(&r.json::<Value>().await.unwrap()),
+        "unsupported_media_type"
+    );
     for bad in [
         json!({ "user": "", "display_name": "x" }),
         json!({ "user": "a b", "display_name": "x" }),
@@ -637,4 +641,84 @@ async fn internal_errors_do_not_leak() {
         !msg.contains("garbage") && !msg.contains("stored credential"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn the_user_declines_on_the_key() {
+    let s = TestServer::start().await;
+    s.set_pin("1234").await;
+    let key = s.sim_key().await;
+    s.configure_key(&key, json!({ "touch": "deny" })).await;
+    let v = s.enroll(enroll_body("r20")).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "operation_denied");
+    assert!(s
+        .state
+        .store
+        .list_credentials("r20", true)
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn touch_only_key_cannot_verify_the_user() {
+    let s = TestServer::start().await;
+    let key = s.sim_key().await;
+    s.configure_key(&key, json!({ "pin_supported": false }))
+        .await;
+    let (_, d) = s.get("/v1/devices").await;
+    assert_eq!(d["devices"][0]["pin_set"], Value::Null, "{d}");
+    let (st, e) = s
+        .post(
+            "/v1/enrollments",
+            json!({ "user": "r21", "display_name": "R" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(code(&e), "uv_unsupported");
+    // Setting a PIN on it is refused by the key itself.
+    let (st, e) = s
+        .post(
+            &format!("/v1/devices/{}/pin", enc(&key)),
+            json!({ "new_pin": "1234" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(code(&e), "uv_unsupported");
+    let v = s
+        .enroll(json!({ "user": "r21", "display_name": "R", "user_verification": "preferred" }))
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+}
+
+#[tokio::test]
+async fn self_attestation_is_unattested_or_rejected_by_policy() {
+    let s = TestServer::start().await;
+    s.set_pin("1234").await;
+    let key = s.sim_key().await;
+    s.configure_key(&key, json!({ "attestation": "self" }))
+        .await;
+    let v = s.enroll(enroll_body("r22")).await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["result"]["credential"]["attested"], false, "{v}");
+
+    let strict =
+        TestServer::start_with("[relying_party]\nrequire_trusted_attestation = true\n").await;
+    strict.set_pin("1234").await;
+    let key = strict.sim_key().await;
+    let v = strict.enroll(enroll_body("r23")).await;
+    assert_eq!(v["state"], "succeeded", "the test CA is trusted: {v}");
+    assert_eq!(v["result"]["credential"]["attested"], true, "{v}");
+    strict
+        .configure_key(&key, json!({ "attestation": "self" }))
+        .await;
+    let v = strict.enroll(enroll_body("r24")).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "attestation_rejected");
+    assert!(strict
+        .state
+        .store
+        .list_credentials("r24", true)
+        .unwrap()
+        .is_empty());
 }

@@ -636,8 +636,11 @@ impl Authenticator for Ctap2Authenticator {
     fn set_pin(&self, new_pin: &Pin) -> Result<(), DeviceError> {
         // §6.5.5.5: setPIN on a key with a PIN answers CTAP2_ERR_NOT_ALLOWED, which alone
         // would read as "denied"; ask first so the caller learns the PIN is already set.
-        if self.get_info()?.option("clientPin") == Some(true) {
-            return Err(DeviceError::PinAlreadySet);
+        match self.get_info()?.option("clientPin") {
+            Some(true) => return Err(DeviceError::PinAlreadySet),
+            Some(false) => {}
+            // No ClientPIN at all: a touch-only key can hold no PIN.
+            None => return Err(DeviceError::UvUnsupported),
         }
         let (shared, our_key) = self.key_agreement()?;
         let new_pin_enc = pp1::encrypt(&shared, &pp1::pad_pin(new_pin.expose()));
@@ -653,6 +656,9 @@ impl Authenticator for Ctap2Authenticator {
     }
 
     fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError> {
+        if self.get_info()?.option("clientPin").is_none() {
+            return Err(DeviceError::UvUnsupported);
+        }
         let (shared, our_key) = self.key_agreement()?;
         let new_pin_enc = pp1::encrypt(&shared, &pp1::pad_pin(new_pin.expose()));
         let pin_hash_enc = pp1::encrypt(&shared, &pp1::pin_hash(current_pin.expose()));

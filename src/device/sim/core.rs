@@ -62,6 +62,18 @@ pub enum CounterMode {
     Zero,
 }
 
+/// Which attestation statement the key produces.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestationMode {
+    /// Packed attestation with a certificate from the bench's test CA.
+    #[default]
+    Ca,
+    /// Packed self-attestation: signed by the credential key itself, no certificate.
+    #[serde(rename = "self")]
+    SelfSigned,
+}
+
 /// Packed attestation material shared by all simulated keys of a bench.
 pub struct Attestation {
     pub cert_der: Vec<u8>,
@@ -94,6 +106,15 @@ pub struct KeyState {
     pub pin_retries: u32,
     pub resident: Vec<ResidentCredential>,
     pub resident_slots: u32,
+    #[serde(default)]
+    pub attestation: AttestationMode,
+    /// False for a key without ClientPIN support (no PIN, no UV: touch only).
+    #[serde(default = "yes")]
+    pub pin_supported: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl KeyState {
@@ -107,6 +128,8 @@ impl KeyState {
             pin_retries: MAX_PIN_RETRIES,
             resident: Vec::new(),
             resident_slots: 25,
+            attestation: AttestationMode::Ca,
+            pin_supported: true,
         }
     }
 }
@@ -313,21 +336,26 @@ impl SoftKey {
             .state
             .resident_slots
             .saturating_sub(self.state.resident.len() as u32);
+        let mut options = vec![
+            ("rk", Value::Bool(true)),
+            ("up", Value::Bool(true)),
+            ("plat", Value::Bool(false)),
+        ];
+        if self.state.pin_supported {
+            options.push(("clientPin", Value::Bool(self.pin_set())));
+        }
+        let pin_protocols = if self.state.pin_supported {
+            vec![int(1)]
+        } else {
+            vec![]
+        };
         int_map(vec![
             (0x01, Value::Array(vec![text("FIDO_2_0"), text("FIDO_2_1")])),
             (0x02, Value::Array(vec![])),
             (0x03, bytes(SIM_AAGUID.as_bytes())),
-            (
-                0x04,
-                text_map(vec![
-                    ("rk", Value::Bool(true)),
-                    ("up", Value::Bool(true)),
-                    ("plat", Value::Bool(false)),
-                    ("clientPin", Value::Bool(self.pin_set())),
-                ]),
-            ),
+            (0x04, text_map(options)),
             (0x05, int(1200)),
-            (0x06, Value::Array(vec![int(1)])),
+            (0x06, Value::Array(pin_protocols)),
             (0x0D, int(4)),
             (0x0E, int(0x0001_0002)),
             (0x14, int(remaining as i64)),
@@ -366,6 +394,9 @@ impl SoftKey {
             .and_then(|o| get_text_key(o, "uv"))
             .and_then(Value::as_bool)
             == Some(true);
+        if wants_uv && !self.state.pin_supported {
+            return Err(CtapStatus::UnsupportedOption);
+        }
         if wants_uv {
             // No built-in UV: a PIN-protected key needs the token, a key without PIN cannot verify.
             return Err(if self.pin_set() {
@@ -483,19 +514,26 @@ impl SoftKey {
         }
         let mut signed = auth_data.clone();
         signed.extend(&cdh);
-        let sig: DerSignature = self.attestation.key.sign(&signed);
-        self.persist();
-        Ok(int_map(vec![
-            (0x01, text("packed")),
-            (0x02, bytes(&auth_data)),
-            (
-                0x03,
+        // WebAuthn §8.2: packed; with x5c from the CA, or self-attestation by the credential key.
+        let att_stmt = match self.state.attestation {
+            AttestationMode::Ca => {
+                let sig: DerSignature = self.attestation.key.sign(&signed);
                 text_map(vec![
                     ("alg", int(-7)),
                     ("sig", bytes(sig.as_bytes())),
                     ("x5c", Value::Array(vec![bytes(&self.attestation.cert_der)])),
-                ]),
-            ),
+                ])
+            }
+            AttestationMode::SelfSigned => {
+                let sig: DerSignature = key.sign(&signed);
+                text_map(vec![("alg", int(-7)), ("sig", bytes(sig.as_bytes()))])
+            }
+        };
+        self.persist();
+        Ok(int_map(vec![
+            (0x01, text("packed")),
+            (0x02, bytes(&auth_data)),
+            (0x03, att_stmt),
         ]))
     }
 
@@ -661,6 +699,9 @@ impl SoftKey {
     }
 
     fn client_pin(&mut self, params: Option<&Value>) -> Reply {
+        if !self.state.pin_supported {
+            return Err(CtapStatus::InvalidCommand);
+        }
         let p = params.ok_or(CtapStatus::MissingParameter)?;
         let sub = get_int_key(p, 0x02)
             .and_then(as_i64)

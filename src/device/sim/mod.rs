@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::core::{
-    AlwaysPresent, Attestation, CounterMode, KeyState, SoftKey, UserPresence, SIM_AAGUID, SIM_MODEL,
+    AlwaysPresent, Attestation, AttestationMode, CounterMode, KeyState, SoftKey, UserPresence,
+    SIM_AAGUID, SIM_MODEL,
 };
 use super::ctap2::{Ctap2Authenticator, CtapTransport};
 use super::{Authenticator, CtapStatus, DeviceError, DeviceSource, OpContext, Progress};
@@ -51,6 +52,10 @@ pub struct SimKeyOptions {
     pub pin: Option<Option<String>>,
     pub pin_retries: Option<u32>,
     pub resident_slots: Option<u32>,
+    /// `ca` (default) or `self`.
+    pub attestation: Option<AttestationMode>,
+    /// False: a touch-only key without ClientPIN (no PIN can be set, no UV).
+    pub pin_supported: Option<bool>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(
@@ -73,6 +78,8 @@ pub struct SimKeyStatus {
     pub pin_retries: u32,
     pub discoverable_credentials: usize,
     pub resident_slots: u32,
+    pub attestation: AttestationMode,
+    pub pin_supported: bool,
     pub cloned_from: Option<String>,
 }
 
@@ -109,6 +116,8 @@ impl SimKey {
             pin_retries: soft.state.pin_retries,
             discoverable_credentials: soft.state.resident.len(),
             resident_slots: soft.state.resident_slots,
+            attestation: soft.state.attestation,
+            pin_supported: soft.state.pin_supported,
             cloned_from: self.cloned_from.clone(),
         }
     }
@@ -314,6 +323,8 @@ impl SimBench {
                 pin_retries: 0,
                 discoverable_credentials: 0,
                 resident_slots: 0,
+                attestation: AttestationMode::Ca,
+                pin_supported: true,
                 cloned_from: cloned_from.clone(),
             }),
             soft: Mutex::new(soft),
@@ -375,6 +386,8 @@ impl SimBench {
             || opts.pin.is_some()
             || opts.pin_retries.is_some()
             || opts.resident_slots.is_some()
+            || opts.attestation.is_some()
+            || opts.pin_supported.is_some()
         {
             let mut soft = lock(&key.soft);
             if let Some(c) = opts.counter {
@@ -386,10 +399,19 @@ impl SimBench {
             if let Some(r) = opts.pin_retries {
                 soft.set_pin_retries(r);
             }
+            if let Some(a) = opts.attestation {
+                soft.state.attestation = a;
+            }
+            if let Some(p) = opts.pin_supported {
+                soft.state.pin_supported = p;
+                if !p {
+                    soft.state.pin_hash = None;
+                }
+            }
             if let Some(n) = opts.resident_slots {
                 soft.state.resident_slots = n.min(1000);
-                soft.persist();
             }
+            soft.persist();
             key.refresh_snapshot(&soft);
         }
         Ok(key.status())
@@ -581,3 +603,6 @@ fn create_attestation(seed: Option<u64>) -> Result<AttestationFile, DeviceError>
         key_pem,
     })
 }
+
+#[cfg(test)]
+mod tests;
