@@ -152,6 +152,84 @@ async fn ceremonies(n: usize) {
         ms(pct(&verify, 0.5)),
         ms(pct(&verify, 0.99))
     );
+    let (key_mc, key_ga) = key_only(n);
+    println!(
+        "the simulated key alone (CTAP CBOR + ClientPIN + P-256 + its state file fsync): make_credential p50 {:.2} ms, get_assertion p50 {:.2} ms",
+        ms(key_mc),
+        ms(key_ga)
+    );
+    println!(
+        "daemon overhead p50 (ceremony minus the key's own time): enroll {:.2} ms, verify {:.2} ms",
+        ms(pct(&enroll, 0.5).saturating_sub(key_mc)),
+        ms(pct(&verify, 0.5).saturating_sub(key_ga))
+    );
+}
+
+/// The same operations straight on the simulated key, without the daemon: what a ceremony
+/// costs that is the key's and not keygate's. Returns the p50s.
+fn key_only(n: usize) -> (Duration, Duration) {
+    use keygate::device::sim::{SimBench, SimKeyOptions, Touch};
+    use keygate::device::{DeviceSource, GetAssertionArgs, MakeCredentialArgs, OpContext, Pin};
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = SimBench::open(tmp.path(), Some(1)).unwrap();
+    bench
+        .configure(
+            "sim:1",
+            SimKeyOptions {
+                touch: Some(Touch::AutoAfterMs(0)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let key = bench.enumerate().unwrap().remove(0);
+    key.set_pin(&Pin::new("1234")).unwrap();
+    let ctx = || {
+        OpContext::new(
+            Instant::now() + Duration::from_secs(10),
+            std::sync::Arc::new(|_| {}),
+        )
+    };
+    let (mut mc, mut ga) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let t = Instant::now();
+        let out = key
+            .make_credential(
+                &MakeCredentialArgs {
+                    client_data_hash: [1; 32],
+                    client_data_json: vec![],
+                    rp_id: "keygate.local".into(),
+                    rp_name: "keygate".into(),
+                    user_id: (i as u64).to_be_bytes().to_vec(),
+                    user_name: format!("bench{i}"),
+                    user_display_name: "Bench".into(),
+                    algorithms: vec![-7],
+                    exclude_list: vec![],
+                    resident_key: false,
+                    user_verification: true,
+                    pin: Some(Pin::new("1234")),
+                },
+                &ctx(),
+            )
+            .unwrap();
+        mc.push(t.elapsed());
+        let t = Instant::now();
+        key.get_assertion(
+            &GetAssertionArgs {
+                client_data_hash: [2; 32],
+                client_data_json: vec![],
+                rp_id: "keygate.local".into(),
+                allow_list: vec![out.credential_id],
+                user_verification: true,
+                pin: Some(Pin::new("1234")),
+            },
+            &ctx(),
+        )
+        .unwrap();
+        ga.push(t.elapsed());
+    }
+    mc.sort();
+    ga.sort();
+    (pct(&mc, 0.5), pct(&ga, 0.5))
 }
 
 /// Idle RSS and start-to-ready of the binary built with the bench profile.
