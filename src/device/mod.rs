@@ -11,6 +11,7 @@
 pub mod actor;
 pub mod ctap2;
 pub mod hid;
+pub mod models;
 pub mod sim;
 pub mod status;
 
@@ -20,6 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use models::model_name;
 pub use status::CtapStatus;
 
 /// Stable identifier of a plugged device (`sim:<n>` or `hid:<path>`).

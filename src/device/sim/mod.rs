@@ -219,10 +219,6 @@ impl CtapTransport for SimTransport {
     }
 }
 
-fn sim_model(aaguid: &uuid::Uuid) -> Option<String> {
-    (*aaguid == SIM_AAGUID).then(|| SIM_MODEL.to_string())
-}
-
 struct Plugged {
     key: Arc<SimKey>,
     auth: Arc<dyn Authenticator>,
@@ -339,7 +335,7 @@ impl SimBench {
         let auth: Arc<dyn Authenticator> = Arc::new(Ctap2Authenticator::new(
             id,
             Arc::new(SimTransport(key.clone())),
-            sim_model,
+            super::model_name,
         ));
         let status = key.status();
         lock(&self.keys).push(Plugged { key, auth });
