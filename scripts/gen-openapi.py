@@ -23,6 +23,7 @@ def obj(props, required=()):
 
 S, I, B = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
 UV = {"type": "string", "enum": ["required", "preferred"]}
+LOCALE = {"type": "string", "enum": ["nl", "en", "fr"]}
 WAIT = [("wait", "`true` (until the ceremony ends or needs a PIN) or seconds 0-120")]
 enroll = obj({"user": S, "display_name": S, "nickname": S, "discoverable": B, "user_verification": UV,
               "pin": S, "device": S, "timeout_ms": I}, ["user", "display_name"])
@@ -62,6 +63,21 @@ paths = {
  "/v1/sim/keys/{id}/unplug": {"post": op("Unplug (an operation in flight fails with device_removed)", "kiosk", params=["id"])},
  "/v1/sim/keys/{id}/replug": {"post": op("Plug back in (power cycle)", "kiosk", params=["id"])},
  "/v1/sim/keys/{id}/clone": {"post": op("Clone: same secrets, frozen counter", "kiosk", params=["id"], ok="201")},
+ # SMS
+ "/v1/users/{user}/phones": {
+     "post": op("Register a phone (unverified) and send it a verification code: {phone, challenge}", "kiosk",
+                obj({"number": S, "label": S, "locale": LOCALE}, ["number"]), ["user"], ok="201"),
+     "get": op("A user's phones (masked numbers)", "admin", params=["user"])},
+ "/v1/users/{user}/phones/{id}": {"delete": op("Remove a phone", "admin", params=["user", "id"], ok="204")},
+ "/v1/sms/challenges": {"post": dict(op("Send a code to a verified phone of the user (header Idempotency-Key: a retry does not send twice; 200 on replay)", "kiosk",
+                obj({"user": S, "phone_id": S, "number": S, "locale": LOCALE}, ["user"]), ok="201"))},
+ "/v1/sms/challenges/{id}": {"get": op("Challenge state, masked number, resend time, delivery status", "kiosk", params=["id"]),
+                             "delete": op("Cancel (\"Back\")", "kiosk", params=["id"])},
+ "/v1/sms/challenges/{id}/verify": {"post": op("Check the typed code: {verified: true} or wrong_code with attempts_left", "kiosk", obj({"code": S}, ["code"]), ["id"])},
+ "/v1/sms/challenges/{id}/resend": {"post": op("Resend the same code (cooldown, at most 3 times)", "kiosk", params=["id"])},
+ "/v1/sms/providers": {"get": op("Providers in failover order with circuit state and counters", "admin")},
+ "/v1/sms/callbacks/{provider}": {"post": op("Delivery status from twilio (X-Twilio-Signature) or webhook (X-Keygate-Signature); no bearer token", None, params=["provider"], ok="204")},
+ "/v1/sim/sms": {"get": op("Messages the console provider sent to a simulated phone, newest first (only with --simulate)", "kiosk", query=[("number", "phone number")])},
 }
 
 extra = pathlib.Path(__file__).with_name("openapi-extra.json")

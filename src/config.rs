@@ -52,6 +52,173 @@ pub struct Config {
     pub relying_party: RelyingPartyConfig,
     pub ceremony: CeremonyConfig,
     pub log: LogConfig,
+    pub sms: SmsConfig,
+}
+
+/// A secret from config or env: usable, never printed (`Debug` shows `<redacted>`).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<empty>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+/// The SMS factor: code policy, anti-fraud budgets and providers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// Code lifetime in seconds.
+    pub code_ttl_secs: u64,
+    /// Wrong codes allowed per challenge before it dies (`challenge_failed`).
+    pub max_attempts: u32,
+    /// Failed verifications in a row that lock a user's SMS verification...
+    pub lockout_failures: u32,
+    /// ...for this long (seconds).
+    pub lockout_secs: u64,
+    pub resend_cooldown_secs: u64,
+    pub max_resends: u32,
+    /// At most this many sends to one number per window.
+    pub per_number_limit: u32,
+    pub per_number_window_secs: u64,
+    /// SMS-pumping guards: sends per hour, in all and per country calling code.
+    pub global_hourly_budget: u32,
+    pub country_hourly_budget: u32,
+    pub default_region: String,
+    /// ISO 3166 alpha-2 countries whose numbers are accepted.
+    pub allowed_countries: Vec<String>,
+    /// Adds the WebOTP line `@<domain> #<code>` to every message.
+    pub webotp_domain: Option<String>,
+    /// Failover order, e.g. `["twilio", "vonage"]`. Empty: `console` under `--simulate`.
+    pub providers: Vec<String>,
+    /// Allow the console provider without `--simulate` (development only).
+    pub allow_console: bool,
+    pub request_timeout_ms: u64,
+    /// Retries per provider on transient errors (5xx, timeouts, 429), with backoff and jitter.
+    pub max_retries: u32,
+    /// First backoff step in milliseconds (doubles per retry, plus up to as much jitter).
+    pub retry_base_ms: u64,
+    /// Consecutive failures that open a provider's circuit, and how long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_secs: u64,
+    pub twilio: TwilioConfig,
+    pub vonage: VonageConfig,
+    pub webhook: WebhookConfig,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            code_ttl_secs: 300,
+            max_attempts: 5,
+            lockout_failures: 5,
+            lockout_secs: 16 * 60,
+            resend_cooldown_secs: 30,
+            max_resends: 3,
+            per_number_limit: 5,
+            per_number_window_secs: 600,
+            global_hourly_budget: 1000,
+            country_hourly_budget: 500,
+            default_region: "BE".into(),
+            allowed_countries: ["BE", "NL", "LU", "FR", "DE"].map(String::from).to_vec(),
+            webotp_domain: None,
+            providers: Vec::new(),
+            allow_console: false,
+            request_timeout_ms: 5000,
+            max_retries: 2,
+            retry_base_ms: 250,
+            breaker_failures: 3,
+            breaker_cooldown_secs: 30,
+            twilio: TwilioConfig::default(),
+            vonage: VonageConfig::default(),
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    /// Either a MessagingServiceSid or a From number.
+    pub messaging_service_sid: Option<String>,
+    pub from: Option<String>,
+    /// Public URL Twilio posts delivery status to (`.../v1/sms/callbacks/twilio`); also the
+    /// URL its signatures are computed over.
+    pub status_callback_url: Option<String>,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        TwilioConfig {
+            base_url: "https://api.twilio.com".into(),
+            account_sid: String::new(),
+            auth_token: Secret::default(),
+            messaging_service_sid: None,
+            from: None,
+            status_callback_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VonageConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub from: String,
+}
+
+impl Default for VonageConfig {
+    fn default() -> Self {
+        VonageConfig {
+            base_url: "https://rest.nexmo.com".into(),
+            api_key: String::new(),
+            api_secret: Secret::default(),
+            from: "Odisee".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// HMAC-SHA256 key for the `X-Keygate-Signature` header (and for callbacks).
+    pub secret: Secret,
+    /// JSON body; `{{to}}`, `{{text}}` and `{{id}}` are replaced (JSON-escaped).
+    pub body_template: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            secret: Secret::default(),
+            body_template: r#"{"to": "{{to}}", "text": "{{text}}", "id": "{{id}}"}"#.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -102,6 +269,7 @@ impl Default for Config {
             relying_party: RelyingPartyConfig::default(),
             ceremony: CeremonyConfig::default(),
             log: LogConfig::default(),
+            sms: SmsConfig::default(),
         }
     }
 }
@@ -250,6 +418,24 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::Invalid(
             "ceremony.default_timeout_ms must be > 0 and <= ceremony.max_timeout_ms".into(),
+        ));
+    }
+    let sms = &cfg.sms;
+    if sms.code_ttl_secs == 0 || sms.max_attempts == 0 || sms.lockout_failures == 0 {
+        return Err(ConfigError::Invalid(
+            "sms.code_ttl_secs, sms.max_attempts and sms.lockout_failures must be > 0".into(),
+        ));
+    }
+    for p in &sms.providers {
+        if !matches!(p.as_str(), "twilio" | "vonage" | "webhook" | "console") {
+            return Err(ConfigError::Invalid(format!(
+                "sms.providers: unknown provider `{p}` (twilio, vonage, webhook, console)"
+            )));
+        }
+    }
+    if sms.providers.iter().any(|p| p == "console") && !cfg.simulate && !sms.allow_console {
+        return Err(ConfigError::Invalid(
+            "sms.providers: `console` prints codes to the log; it needs --simulate or sms.allow_console = true".into(),
         ));
     }
     if cfg.max_body_bytes < 1024 {

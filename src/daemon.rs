@@ -50,6 +50,15 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 /// Build the application state (no socket yet).
 pub fn build_state(cfg: Config) -> anyhow::Result<SharedState> {
+    build_state_with_clock(cfg, Arc::new(crate::sms::SystemClock))
+}
+
+/// [`build_state`] with the SMS layer's clock given (tests drive expiry and lockouts with a
+/// manual clock). Starts the SMS outbox worker when called inside a tokio runtime.
+pub fn build_state_with_clock(
+    cfg: Config,
+    clock: Arc<dyn crate::sms::Clock>,
+) -> anyhow::Result<SharedState> {
     let store = open_store(&cfg)?;
     let interrupted = store.fail_interrupted_ceremonies()?;
     if interrupted > 0 {
@@ -95,11 +104,17 @@ pub fn build_state(cfg: Config) -> anyhow::Result<SharedState> {
         store.clone(),
         devices,
     ));
+    let sms = crate::sms::SmsService::new(cfg.clone(), store.clone(), clock)
+        .map_err(|e| anyhow::anyhow!("SMS: {e}"))?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        sms.spawn_worker();
+    }
     Ok(Arc::new(AppState {
         cfg,
         store,
         ceremonies,
         sim,
+        sms: Some(sms),
     }))
 }
 

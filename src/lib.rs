@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod device;
 pub mod doctor;
 pub mod http;
+pub mod sms;
 pub mod store;

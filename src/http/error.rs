@@ -62,7 +62,16 @@ impl ApiError {
 /// HTTP status of each stable error code.
 pub fn status_of(code: &str) -> StatusCode {
     match code {
-        "invalid_request" | "invalid_phone_number" => StatusCode::BAD_REQUEST,
+        "invalid_request" => StatusCode::BAD_REQUEST,
+        "invalid_phone_number" | "country_not_allowed" | "not_a_mobile_number" | "wrong_code" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        "user_locked" | "resend_too_soon" | "resend_limit" | "rate_limited" => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        "challenge_expired" | "challenge_failed" | "challenge_cancelled" => StatusCode::GONE,
+        "challenge_used" | "phone_not_verified" => StatusCode::CONFLICT,
+        "provider_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "unauthorized" => StatusCode::UNAUTHORIZED,
         "forbidden" | "host_not_allowed" | "origin_not_allowed" => StatusCode::FORBIDDEN,
         "possible_cloned_key" | "credential_quarantined" | "operation_denied" => {

@@ -6,6 +6,7 @@ pub mod error;
 mod extract;
 mod handlers;
 mod sim;
+mod sms;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub ceremonies: Arc<CeremonyService>,
     /// Present only under `--simulate`: the `/v1/sim` routes exist only then.
     pub sim: Option<Arc<SimBench>>,
+    /// The SMS factor (None only when it could not be set up, e.g. in bare unit tests).
+    pub sms: Option<Arc<crate::sms::SmsService>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -58,6 +61,7 @@ pub fn router(state: SharedState) -> Router {
             get(handlers::assertion_events),
         )
         .route("/v1/assertions/{id}/pin", post(handlers::assertion_pin))
+        .merge(sms::kiosk_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk));
 
     let admin = Router::new()
@@ -81,16 +85,20 @@ pub fn router(state: SharedState) -> Router {
             post(handlers::release_credential),
         )
         .route("/v1/audit", get(handlers::audit))
+        .merge(sms::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/openapi.json", get(handlers::openapi))
         .merge(kiosk)
-        .merge(admin);
+        .merge(admin)
+        .merge(sms::callback_routes());
     if state.sim.is_some() {
         app = app.merge(
-            sim::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk)),
+            sim::routes()
+                .merge(sms::sim_routes())
+                .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk)),
         );
     }
     app.fallback(|| async { ApiError::not_found() })

@@ -75,6 +75,59 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (user_name, e164)
     );
     "#,
+    // 2: the SMS factor. Times are Unix milliseconds from the SMS layer's clock (a fake clock
+    // in tests). Codes are kept only as a keyed hash (`code_mac`) plus, while the challenge
+    // lives, encrypted (`code_enc`) so that "Resend code" can send the same code; `code_enc`
+    // is wiped when the challenge ends. The outbox holds no message text: it is rebuilt from
+    // the challenge when sent.
+    r#"
+    CREATE TABLE sms_challenges (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        phone_id TEXT,
+        e164 TEXT NOT NULL,
+        purpose TEXT NOT NULL CHECK (purpose IN ('verify_phone', 'sign_in')),
+        locale TEXT NOT NULL,
+        code_mac BLOB NOT NULL,
+        code_enc BLOB,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        resends INTEGER NOT NULL DEFAULT 0,
+        last_sent_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'verified', 'failed', 'cancelled')),
+        delivery_status TEXT NOT NULL DEFAULT 'queued',
+        idempotency_key TEXT,
+        UNIQUE (user_name, idempotency_key)
+    );
+    CREATE INDEX sms_challenges_user ON sms_challenges (user_name);
+    CREATE TABLE sms_outbox (
+        id TEXT PRIMARY KEY,
+        challenge_id TEXT NOT NULL REFERENCES sms_challenges(id),
+        created_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'dropped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        provider TEXT,
+        provider_message_id TEXT,
+        last_error TEXT,
+        sent_at INTEGER
+    );
+    CREATE INDEX sms_outbox_due ON sms_outbox (state, next_attempt_at);
+    CREATE INDEX sms_outbox_provider_id ON sms_outbox (provider, provider_message_id);
+    CREATE TABLE sms_sends (
+        e164 TEXT NOT NULL,
+        country_code INTEGER NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX sms_sends_at ON sms_sends (at);
+    CREATE INDEX sms_sends_number ON sms_sends (e164, at);
+    CREATE TABLE sms_user_state (
+        user_name TEXT PRIMARY KEY,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -6,6 +6,9 @@
 //! nothing that was committed; an OS crash may lose the last commits but never consistency.
 
 mod migrations;
+mod sms;
+
+pub use sms::{OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -639,6 +642,11 @@ impl Store {
             )? as u64;
             let phones =
                 c.execute("DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
+            c.execute(
+                "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL \
+                 WHERE user_name = ?1 AND state = 'pending'",
+                params![user],
+            )?;
             let at = now();
             let seq = insert_audit(
                 c,

@@ -1,0 +1,778 @@
+//! The SMS factor: six-digit codes relayed through pluggable providers, with server-side
+//! attempts, expiry, lockout, resend rules and SMS-pumping budgets, and a durable outbox
+//! (a message is queued in the same transaction as its challenge and sent by a worker).
+//!
+//! Policy decisions take the time from a [`Clock`], so tests drive expiry and lockouts with a
+//! [`ManualClock`]. Every state change runs under one mutex (the daemon is one process) and,
+//! in the store, under `state = 'pending'` guards, so concurrent verifies cannot both win.
+
+pub mod code;
+pub mod dispatch;
+pub mod phone;
+pub mod providers;
+pub mod template;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+
+use crate::config::Config;
+use crate::store::{
+    NewAudit, OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, Store,
+    StoreError,
+};
+use code::{Code, CodeKeys};
+use dispatch::{Dispatched, Dispatcher, ProviderHealth};
+use providers::{OutgoingSms, SimInbox};
+use template::Locale;
+
+/// Milliseconds since the Unix epoch, from a clock tests can drive.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    }
+}
+
+/// A clock that only moves when told to.
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Self {
+        ManualClock(AtomicI64::new(start_ms))
+    }
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmsError {
+    #[error("wrong code")]
+    WrongCode { attempts_left: u32 },
+    #[error("the code has expired; ask for a new one")]
+    ChallengeExpired,
+    #[error("too many wrong codes for this challenge; ask for a new one")]
+    ChallengeFailed,
+    #[error("this code was already used")]
+    ChallengeUsed,
+    #[error("this challenge was cancelled")]
+    ChallengeCancelled,
+    #[error("too many wrong codes: SMS verification is locked for a while")]
+    UserLocked { retry_after_secs: u64 },
+    #[error("wait before asking for the code again")]
+    ResendTooSoon { retry_after_secs: u64 },
+    #[error("the code cannot be sent again; start over")]
+    ResendLimit,
+    #[error("too many messages; try again later")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("this is not a valid phone number")]
+    InvalidPhoneNumber,
+    #[error("numbers from this country are not accepted")]
+    CountryNotAllowed,
+    #[error("this is not a mobile number")]
+    NotAMobileNumber,
+    #[error("this phone number has not been verified")]
+    PhoneNotVerified,
+    #[error("no SMS provider is available")]
+    ProviderUnavailable,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("internal SMS error: {0}")]
+    Internal(String),
+}
+
+impl SmsError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SmsError::WrongCode { .. } => "wrong_code",
+            SmsError::ChallengeExpired => "challenge_expired",
+            SmsError::ChallengeFailed => "challenge_failed",
+            SmsError::ChallengeUsed => "challenge_used",
+            SmsError::ChallengeCancelled => "challenge_cancelled",
+            SmsError::UserLocked { .. } => "user_locked",
+            SmsError::ResendTooSoon { .. } => "resend_too_soon",
+            SmsError::ResendLimit => "resend_limit",
+            SmsError::RateLimited { .. } => "rate_limited",
+            SmsError::InvalidPhoneNumber => "invalid_phone_number",
+            SmsError::CountryNotAllowed => "country_not_allowed",
+            SmsError::NotAMobileNumber => "not_a_mobile_number",
+            SmsError::PhoneNotVerified => "phone_not_verified",
+            SmsError::ProviderUnavailable => "provider_unavailable",
+            SmsError::NotFound => "not_found",
+            SmsError::Invalid(_) => "invalid_request",
+            SmsError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            SmsError::UserLocked { retry_after_secs }
+            | SmsError::ResendTooSoon { retry_after_secs }
+            | SmsError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for SmsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => SmsError::NotFound,
+            other => SmsError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What clients see of a challenge (never the code, never the full number).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChallengeView {
+    pub id: String,
+    pub user: String,
+    pub phone_id: Option<String>,
+    pub purpose: String,
+    /// `pending`, `verified`, `failed`, `cancelled` or `expired`.
+    pub state: String,
+    pub masked_number: String,
+    pub locale: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub resend_available_at: time::OffsetDateTime,
+    pub resends_left: u32,
+    pub attempts_left: u32,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Delivery {
+    /// `queued`, `sent`, `delivered`, `failed` or `undeliverable`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhoneView {
+    pub id: String,
+    pub masked_number: String,
+    #[serde(flatten)]
+    pub record: PhoneRecord,
+}
+
+/// A request for a new challenge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChallenge {
+    pub user: String,
+    pub phone_id: Option<String>,
+    pub number: Option<String>,
+    pub locale: Option<Locale>,
+}
+
+pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn secs_until(now: i64, at: i64) -> u64 {
+    ((at - now).max(0) as u64).div_ceil(1000).max(1)
+}
+
+pub fn validate_user(user: &str) -> Result<(), SmsError> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SmsError::Invalid(
+            "`user` must be 1-64 characters: letters, digits, . _ - @".into(),
+        ))
+    }
+}
+
+pub struct SmsService {
+    cfg: Config,
+    store: Store,
+    keys: CodeKeys,
+    clock: Arc<dyn Clock>,
+    dispatcher: Dispatcher,
+    /// Present under `--simulate`: what the console provider "sent".
+    pub inbox: Option<Arc<SimInbox>>,
+    guard: Mutex<()>,
+    wake: Notify,
+}
+
+impl SmsService {
+    pub fn new(
+        cfg: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<SmsService>, SmsError> {
+        phone::warm_up();
+        let keys = CodeKeys::load_or_create(&cfg.data_dir)?;
+        let inbox = cfg.simulate.then(|| Arc::new(SimInbox::default()));
+        let chain = providers::build_chain(&cfg.sms, cfg.simulate, inbox.clone());
+        let dispatcher = Dispatcher::new(
+            chain,
+            clock.clone(),
+            cfg.sms.max_retries,
+            Duration::from_millis(cfg.sms.retry_base_ms),
+            cfg.sms.breaker_failures,
+            Duration::from_secs(cfg.sms.breaker_cooldown_secs),
+        );
+        let recovered = store.sms_outbox_recover()?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "SMS messages caught mid-send by a restart are queued again"
+            );
+        }
+        Ok(Arc::new(SmsService {
+            cfg,
+            store,
+            keys,
+            clock,
+            dispatcher,
+            inbox,
+            guard: Mutex::new(()),
+            wake: Notify::new(),
+        }))
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn view(&self, ch: &SmsChallengeRecord) -> ChallengeView {
+        let now = self.now();
+        let state = if ch.state == "pending" && now >= ch.expires_at {
+            "expired".to_string()
+        } else {
+            ch.state.clone()
+        };
+        ChallengeView {
+            id: ch.id.clone(),
+            user: ch.user.clone(),
+            phone_id: ch.phone_id.clone(),
+            purpose: ch.purpose.clone(),
+            state,
+            masked_number: phone::mask(&ch.e164),
+            locale: ch.locale.clone(),
+            expires_at: ms_to_time(ch.expires_at),
+            resend_available_at: ms_to_time(
+                ch.last_sent_at + self.cfg.sms.resend_cooldown_secs as i64 * 1000,
+            ),
+            resends_left: self.cfg.sms.max_resends.saturating_sub(ch.resends),
+            attempts_left: self.cfg.sms.max_attempts.saturating_sub(ch.attempts),
+            delivery: Delivery {
+                status: ch.delivery_status.clone(),
+            },
+        }
+    }
+
+    fn parse_number(&self, number: &str) -> Result<phone::ParsedPhone, SmsError> {
+        phone::parse(
+            number,
+            &self.cfg.sms.default_region,
+            &self.cfg.sms.allowed_countries,
+        )
+    }
+
+    fn check_lock(&self, user: &str, now: i64) -> Result<SmsUserState, SmsError> {
+        let st = self.store.sms_user_state(user)?;
+        if st.locked_until > now {
+            return Err(SmsError::UserLocked {
+                retry_after_secs: secs_until(now, st.locked_until),
+            });
+        }
+        Ok(st)
+    }
+
+    /// SMS-pumping guards: per number per window, per country per hour, in all per hour.
+    fn check_budgets(&self, e164: &str, country_code: u16, now: i64) -> Result<(), SmsError> {
+        let s = &self.cfg.sms;
+        let window = s.per_number_window_secs as i64 * 1000;
+        let hour = 3_600_000;
+        let checks = [
+            (
+                self.store.sms_sends_since(now - window, Some(e164), None)?,
+                s.per_number_limit,
+                window,
+                "number",
+            ),
+            (
+                self.store
+                    .sms_sends_since(now - hour, None, Some(country_code))?,
+                s.country_hourly_budget,
+                hour,
+                "country",
+            ),
+            (
+                self.store.sms_sends_since(now - hour, None, None)?,
+                s.global_hourly_budget,
+                hour,
+                "global",
+            ),
+        ];
+        for ((count, oldest), limit, span, which) in checks {
+            if count >= limit {
+                let free_at = oldest.unwrap_or(now) + span;
+                tracing::warn!(budget = which, masked = %phone::mask(e164), "SMS budget exhausted");
+                return Err(SmsError::RateLimited {
+                    retry_after_secs: secs_until(now, free_at),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Start a challenge: a code to a verified phone of the user (sign-in), or to a phone being
+    /// registered (`verify_phone`, used by [`SmsService::add_phone`]).
+    pub async fn create_challenge(
+        &self,
+        req: NewChallenge,
+        idempotency_key: Option<&str>,
+        actor: &str,
+    ) -> Result<(ChallengeView, bool), SmsError> {
+        validate_user(&req.user)?;
+        if let Some(k) = idempotency_key {
+            if k.is_empty() || k.len() > 128 {
+                return Err(SmsError::Invalid(
+                    "Idempotency-Key must be 1-128 characters".into(),
+                ));
+            }
+        }
+        let _g = self.guard.lock().await;
+        if let Some(k) = idempotency_key {
+            if let Some(existing) = self.store.sms_challenge_by_idempotency_key(&req.user, k)? {
+                return Ok((self.view(&existing), false));
+            }
+        }
+        let phone = match (&req.phone_id, &req.number) {
+            (Some(id), None) => self
+                .store
+                .get_phone(id)?
+                .filter(|p| p.user == req.user)
+                .ok_or(SmsError::NotFound)?,
+            (None, Some(n)) => {
+                let parsed = self.parse_number(n)?;
+                self.store
+                    .list_phones(&req.user)?
+                    .into_iter()
+                    .find(|p| p.e164 == parsed.e164)
+                    .ok_or(SmsError::PhoneNotVerified)?
+            }
+            _ => {
+                return Err(SmsError::Invalid(
+                    "give exactly one of `phone_id` and `number`".into(),
+                ))
+            }
+        };
+        if !phone.verified {
+            return Err(SmsError::PhoneNotVerified);
+        }
+        let ch = self
+            .start(
+                &req.user,
+                &phone,
+                "sign_in",
+                req.locale.unwrap_or_default(),
+                idempotency_key,
+                actor,
+            )
+            .await?;
+        Ok((ch, true))
+    }
+
+    async fn start(
+        &self,
+        user: &str,
+        phone: &PhoneRecord,
+        purpose: &str,
+        locale: Locale,
+        idempotency_key: Option<&str>,
+        actor: &str,
+    ) -> Result<ChallengeView, SmsError> {
+        let now = self.now();
+        self.check_lock(user, now)?;
+        if self.dispatcher.is_empty() || !self.dispatcher.any_available() {
+            return Err(SmsError::ProviderUnavailable);
+        }
+        let parsed = self.parse_number(&phone.e164)?;
+        self.check_budgets(&parsed.e164, parsed.country_code, now)?;
+        let id = Self::new_id();
+        let code = Code::generate();
+        let ch = SmsChallengeRecord {
+            id: id.clone(),
+            user: user.to_string(),
+            phone_id: Some(phone.id.clone()),
+            e164: parsed.e164.clone(),
+            purpose: purpose.to_string(),
+            locale: locale.as_str().to_string(),
+            code_mac: self.keys.mac(&id, &code),
+            code_enc: Some(self.keys.encrypt(&id, &code)),
+            created_at: now,
+            expires_at: now + self.cfg.sms.code_ttl_secs as i64 * 1000,
+            attempts: 0,
+            resends: 0,
+            last_sent_at: now,
+            state: "pending".into(),
+            delivery_status: "queued".into(),
+            idempotency_key: idempotency_key.map(str::to_string),
+        };
+        let masked = phone::mask(&parsed.e164);
+        let audit = NewAudit::new("sms.challenge_created", actor)
+            .user(user)
+            .detail(serde_json::json!({ "challenge": id, "purpose": purpose, "to": masked }));
+        self.store.sms_insert_challenge(
+            &ch,
+            &Self::new_id(),
+            &SendLog {
+                e164: parsed.e164.clone(),
+                country_code: parsed.country_code,
+                at: now,
+            },
+            &audit,
+        )?;
+        tracing::info!(challenge = %id, to = %masked, purpose, "SMS challenge created");
+        self.wake.notify_one();
+        Ok(self.view(&ch))
+    }
+
+    pub fn get_challenge(&self, id: &str) -> Result<ChallengeView, SmsError> {
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        Ok(self.view(&ch))
+    }
+
+    fn live(&self, ch: &SmsChallengeRecord, now: i64) -> Result<(), SmsError> {
+        match ch.state.as_str() {
+            "verified" => return Err(SmsError::ChallengeUsed),
+            "failed" => return Err(SmsError::ChallengeFailed),
+            "cancelled" => return Err(SmsError::ChallengeCancelled),
+            _ => {}
+        }
+        if now >= ch.expires_at {
+            let _ = self.store.sms_wipe_code(&ch.id);
+            return Err(SmsError::ChallengeExpired);
+        }
+        Ok(())
+    }
+
+    /// Check a typed code. Exactly one concurrent right answer wins.
+    pub async fn verify(
+        &self,
+        id: &str,
+        typed: &str,
+        actor: &str,
+    ) -> Result<ChallengeView, SmsError> {
+        let code = Code::parse_typed(typed)
+            .ok_or_else(|| SmsError::Invalid("`code` must be 6 digits".into()))?;
+        let _g = self.guard.lock().await;
+        let now = self.now();
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        self.live(&ch, now)?;
+        let user_state = self.check_lock(&ch.user, now)?;
+        if self.keys.matches(&ch.id, &code, &ch.code_mac) {
+            let audit = NewAudit::new("sms.verified", actor).user(&ch.user).detail(
+                serde_json::json!({ "challenge": ch.id, "purpose": ch.purpose, "to": phone::mask(&ch.e164) }),
+            );
+            if !self.store.sms_verified(&ch, &audit)? {
+                return Err(SmsError::ChallengeUsed);
+            }
+            tracing::info!(challenge = %ch.id, "SMS code verified");
+            let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+            return Ok(self.view(&ch));
+        }
+        let attempts = ch.attempts + 1;
+        let failures = user_state.consecutive_failures + 1;
+        let s = &self.cfg.sms;
+        let locked = failures >= s.lockout_failures;
+        let dead = attempts >= s.max_attempts;
+        let new_state = SmsUserState {
+            consecutive_failures: if locked { 0 } else { failures },
+            locked_until: if locked {
+                now + s.lockout_secs as i64 * 1000
+            } else {
+                0
+            },
+        };
+        let audit = (locked || dead).then(|| {
+            NewAudit::new(
+                if locked {
+                    "sms.user_locked"
+                } else {
+                    "sms.challenge_failed"
+                },
+                actor,
+            )
+            .user(&ch.user)
+            .detail(serde_json::json!({ "challenge": ch.id, "attempts": attempts }))
+        });
+        self.store
+            .sms_wrong_code(&ch, attempts, dead || locked, new_state, audit.as_ref())?;
+        tracing::info!(challenge = %ch.id, attempts, locked, "wrong SMS code");
+        if locked {
+            return Err(SmsError::UserLocked {
+                retry_after_secs: s.lockout_secs,
+            });
+        }
+        if dead {
+            return Err(SmsError::ChallengeFailed);
+        }
+        Err(SmsError::WrongCode {
+            attempts_left: s.max_attempts - attempts,
+        })
+    }
+
+    /// "Resend code": the same code again, after the cooldown, a few times at most.
+    pub async fn resend(&self, id: &str, actor: &str) -> Result<ChallengeView, SmsError> {
+        let _g = self.guard.lock().await;
+        let now = self.now();
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        self.live(&ch, now)?;
+        self.check_lock(&ch.user, now)?;
+        let s = &self.cfg.sms;
+        if ch.resends >= s.max_resends {
+            return Err(SmsError::ResendLimit);
+        }
+        let ready_at = ch.last_sent_at + s.resend_cooldown_secs as i64 * 1000;
+        if now < ready_at {
+            return Err(SmsError::ResendTooSoon {
+                retry_after_secs: secs_until(now, ready_at),
+            });
+        }
+        if !self.dispatcher.any_available() {
+            return Err(SmsError::ProviderUnavailable);
+        }
+        let parsed = self.parse_number(&ch.e164)?;
+        self.check_budgets(&parsed.e164, parsed.country_code, now)?;
+        let audit = NewAudit::new("sms.resent", actor)
+            .user(&ch.user)
+            .detail(serde_json::json!({ "challenge": ch.id, "resends": ch.resends + 1 }));
+        self.store
+            .sms_resend(
+                &ch,
+                now,
+                &Self::new_id(),
+                &SendLog {
+                    e164: parsed.e164,
+                    country_code: parsed.country_code,
+                    at: now,
+                },
+                &audit,
+            )
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => SmsError::ChallengeFailed,
+                other => other.into(),
+            })?;
+        self.wake.notify_one();
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        Ok(self.view(&ch))
+    }
+
+    pub async fn cancel(&self, id: &str, actor: &str) -> Result<ChallengeView, SmsError> {
+        let _g = self.guard.lock().await;
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        let audit = NewAudit::new("sms.cancelled", actor)
+            .user(&ch.user)
+            .detail(serde_json::json!({ "challenge": ch.id }));
+        self.store
+            .sms_end_challenge(id, "cancelled", Some(&audit))?;
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        Ok(self.view(&ch))
+    }
+
+    /// Register a phone (unverified) and send it a verification code.
+    pub async fn add_phone(
+        &self,
+        user: &str,
+        number: &str,
+        label: Option<&str>,
+        locale: Locale,
+        actor: &str,
+    ) -> Result<(PhoneView, ChallengeView), SmsError> {
+        validate_user(user)?;
+        if let Some(l) = label {
+            if l.chars().count() > 64 || l.chars().any(char::is_control) {
+                return Err(SmsError::Invalid(
+                    "`label` must be at most 64 printable characters".into(),
+                ));
+            }
+        }
+        let parsed = self.parse_number(number)?;
+        let _g = self.guard.lock().await;
+        self.check_lock(user, self.now())?;
+        let audit = NewAudit::new("phone.added", actor)
+            .user(user)
+            .detail(serde_json::json!({ "to": phone::mask(&parsed.e164) }));
+        let phone = self.store.add_phone(user, &parsed.e164, label, &audit)?;
+        let ch = self
+            .start(user, &phone, "verify_phone", locale, None, actor)
+            .await?;
+        let phone = self.store.get_phone(&phone.id)?.ok_or(SmsError::NotFound)?;
+        Ok((self.phone_view(phone), ch))
+    }
+
+    fn phone_view(&self, p: PhoneRecord) -> PhoneView {
+        PhoneView {
+            id: p.id.clone(),
+            masked_number: phone::mask(&p.e164),
+            record: p,
+        }
+    }
+
+    pub fn list_phones(&self, user: &str) -> Result<Vec<PhoneView>, SmsError> {
+        validate_user(user)?;
+        Ok(self
+            .store
+            .list_phones(user)?
+            .into_iter()
+            .map(|p| self.phone_view(p))
+            .collect())
+    }
+
+    pub async fn delete_phone(&self, user: &str, id: &str, actor: &str) -> Result<(), SmsError> {
+        let _g = self.guard.lock().await;
+        let p = self
+            .store
+            .get_phone(id)?
+            .filter(|p| p.user == user)
+            .ok_or(SmsError::NotFound)?;
+        let audit = NewAudit::new("phone.removed", actor)
+            .user(user)
+            .detail(serde_json::json!({ "phone": id, "to": phone::mask(&p.e164) }));
+        self.store.delete_phone(user, id, &audit)?;
+        Ok(())
+    }
+
+    pub fn providers(&self) -> Vec<ProviderHealth> {
+        self.dispatcher.health()
+    }
+
+    /// A provider's delivery report (already authenticated by the caller).
+    pub fn delivery_report(
+        &self,
+        provider: &str,
+        message_id: &str,
+        status: &str,
+    ) -> Result<bool, SmsError> {
+        Ok(self
+            .store
+            .sms_delivery_report(provider, message_id, status)?)
+    }
+
+    /// Run the outbox worker until the process ends.
+    pub fn spawn_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = svc.drain_outbox().await {
+                    tracing::error!(error = %e, "SMS outbox worker");
+                }
+                tokio::select! {
+                    _ = svc.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        })
+    }
+
+    /// Send every due outbox message once. Public for tests.
+    pub async fn drain_outbox(&self) -> Result<usize, SmsError> {
+        let due = self.store.sms_outbox_due(self.now(), 32)?;
+        let n = due.len();
+        for ob in due {
+            self.send_one(ob).await?;
+        }
+        Ok(n)
+    }
+
+    async fn send_one(&self, mut ob: OutboxRecord) -> Result<(), SmsError> {
+        let now = self.now();
+        let ch = self
+            .store
+            .sms_challenge(&ob.challenge_id)?
+            .ok_or(SmsError::NotFound)?;
+        let code = ch
+            .code_enc
+            .as_deref()
+            .and_then(|b| self.keys.decrypt(&ch.id, b));
+        let Some(code) = code.filter(|_| ch.state == "pending" && now < ch.expires_at) else {
+            // The challenge ended before its message went out: nothing to send any more.
+            ob.state = "dropped".into();
+            self.store.sms_outbox_update(&ob, None)?;
+            return Ok(());
+        };
+        ob.state = "sending".into();
+        ob.attempts += 1;
+        self.store.sms_outbox_update(&ob, None)?;
+        let locale = Locale::parse(&ch.locale).unwrap_or_default();
+        let minutes = self.cfg.sms.code_ttl_secs.div_ceil(60);
+        let msg = OutgoingSms {
+            id: ob.id.clone(),
+            to: ch.e164.clone(),
+            text: template::render(
+                locale,
+                &code,
+                minutes,
+                self.cfg.sms.webotp_domain.as_deref(),
+            ),
+        };
+        let masked = phone::mask(&ch.e164);
+        match self.dispatcher.send(&msg).await {
+            Dispatched::Sent { provider, receipt } => {
+                tracing::info!(message = %ob.id, challenge = %ch.id, to = %masked, provider, "SMS sent");
+                ob.state = "sent".into();
+                ob.provider = Some(provider.to_string());
+                ob.provider_message_id = receipt.provider_message_id;
+                ob.sent_at = Some(self.now());
+                ob.last_error = None;
+                self.store.sms_outbox_update(&ob, Some("sent"))?;
+            }
+            Dispatched::Rejected { provider, detail } => {
+                tracing::warn!(message = %ob.id, to = %masked, provider, %detail, "SMS rejected by the provider");
+                ob.state = "failed".into();
+                ob.provider = Some(provider.to_string());
+                ob.last_error = Some(detail);
+                self.store.sms_outbox_update(&ob, Some("undeliverable"))?;
+            }
+            Dispatched::Unavailable { detail } => {
+                let next = self.now() + 1000 * (1i64 << ob.attempts.min(6));
+                if next >= ch.expires_at || ob.attempts >= 8 {
+                    tracing::warn!(message = %ob.id, to = %masked, %detail, "SMS could not be sent");
+                    ob.state = "failed".into();
+                    ob.last_error = Some(detail);
+                    self.store.sms_outbox_update(&ob, Some("failed"))?;
+                } else {
+                    ob.state = "pending".into();
+                    ob.next_attempt_at = next;
+                    ob.last_error = Some(detail);
+                    self.store.sms_outbox_update(&ob, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

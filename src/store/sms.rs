@@ -1,0 +1,548 @@
+//! SMS rows: phones, challenges, the durable outbox, send log and per-user lockout state.
+//! Times are Unix milliseconds from the SMS layer's clock. Every compound change is one
+//! transaction (see the store's contract).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{
+    fmt_time, insert_audit, now, parse_opt_time, parse_time, NewAudit, Result, Store, StoreError,
+};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhoneRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub user: String,
+    /// Full number: never serialised to clients or logs (use the SMS layer's masking).
+    #[serde(skip)]
+    pub e164: String,
+    pub label: Option<String>,
+    pub verified: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmsChallengeRecord {
+    pub id: String,
+    pub user: String,
+    pub phone_id: Option<String>,
+    pub e164: String,
+    /// `verify_phone` or `sign_in`.
+    pub purpose: String,
+    pub locale: String,
+    pub code_mac: Vec<u8>,
+    pub code_enc: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub attempts: u32,
+    pub resends: u32,
+    pub last_sent_at: i64,
+    /// `pending`, `verified`, `failed` or `cancelled` (expiry is derived from `expires_at`).
+    pub state: String,
+    pub delivery_status: String,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub id: String,
+    pub challenge_id: String,
+    pub created_at: i64,
+    /// `pending`, `sending`, `sent`, `failed` or `dropped`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SmsUserState {
+    pub consecutive_failures: u32,
+    pub locked_until: i64,
+}
+
+/// One accounted send (for the per-number, per-country and global budgets).
+#[derive(Debug, Clone)]
+pub struct SendLog {
+    pub e164: String,
+    pub country_code: u16,
+    pub at: i64,
+}
+
+const CH_COLS: &str =
+    "id, user_name, phone_id, e164, purpose, locale, code_mac, code_enc, created_at, \
+    expires_at, attempts, resends, last_sent_at, state, delivery_status, idempotency_key";
+const OB_COLS: &str = "id, challenge_id, created_at, state, attempts, next_attempt_at, provider, \
+    provider_message_id, last_error, sent_at";
+
+fn challenge_row(r: &Row<'_>) -> rusqlite::Result<SmsChallengeRecord> {
+    Ok(SmsChallengeRecord {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        phone_id: r.get(2)?,
+        e164: r.get(3)?,
+        purpose: r.get(4)?,
+        locale: r.get(5)?,
+        code_mac: r.get(6)?,
+        code_enc: r.get(7)?,
+        created_at: r.get(8)?,
+        expires_at: r.get(9)?,
+        attempts: r.get(10)?,
+        resends: r.get(11)?,
+        last_sent_at: r.get(12)?,
+        state: r.get(13)?,
+        delivery_status: r.get(14)?,
+        idempotency_key: r.get(15)?,
+    })
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
+    Ok(OutboxRecord {
+        id: r.get(0)?,
+        challenge_id: r.get(1)?,
+        created_at: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        next_attempt_at: r.get(5)?,
+        provider: r.get(6)?,
+        provider_message_id: r.get(7)?,
+        last_error: r.get(8)?,
+        sent_at: r.get(9)?,
+    })
+}
+
+type PhoneTuple = (
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    String,
+    Option<String>,
+);
+
+fn phone_row(r: &Row<'_>) -> rusqlite::Result<PhoneTuple> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_phone(t: PhoneTuple) -> Result<PhoneRecord> {
+    Ok(PhoneRecord {
+        id: t.0,
+        user: t.1,
+        e164: t.2,
+        label: t.3,
+        verified: t.4,
+        created_at: parse_time(&t.5)?,
+        verified_at: parse_opt_time(t.6)?,
+    })
+}
+
+const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, verified_at";
+
+fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
+    c.execute(
+        "INSERT INTO sms_sends (e164, country_code, at) VALUES (?1, ?2, ?3)",
+        params![s.e164, s.country_code, s.at],
+    )?;
+    Ok(())
+}
+
+fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
+    c.execute(
+        "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at) \
+         VALUES (?1, ?2, ?3, 'pending', ?3)",
+        params![id, challenge_id, at],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Create the user row when the first method is a phone (no key enrolled yet).
+    fn ensure_user(c: &Connection, name: &str) -> Result<()> {
+        c.execute(
+            "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
+             VALUES (?1, ?1, ?2, ?3)",
+            params![
+                name,
+                uuid::Uuid::new_v4().as_bytes().to_vec(),
+                fmt_time(now())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Register a phone (unverified) or return the user's existing row for that number.
+    pub fn add_phone(
+        &self,
+        user: &str,
+        e164: &str,
+        label: Option<&str>,
+        audit: &NewAudit,
+    ) -> Result<PhoneRecord> {
+        self.tx(|c| {
+            Self::ensure_user(c, user)?;
+            let existing = c
+                .query_row(
+                    &format!("SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 AND e164 = ?2"),
+                    params![user, e164],
+                    phone_row,
+                )
+                .optional()?;
+            if let Some(t) = existing {
+                if label.is_some() {
+                    c.execute("UPDATE phones SET label = ?2 WHERE id = ?1", params![t.0, label])?;
+                }
+                let id = t.0.clone();
+                return c
+                    .query_row(&format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+                    .map_err(StoreError::from)
+                    .and_then(to_phone);
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            c.execute(
+                "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                params![id, user, e164, label, fmt_time(now())],
+            )?;
+            insert_audit(c, audit)?;
+            c.query_row(&format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+                .map_err(StoreError::from)
+                .and_then(to_phone)
+        })
+    }
+
+    pub fn get_phone(&self, id: &str) -> Result<Option<PhoneRecord>> {
+        let c = self.conn();
+        c.query_row(
+            &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"),
+            params![id],
+            phone_row,
+        )
+        .optional()?
+        .map(to_phone)
+        .transpose()
+    }
+
+    pub fn list_phones(&self, user: &str) -> Result<Vec<PhoneRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 ORDER BY created_at"
+        ))?;
+        let rows = st
+            .query_map(params![user], phone_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(to_phone).collect()
+    }
+
+    /// Remove a phone and end its live challenges.
+    pub fn delete_phone(&self, user: &str, id: &str, audit: &NewAudit) -> Result<()> {
+        self.tx(|c| {
+            let n = c.execute("DELETE FROM phones WHERE id = ?1 AND user_name = ?2", params![id, user])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            c.execute(
+                "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL WHERE phone_id = ?1 AND state = 'pending'",
+                params![id],
+            )?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    /// A new challenge, its first outbox message and its send-log line, in one transaction.
+    pub fn sms_insert_challenge(
+        &self,
+        ch: &SmsChallengeRecord,
+        outbox_id: &str,
+        send: &SendLog,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        self.tx(|c| {
+            Self::ensure_user(c, &ch.user)?;
+            c.execute(
+                &format!("INSERT INTO sms_challenges ({CH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+                params![
+                    ch.id, ch.user, ch.phone_id, ch.e164, ch.purpose, ch.locale, ch.code_mac, ch.code_enc,
+                    ch.created_at, ch.expires_at, ch.attempts, ch.resends, ch.last_sent_at, ch.state,
+                    ch.delivery_status, ch.idempotency_key
+                ],
+            )?;
+            insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
+            insert_send(c, send)?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    pub fn sms_challenge(&self, id: &str) -> Result<Option<SmsChallengeRecord>> {
+        let c = self.conn();
+        Ok(c.query_row(
+            &format!("SELECT {CH_COLS} FROM sms_challenges WHERE id = ?1"),
+            params![id],
+            challenge_row,
+        )
+        .optional()?)
+    }
+
+    pub fn sms_challenge_by_idempotency_key(
+        &self,
+        user: &str,
+        key: &str,
+    ) -> Result<Option<SmsChallengeRecord>> {
+        let c = self.conn();
+        Ok(c.query_row(
+            &format!("SELECT {CH_COLS} FROM sms_challenges WHERE user_name = ?1 AND idempotency_key = ?2"),
+            params![user, key],
+            challenge_row,
+        )
+        .optional()?)
+    }
+
+    /// Sends since `since`: (count, time of the oldest), to one number / one country / all.
+    pub fn sms_sends_since(
+        &self,
+        since: i64,
+        e164: Option<&str>,
+        country_code: Option<u16>,
+    ) -> Result<(u32, Option<i64>)> {
+        let c = self.conn();
+        let (n, oldest): (u32, Option<i64>) = match (e164, country_code) {
+            (Some(n), _) => c.query_row(
+                "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE e164 = ?1 AND at > ?2",
+                params![n, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?,
+            (None, Some(cc)) => c.query_row(
+                "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE country_code = ?1 AND at > ?2",
+                params![cc, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?,
+            (None, None) => c.query_row(
+                "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE at > ?1",
+                params![since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?,
+        };
+        Ok((n, oldest))
+    }
+
+    pub fn sms_user_state(&self, user: &str) -> Result<SmsUserState> {
+        let c = self.conn();
+        Ok(c.query_row(
+            "SELECT consecutive_failures, locked_until FROM sms_user_state WHERE user_name = ?1",
+            params![user],
+            |r| {
+                Ok(SmsUserState {
+                    consecutive_failures: r.get(0)?,
+                    locked_until: r.get(1)?,
+                })
+            },
+        )
+        .optional()?
+        .unwrap_or_default())
+    }
+
+    /// A wrong code: the challenge's attempts (and, when `fail`, its end) and the user's
+    /// failure streak/lock land together.
+    pub fn sms_wrong_code(
+        &self,
+        ch: &SmsChallengeRecord,
+        attempts: u32,
+        fail: bool,
+        user: SmsUserState,
+        audit: Option<&NewAudit>,
+    ) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "UPDATE sms_challenges SET attempts = ?2, state = CASE WHEN ?3 THEN 'failed' ELSE state END, \
+                 code_enc = CASE WHEN ?3 THEN NULL ELSE code_enc END WHERE id = ?1 AND state = 'pending'",
+                params![ch.id, attempts, fail],
+            )?;
+            c.execute(
+                "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = ?2, locked_until = ?3",
+                params![ch.user, user.consecutive_failures, user.locked_until],
+            )?;
+            if let Some(a) = audit {
+                insert_audit(c, a)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The right code. Only the first caller wins (`state = 'pending'` guard): returns false
+    /// for every later one. Verifies the phone when that was the purpose; resets the streak.
+    pub fn sms_verified(&self, ch: &SmsChallengeRecord, audit: &NewAudit) -> Result<bool> {
+        self.tx(|c| {
+            let n = c.execute(
+                "UPDATE sms_challenges SET state = 'verified', code_enc = NULL WHERE id = ?1 AND state = 'pending'",
+                params![ch.id],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
+                c.execute(
+                    "UPDATE phones SET verified = 1, verified_at = ?2 WHERE id = ?1",
+                    params![phone, fmt_time(now())],
+                )?;
+            }
+            c.execute(
+                "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, 0, 0) \
+                 ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = 0, locked_until = 0",
+                params![ch.user],
+            )?;
+            insert_audit(c, audit)?;
+            Ok(true)
+        })
+    }
+
+    /// Resend: bump the counter and queue the message again, in one transaction.
+    pub fn sms_resend(
+        &self,
+        ch: &SmsChallengeRecord,
+        at: i64,
+        outbox_id: &str,
+        send: &SendLog,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        self.tx(|c| {
+            let n = c.execute(
+                "UPDATE sms_challenges SET resends = resends + 1, last_sent_at = ?2, delivery_status = 'queued' \
+                 WHERE id = ?1 AND state = 'pending'",
+                params![ch.id, at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict("challenge ended".into()));
+            }
+            insert_outbox(c, outbox_id, &ch.id, at)?;
+            insert_send(c, send)?;
+            insert_audit(c, audit)?;
+            Ok(())
+        })
+    }
+
+    /// End a challenge without success (`cancelled`, or `failed` when it expired); wipes the code.
+    pub fn sms_end_challenge(
+        &self,
+        id: &str,
+        state: &str,
+        audit: Option<&NewAudit>,
+    ) -> Result<bool> {
+        self.tx(|c| {
+            let n = c.execute(
+                "UPDATE sms_challenges SET state = ?2, code_enc = NULL WHERE id = ?1 AND state = 'pending'",
+                params![id, state],
+            )?;
+            if n > 0 {
+                if let Some(a) = audit {
+                    insert_audit(c, a)?;
+                }
+            }
+            Ok(n > 0)
+        })
+    }
+
+    /// Forget the encrypted code of an expired challenge.
+    pub fn sms_wipe_code(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sms_challenges SET code_enc = NULL WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// After a restart: messages caught mid-send go back to the queue (sent at most once more).
+    pub fn sms_outbox_recover(&self) -> Result<u64> {
+        Ok(self.conn().execute(
+            "UPDATE sms_outbox SET state = 'pending' WHERE state = 'sending'",
+            [],
+        )? as u64)
+    }
+
+    pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {OB_COLS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map(params![at, limit], outbox_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
+        let c = self.conn();
+        Ok(c.query_row(
+            &format!("SELECT {OB_COLS} FROM sms_outbox WHERE id = ?1"),
+            params![id],
+            outbox_row,
+        )
+        .optional()?)
+    }
+
+    /// Store an outbox row's new state and, when given, its challenge's delivery status.
+    pub fn sms_outbox_update(
+        &self,
+        ob: &OutboxRecord,
+        delivery_status: Option<&str>,
+    ) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
+                 provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
+                params![
+                    ob.id, ob.state, ob.attempts, ob.next_attempt_at, ob.provider, ob.provider_message_id,
+                    ob.last_error, ob.sent_at
+                ],
+            )?;
+            if let Some(d) = delivery_status {
+                c.execute(
+                    "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1",
+                    params![ob.challenge_id, d],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A provider's delivery report; false when no message has that provider id.
+    pub fn sms_delivery_report(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+        status: &str,
+    ) -> Result<bool> {
+        self.tx(|c| {
+            let challenge: Option<String> = c
+                .query_row(
+                    "SELECT challenge_id FROM sms_outbox WHERE provider = ?1 AND provider_message_id = ?2",
+                    params![provider, provider_message_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(ch) = challenge else {
+                return Ok(false);
+            };
+            c.execute("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1", params![ch, status])?;
+            Ok(true)
+        })
+    }
+}
