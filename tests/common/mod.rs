@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::auth::Role;
@@ -59,8 +60,28 @@ impl TestServer {
 
     /// Start on an existing data dir (restart tests). Tokens are created fresh.
     pub async fn start_in(dir: &Path, extra_toml: &str) -> TestServer {
+        Self::start_in_with_clock(dir, extra_toml, Arc::new(keygate::sms::SystemClock)).await
+    }
+
+    /// A server whose SMS layer reads time from `clock` (expiry, cooldowns, lockouts).
+    pub async fn start_with_clock(
+        extra_toml: &str,
+        clock: Arc<dyn keygate::sms::Clock>,
+    ) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in_with_clock(&dir, extra_toml, clock).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub async fn start_in_with_clock(
+        dir: &Path,
+        extra_toml: &str,
+        clock: Arc<dyn keygate::sms::Clock>,
+    ) -> TestServer {
         let cfg = test_config(dir, extra_toml);
-        let state = keygate::daemon::build_state(cfg).expect("state");
+        let state = keygate::daemon::build_state_with_clock(cfg, clock).expect("state");
         let admin = keygate::auth::create_token(&state.store, Role::Admin, Some("test")).unwrap();
         let kiosk = keygate::auth::create_token(&state.store, Role::Kiosk, Some("test")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
