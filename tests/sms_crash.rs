@@ -1,0 +1,107 @@
+//! The durable outbox: the real binary accepts a challenge and is killed (SIGKILL) before the
+//! message could go out; on restart the worker sends it, once, and the code verifies.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+
+fn start(dir: &std::path::Path, webhook: &str) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
+        .env("KEYGATE_SMS__WEBHOOK__URL", webhook)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("keygate listening on ")
+        .expect("ready line")
+        .to_string();
+    (child, base)
+}
+
+fn token(dir: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "create", "--role", "kiosk", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn a_challenge_accepted_before_a_kill_is_sent_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = token(dir.path());
+    let c = reqwest::Client::new();
+    // First life: the provider is unreachable, so nothing can be sent before the kill.
+    let (mut child, base) = start(dir.path(), "http://127.0.0.1:1/sms");
+    let r = c
+        .post(format!("{base}/v1/users/r1/phones"))
+        .bearer_auth(&t)
+        .json(&json!({ "number": "0475 00 00 31" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Second life: the provider is back.
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let (mut child, base) = start(dir.path(), &format!("{}/sms", hook.uri()));
+    let mut sent = Vec::new();
+    for _ in 0..300 {
+        sent = hook.received_requests().await.unwrap();
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sent.len(), 1, "sent once after the restart");
+    let body: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["to"], "+32475000031");
+    let code: String = body["text"].as_str().unwrap().chars().take(6).collect();
+    let r = c
+        .post(format!("{base}/v1/sms/challenges/{id}/verify"))
+        .bearer_auth(&t)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        hook.received_requests().await.unwrap().len(),
+        1,
+        "and not again"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
