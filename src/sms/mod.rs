@@ -701,11 +701,16 @@ impl SmsService {
 
     /// Send every due outbox message once. Public for tests.
     pub async fn drain_outbox(&self) -> Result<usize, SmsError> {
-        let due = self.store.sms_outbox_due(self.now(), 32)?;
+        use futures::StreamExt;
+        let due = self.store.sms_outbox_due(self.now(), 64)?;
         let n = due.len();
-        for ob in due {
-            self.send_one(ob).await?;
-        }
+        // Up to 16 messages in flight: providers are remote; SQLite stays serialised.
+        let results: Vec<Result<(), SmsError>> = futures::stream::iter(due)
+            .map(|ob| self.send_one(ob))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
         Ok(n)
     }
 

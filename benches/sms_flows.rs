@@ -1,0 +1,220 @@
+//! SMS flow benchmark: create challenge -> the provider (a local mock HTTP server) receives the
+//! SMS -> verify with the code it carried, over the real HTTP API with the durable SQLite store,
+//! at 1, 8 and 32 concurrent clients. Prints flows/s and p50/p99 per step.
+//!
+//! `cargo bench --bench sms_flows` runs the full measurement (`KEYGATE_BENCH_FLOWS` flows per
+//! level, default 2000); under `cargo test` it runs a small smoke pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use keygate::auth::Role;
+use keygate::config::{parse_config, Overrides};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+/// The mock provider: the latest text per number, and a wake-up for waiting clients.
+#[derive(Default)]
+struct Mock {
+    latest: Mutex<HashMap<String, (u64, String)>>,
+    seq: std::sync::atomic::AtomicU64,
+    notify: Notify,
+}
+
+async fn receive(State(m): State<Arc<Mock>>, Json(body): Json<Value>) -> Json<Value> {
+    let to = body["to"].as_str().unwrap_or_default().to_string();
+    let text = body["text"].as_str().unwrap_or_default().to_string();
+    let n = m.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    m.latest.lock().unwrap().insert(to, (n, text));
+    m.notify.notify_waiters();
+    Json(json!({ "id": format!("mock-{n}") }))
+}
+
+impl Mock {
+    /// Wait for a message to `to` newer than `after`; returns (seq, code).
+    async fn wait(&self, to: &str, after: Option<u64>) -> (u64, String) {
+        loop {
+            let notified = self.notify.notified();
+            if let Some((n, text)) = self.latest.lock().unwrap().get(to).cloned() {
+                if Some(n) != after && after.is_none_or(|a| n > a) {
+                    return (n, text.chars().take(6).collect());
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let flows: usize = if full {
+        std::env::var("KEYGATE_BENCH_FLOWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000)
+    } else {
+        8
+    };
+    let levels: &[usize] = if full { &[1, 8, 32] } else { &[1, 4] };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(flows, levels));
+}
+
+async fn run(flows: usize, levels: &[usize]) {
+    let mock = Arc::new(Mock::default());
+    let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_url = format!("http://{}/sms", mock_listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/sms", post(receive))
+        .with_state(mock.clone());
+    tokio::spawn(async move { axum::serve(mock_listener, app).await });
+
+    let tmp = tempfile::tempdir().unwrap();
+    // Budgets raised for a load test (a real campus keeps the defaults).
+    let toml = format!(
+        "[log]\nlevel = \"error\"\n[sms]\nproviders = [\"webhook\"]\nper_number_limit = 1000000\n\
+         global_hourly_budget = 1000000\ncountry_hourly_budget = 1000000\nresend_cooldown_secs = 0\n\
+         [sms.webhook]\nurl = \"{mock_url}\"\n"
+    );
+    let cfg = parse_config(
+        Some(&toml),
+        &[],
+        &Overrides {
+            data_dir: Some(tmp.path().to_path_buf()),
+            simulate: Some(true),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .unwrap();
+    let state = keygate::daemon::build_state(cfg).unwrap();
+    let token = keygate::auth::create_token(&state.store, Role::Kiosk, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, keygate::http::router(state)).await });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+
+    // One verified phone per client.
+    let max_clients = *levels.iter().max().unwrap();
+    let mut phones = Vec::new();
+    for i in 0..max_clients {
+        let user = format!("bench{i}");
+        let number = format!("+3247500{i:04}");
+        let v: Value = client
+            .post(format!("{base}/v1/users/{user}/phones"))
+            .bearer_auth(&token)
+            .json(&json!({ "number": number }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ch = v["challenge"]["id"]
+            .as_str()
+            .expect("phone added")
+            .to_string();
+        let (seq, code) = mock.wait(&number, None).await;
+        let r = client
+            .post(format!("{base}/v1/sms/challenges/{ch}/verify"))
+            .bearer_auth(&token)
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        phones.push((
+            user,
+            v["phone"]["id"].as_str().unwrap().to_string(),
+            number,
+            seq,
+        ));
+    }
+
+    println!(
+        "machine: {} cores, {}; durable SQLite (WAL) in a temp dir; mock provider over loopback HTTP",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::env::consts::ARCH
+    );
+    for &clients in levels {
+        let per_client = flows.div_ceil(clients);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (user, phone, number, seq) in phones.iter().take(clients).cloned() {
+            let (client, base, token, mock) =
+                (client.clone(), base.clone(), token.clone(), mock.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut last = Some(seq);
+                let (mut create, mut deliver, mut verify) = (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..per_client {
+                    let t = Instant::now();
+                    let v: Value = client
+                        .post(format!("{base}/v1/sms/challenges"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "user": user, "phone_id": phone }))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    let id = v["id"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{v}"))
+                        .to_string();
+                    create.push(t.elapsed());
+                    let t = Instant::now();
+                    let (seq, code) = mock.wait(&number, last).await;
+                    last = Some(seq);
+                    deliver.push(t.elapsed());
+                    let t = Instant::now();
+                    let r = client
+                        .post(format!("{base}/v1/sms/challenges/{id}/verify"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "code": code }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    verify.push(t.elapsed());
+                }
+                (create, deliver, verify)
+            }));
+        }
+        let (mut create, mut deliver, mut verify) = (Vec::new(), Vec::new(), Vec::new());
+        for t in tasks {
+            let (c, d, v) = t.await.unwrap();
+            create.extend(c);
+            deliver.extend(d);
+            verify.extend(v);
+        }
+        let total = started.elapsed();
+        let n = create.len();
+        println!(
+            "{clients:>2} clients: {n} flows in {:.2} s = {:.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms",
+            total.as_secs_f64(),
+            n as f64 / total.as_secs_f64(),
+            pct(&mut create, 0.5),
+            pct(&mut create, 0.99),
+            pct(&mut deliver, 0.5),
+            pct(&mut deliver, 0.99),
+            pct(&mut verify, 0.5),
+            pct(&mut verify, 0.99),
+        );
+    }
+}
