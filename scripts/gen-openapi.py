@@ -77,6 +77,15 @@ paths = {
  "/v1/sms/challenges/{id}/resend": {"post": op("Resend the same code (cooldown, at most 3 times)", "kiosk", params=["id"])},
  "/v1/sms/providers": {"get": op("Providers in failover order with circuit state and counters", "admin")},
  "/v1/sms/callbacks/{provider}": {"post": op("Delivery status from twilio (X-Twilio-Signature) or webhook (X-Keygate-Signature); no bearer token", None, params=["provider"], ok="204")},
+ # kiosk page
+ "/kiosk": {"get": op("Redirects to /kiosk/", None, ok="308")},
+ "/kiosk/": {"get": op("The kiosk page (HTML, strict CSP, assets embedded)", None)},
+ "/kiosk/app.js": {"get": op("The kiosk page's script", None)},
+ "/kiosk/app.css": {"get": op("The kiosk page's style sheet", None)},
+ "/kiosk/session": {"get": op("Exchange a one-time code (keygate kiosk-url) for an HttpOnly SameSite=Strict kiosk session cookie; redirects to /kiosk/", None, query=[("code", "one-time code")], ok="303")},
+ "/v1/kiosk/config": {"get": op("The page's settings: inactivity_secs, touch_timeout_secs, sms", "kiosk")},
+ "/v1/kiosk/handoff": {"post": op("Verify the upstream sign-in's signed handoff: {user, display_name, expires_at}", "kiosk", obj({"token": S}, ["token"]))},
+ "/v1/kiosk/whoami": {"get": op("The user a reverse proxy on this machine signed in (kiosk.trusted_user_header)", "kiosk")},
  "/v1/sim/sms": {"get": op("Messages the console provider sent to a simulated phone, newest first (only with --simulate)", "kiosk", query=[("number", "phone number")])},
 }
 

@@ -53,6 +53,37 @@ pub struct Config {
     pub ceremony: CeremonyConfig,
     pub log: LogConfig,
     pub sms: SmsConfig,
+    pub kiosk: KioskConfig,
+}
+
+/// The kiosk page keygate serves at `/kiosk/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KioskConfig {
+    /// The page resets itself after this many seconds without input.
+    pub inactivity_secs: u64,
+    /// How long the page lets a student touch the key.
+    pub touch_timeout_secs: u64,
+    /// One-time kiosk URLs (`keygate kiosk-url`) are valid this long.
+    pub session_code_ttl_secs: u64,
+    /// HMAC key of the signed user handoff from the upstream sign-in. Empty: a key generated
+    /// in `<data_dir>/kiosk-handoff.key` (share it with the sign-in service).
+    pub handoff_secret: Secret,
+    /// Alternatively, a header a reverse proxy on this machine sets to the signed-in user
+    /// (e.g. `X-Remote-User`); honoured only on connections from loopback.
+    pub trusted_user_header: Option<String>,
+}
+
+impl Default for KioskConfig {
+    fn default() -> Self {
+        KioskConfig {
+            inactivity_secs: 60,
+            touch_timeout_secs: 30,
+            session_code_ttl_secs: 600,
+            handoff_secret: Secret::default(),
+            trusted_user_header: None,
+        }
+    }
 }
 
 /// A secret from config or env: usable, never printed (`Debug` shows `<redacted>`).
@@ -270,6 +301,7 @@ impl Default for Config {
             ceremony: CeremonyConfig::default(),
             log: LogConfig::default(),
             sms: SmsConfig::default(),
+            kiosk: KioskConfig::default(),
         }
     }
 }

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod device;
 pub mod doctor;
 pub mod http;
+pub mod kiosk;
 pub mod sms;
 pub mod store;

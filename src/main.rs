@@ -53,6 +53,30 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Print a one-time URL that opens the kiosk page with a kiosk session (no token to paste).
+    KioskUrl {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Base URL the kiosk browser reaches keygate at.
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        base: String,
+    },
+    /// Sign a user handoff as the campus sign-in would (for testing and demos): prints the token.
+    KioskHandoff {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 300)]
+        ttl: i64,
+    },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
         /// Print JSON instead of text.
@@ -158,6 +182,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = keygate::daemon::open_store(&cfg)?;
             let token = keygate::auth::create_token(&store, role, label.as_deref())?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::KioskUrl {
+            config,
+            data_dir,
+            base,
+        } => {
+            let cfg = config::load(
+                config.as_deref(),
+                &Overrides {
+                    data_dir,
+                    ..Default::default()
+                },
+            )?;
+            let store = keygate::daemon::open_store(&cfg)?;
+            let (code, hash) = keygate::kiosk::new_session_code();
+            let ttl = time::Duration::seconds(cfg.kiosk.session_code_ttl_secs as i64);
+            store.insert_kiosk_code(&hash, time::OffsetDateTime::now_utc() + ttl)?;
+            println!("{}/kiosk/session?code={code}", base.trim_end_matches('/'));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::KioskHandoff {
+            config,
+            data_dir,
+            user,
+            display_name,
+            ttl,
+        } => {
+            let cfg = config::load(
+                config.as_deref(),
+                &Overrides {
+                    data_dir,
+                    ..Default::default()
+                },
+            )?;
+            keygate::daemon::ensure_data_dir(&cfg)?;
+            let secret = keygate::kiosk::handoff_secret(&cfg)?;
+            let h = keygate::kiosk::Handoff {
+                display_name: display_name.unwrap_or_else(|| user.clone()),
+                user,
+                exp: time::OffsetDateTime::now_utc().unix_timestamp() + ttl,
+            };
+            println!("{}", keygate::kiosk::sign_handoff(&secret, &h));
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { json } => {

@@ -28,8 +28,10 @@ fn form(body: &[u8]) -> HashMap<String, String> {
 }
 
 fn cfg(twilio: &str, vonage: &str, providers: &[&str]) -> SmsConfig {
-    let mut c = SmsConfig::default();
-    c.providers = providers.iter().map(|s| s.to_string()).collect();
+    let mut c = SmsConfig {
+        providers: providers.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
     c.twilio.base_url = twilio.into();
     c.twilio.account_sid = "AC123".into();
     c.twilio.auth_token = Secret::new("tw-secret");

@@ -5,6 +5,7 @@
 pub mod error;
 mod extract;
 mod handlers;
+mod kiosk;
 mod sim;
 mod sms;
 
@@ -62,6 +63,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/v1/assertions/{id}/pin", post(handlers::assertion_pin))
         .merge(sms::kiosk_routes())
+        .merge(kiosk::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk));
 
     let admin = Router::new()
@@ -93,7 +95,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/openapi.json", get(handlers::openapi))
         .merge(kiosk)
         .merge(admin)
-        .merge(sms::callback_routes());
+        .merge(sms::callback_routes())
+        .merge(kiosk::public_routes());
     if state.sim.is_some() {
         app = app.merge(
             sim::routes()
@@ -207,9 +210,34 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn authorize(st: &AppState, mut req: Request, next: Next, needed: Role) -> Response {
-    let caller = match bearer(req.headers()) {
+    // A bearer token, or the kiosk page's session cookie. Cookie-authenticated requests that
+    // change state must carry an Origin (already checked same-origin by `guard_origin`):
+    // with SameSite=Strict this closes cross-site request forgery.
+    let from_cookie;
+    let presented = match bearer(req.headers()) {
+        Some(t) => {
+            from_cookie = false;
+            Some(t.to_string())
+        }
+        None => {
+            from_cookie = true;
+            kiosk::session_token(req.headers())
+        }
+    };
+    if from_cookie
+        && presented.is_some()
+        && !matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        )
+        && req.headers().get(header::ORIGIN).is_none()
+    {
+        return ApiError::forbidden("a cookie-authenticated request must carry an Origin header")
+            .into_response();
+    }
+    let caller = match presented {
         None => None,
-        Some(t) => match crate::auth::verify_token(&st.store, t) {
+        Some(t) => match crate::auth::verify_token(&st.store, &t) {
             Ok(c) => c,
             Err(e) => return ApiError::internal(e).into_response(),
         },

@@ -128,6 +128,15 @@ const MIGRATIONS: &[&str] = &[
         locked_until INTEGER NOT NULL DEFAULT 0
     );
     "#,
+    // 3: one-time kiosk session codes (`keygate kiosk-url`), stored as SHA-256.
+    r#"
+    CREATE TABLE kiosk_codes (
+        code_hash BLOB PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT
+    );
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

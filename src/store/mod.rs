@@ -5,6 +5,7 @@
 //! it or none. The database runs in WAL mode with `synchronous=NORMAL`: a killed process loses
 //! nothing that was committed; an OS crash may lose the last commits but never consistency.
 
+mod kiosk;
 mod migrations;
 mod sms;
 
