@@ -21,6 +21,21 @@ pub fn parse(json: &str) -> HashMap<uuid::Uuid, String> {
         .collect()
 }
 
+static USB_IDS: &str = include_str!("../../udev/fido-devices.tsv");
+
+/// A FIDO key's name from its USB vendor/product ids (the list the udev rules are made from).
+pub fn model_name_by_usb(vendor: u16, product: u16) -> Option<String> {
+    USB_IDS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            let v = u16::from_str_radix(f.next()?.trim(), 16).ok()?;
+            let p = u16::from_str_radix(f.next()?.trim(), 16).ok()?;
+            (v == vendor && p == product).then(|| f.next().unwrap_or("").trim().to_string())
+        })
+}
+
 /// The model name of a key, when its AAGUID is known.
 pub fn model_name(aaguid: &uuid::Uuid) -> Option<String> {
     if *aaguid == SIM_AAGUID {
