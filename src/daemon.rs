@@ -189,9 +189,9 @@ fn notify_systemd(msg: &str) {
     }
 }
 
-/// `keygate devices`.
-pub async fn list_devices(cfg: &Config) -> anyhow::Result<Vec<DeviceStatus>> {
-    let sources: Vec<Arc<dyn DeviceSource>> = if cfg.simulate {
+/// The keys of this machine (USB), or the simulated keys of the data dir.
+pub fn device_sources(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn DeviceSource>>> {
+    Ok(if cfg.simulate {
         ensure_data_dir(cfg)?;
         vec![Arc::new(
             SimBench::open(&cfg.data_dir, cfg.simulate_seed)
@@ -199,8 +199,12 @@ pub async fn list_devices(cfg: &Config) -> anyhow::Result<Vec<DeviceStatus>> {
         )]
     } else {
         vec![Arc::new(HidSource::new())]
-    };
-    let mgr = DeviceManager::new(sources);
+    })
+}
+
+/// `keygate devices`.
+pub async fn list_devices(cfg: &Config) -> anyhow::Result<Vec<DeviceStatus>> {
+    let mgr = DeviceManager::new(device_sources(cfg)?);
     mgr.statuses()
         .await
         .map_err(|e| anyhow::anyhow!("listing devices: {e}"))

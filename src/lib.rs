@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod device;
 pub mod doctor;
 pub mod http;
+pub mod hwbench;
 pub mod kiosk;
 pub mod sms;
 pub mod store;

@@ -77,6 +77,30 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         ttl: i64,
     },
+    /// Run the bench suite against every plugged key; writes JSON, Markdown and JUnit reports.
+    Bench {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Bench the simulated keys of the data dir instead of USB keys.
+        #[arg(long)]
+        simulate: bool,
+        /// Where the reports go.
+        #[arg(long, default_value = "keygate-bench-reports")]
+        out: PathBuf,
+        /// Silent CTAP round trips measured per key.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// The keys' PIN, for the user-verification steps (prefer the environment variable).
+        #[arg(long, env = "KEYGATE_BENCH_PIN", hide_env_values = true)]
+        pin: Option<String>,
+        /// Also make a discoverable credential (uses a slot on the key) and verify user-less.
+        #[arg(long)]
+        discoverable: bool,
+        #[arg(long, default_value_t = 30)]
+        touch_timeout_secs: u64,
+    },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
         /// Print JSON instead of text.
@@ -226,6 +250,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             println!("{}", keygate::kiosk::sign_handoff(&secret, &h));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            config,
+            data_dir,
+            simulate,
+            out,
+            iterations,
+            pin,
+            discoverable,
+            touch_timeout_secs,
+        } => {
+            let cfg = config::load(
+                config.as_deref(),
+                &Overrides {
+                    data_dir,
+                    simulate: simulate.then_some(true),
+                    ..Default::default()
+                },
+            )?;
+            let opts = keygate::hwbench::BenchOptions {
+                iterations: iterations.max(1),
+                pin,
+                discoverable,
+                touch_timeout: std::time::Duration::from_secs(touch_timeout_secs),
+            };
+            let mut keys = Vec::new();
+            for source in keygate::daemon::device_sources(&cfg)? {
+                keys.extend(source.enumerate()?);
+            }
+            if keys.is_empty() {
+                eprintln!("no security key found (see `keygate doctor`)");
+                return Ok(ExitCode::from(1));
+            }
+            let mut all_passed = true;
+            for (n, key) in keys.iter().enumerate() {
+                eprintln!("key {} of {}: {}", n + 1, keys.len(), key.id());
+                let report =
+                    keygate::hwbench::bench_key(key.as_ref(), &opts, &|line| eprintln!("{line}"));
+                keygate::hwbench::write_reports(&out, n + 1, &report)?;
+                all_passed &= report.passed;
+                println!(
+                    "{} {}: {}",
+                    if report.passed { "PASS" } else { "FAIL" },
+                    key.id(),
+                    report
+                        .device
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| report.device.product.clone())
+                );
+            }
+            eprintln!("reports in {}", out.display());
+            Ok(if all_passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Doctor { json } => {
             let report = keygate::doctor::run_doctor();
