@@ -189,6 +189,8 @@ pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
 fn secs_until(now: i64, at: i64) -> u64 {
     ((at - now).max(0) as u64).div_ceil(1000).max(1)
 }
@@ -218,6 +220,9 @@ pub struct SmsService {
     pub inbox: Option<Arc<SimInbox>>,
     guard: Mutex<()>,
     wake: Notify,
+    /// Sends of the last hour (time, country code), oldest first: the global and per-country
+    /// budgets are counted here instead of scanning the send log on every request.
+    recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
 }
 
 impl SmsService {
@@ -238,6 +243,10 @@ impl SmsService {
             cfg.sms.breaker_failures,
             Duration::from_secs(cfg.sms.breaker_cooldown_secs),
         );
+        let recent = store
+            .sms_recent_sends(clock.now_ms() - HOUR_MS)?
+            .into_iter()
+            .collect();
         let recovered = store.sms_outbox_recover()?;
         if recovered > 0 {
             tracing::info!(
@@ -254,6 +263,7 @@ impl SmsService {
             inbox,
             guard: Mutex::new(()),
             wake: Notify::new(),
+            recent: std::sync::Mutex::new(recent),
         }))
     }
 
@@ -310,38 +320,42 @@ impl SmsService {
     fn check_budgets(&self, e164: &str, country_code: u16, now: i64) -> Result<(), SmsError> {
         let s = &self.cfg.sms;
         let window = s.per_number_window_secs as i64 * 1000;
-        let hour = 3_600_000;
-        let checks = [
-            (
-                self.store.sms_sends_since(now - window, Some(e164), None)?,
-                s.per_number_limit,
-                window,
-                "number",
-            ),
-            (
-                self.store
-                    .sms_sends_since(now - hour, None, Some(country_code))?,
-                s.country_hourly_budget,
-                hour,
-                "country",
-            ),
-            (
-                self.store.sms_sends_since(now - hour, None, None)?,
-                s.global_hourly_budget,
-                hour,
-                "global",
-            ),
-        ];
-        for ((count, oldest), limit, span, which) in checks {
-            if count >= limit {
-                let free_at = oldest.unwrap_or(now) + span;
-                tracing::warn!(budget = which, masked = %phone::mask(e164), "SMS budget exhausted");
-                return Err(SmsError::RateLimited {
-                    retry_after_secs: secs_until(now, free_at),
-                });
+        let (count, oldest) = self.store.sms_sends_since(now - window, Some(e164), None)?;
+        let mut exhausted =
+            (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
+        if exhausted.is_none() {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            while recent.front().is_some_and(|(at, _)| *at <= now - HOUR_MS) {
+                recent.pop_front();
+            }
+            let mut in_country = recent.iter().filter(|(_, cc)| *cc == country_code);
+            if recent.len() as u32 >= s.global_hourly_budget {
+                exhausted = Some((
+                    recent.front().map(|(at, _)| *at).unwrap_or(now) + HOUR_MS,
+                    "global",
+                ));
+            } else if in_country.clone().count() as u32 >= s.country_hourly_budget {
+                exhausted = Some((
+                    in_country.next().map(|(at, _)| *at).unwrap_or(now) + HOUR_MS,
+                    "country",
+                ));
             }
         }
+        if let Some((free_at, which)) = exhausted {
+            tracing::warn!(budget = which, masked = %phone::mask(e164), "SMS budget exhausted");
+            return Err(SmsError::RateLimited {
+                retry_after_secs: secs_until(now, free_at),
+            });
+        }
         Ok(())
+    }
+
+    /// Count a send against the in-memory budgets (the store logged it in the same breath).
+    fn count_send(&self, at: i64, country_code: u16) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((at, country_code));
     }
 
     fn new_id() -> String {
@@ -456,6 +470,7 @@ impl SmsService {
             },
             &audit,
         )?;
+        self.count_send(now, parsed.country_code);
         tracing::info!(challenge = %id, to = %masked, purpose, "SMS challenge created");
         self.wake.notify_one();
         Ok(self.view(&ch))
@@ -587,6 +602,7 @@ impl SmsService {
                 StoreError::Conflict(_) => SmsError::ChallengeFailed,
                 other => other.into(),
             })?;
+        self.count_send(now, parsed.country_code);
         self.wake.notify_one();
         let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
         Ok(self.view(&ch))

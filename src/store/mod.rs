@@ -305,19 +305,19 @@ fn to_user(t: (String, String, Vec<u8>, String)) -> Result<UserRecord> {
 }
 
 fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit (at, event, user_name, credential_id, ceremony_id, actor, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            fmt_time(now()),
-            a.event,
-            a.user,
-            a.credential_id,
-            a.ceremony_id,
-            a.actor,
-            a.detail.to_string()
-        ],
-    )?;
+    )?
+    .execute(params![
+        fmt_time(now()),
+        a.event,
+        a.user,
+        a.credential_id,
+        a.ceremony_id,
+        a.actor,
+        a.detail.to_string()
+    ])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -835,20 +835,19 @@ impl Store {
 
     pub fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
         let c = self.conn();
-        c.query_row(
+        c.prepare_cached(
             "SELECT id, role, hash, label, created_at, revoked FROM tokens WHERE id = ?1",
-            params![id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, bool>(5)?,
-                ))
-            },
-        )
+        )?
+        .query_row(params![id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })
         .optional()?
         .map(|t| {
             Ok(TokenRecord {

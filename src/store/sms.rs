@@ -153,10 +153,25 @@ fn to_phone(t: PhoneTuple) -> Result<PhoneRecord> {
     })
 }
 
+/// Statements are prepared once per connection (rusqlite's statement cache).
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
 const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, verified_at";
 
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
-    c.execute(
+    exec(
+        &c,
         "INSERT INTO sms_sends (e164, country_code, at) VALUES (?1, ?2, ?3)",
         params![s.e164, s.country_code, s.at],
     )?;
@@ -164,7 +179,8 @@ fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
 }
 
 fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
-    c.execute(
+    exec(
+        &c,
         "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at) \
          VALUES (?1, ?2, ?3, 'pending', ?3)",
         params![id, challenge_id, at],
@@ -175,7 +191,8 @@ fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Resul
 impl Store {
     /// Create the user row when the first method is a phone (no key enrolled yet).
     fn ensure_user(c: &Connection, name: &str) -> Result<()> {
-        c.execute(
+        exec(
+            &c,
             "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
              VALUES (?1, ?1, ?2, ?3)",
             params![
@@ -197,8 +214,7 @@ impl Store {
     ) -> Result<PhoneRecord> {
         self.tx(|c| {
             Self::ensure_user(c, user)?;
-            let existing = c
-                .query_row(
+            let existing = row(&c,
                     &format!("SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 AND e164 = ?2"),
                     params![user, e164],
                     phone_row,
@@ -206,21 +222,20 @@ impl Store {
                 .optional()?;
             if let Some(t) = existing {
                 if label.is_some() {
-                    c.execute("UPDATE phones SET label = ?2 WHERE id = ?1", params![t.0, label])?;
+                    exec(&c, "UPDATE phones SET label = ?2 WHERE id = ?1", params![t.0, label])?;
                 }
                 let id = t.0.clone();
-                return c
-                    .query_row(&format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+                return row(&c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
                     .map_err(StoreError::from)
                     .and_then(to_phone);
             }
             let id = uuid::Uuid::new_v4().to_string();
-            c.execute(
+            exec(&c,
                 "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                 params![id, user, e164, label, fmt_time(now())],
             )?;
             insert_audit(c, audit)?;
-            c.query_row(&format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+            row(&c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
                 .map_err(StoreError::from)
                 .and_then(to_phone)
         })
@@ -228,7 +243,8 @@ impl Store {
 
     pub fn get_phone(&self, id: &str) -> Result<Option<PhoneRecord>> {
         let c = self.conn();
-        c.query_row(
+        row(
+            &c,
             &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"),
             params![id],
             phone_row,
@@ -240,7 +256,7 @@ impl Store {
 
     pub fn list_phones(&self, user: &str) -> Result<Vec<PhoneRecord>> {
         let c = self.conn();
-        let mut st = c.prepare(&format!(
+        let mut st = c.prepare_cached(&format!(
             "SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 ORDER BY created_at"
         ))?;
         let rows = st
@@ -252,11 +268,11 @@ impl Store {
     /// Remove a phone and end its live challenges.
     pub fn delete_phone(&self, user: &str, id: &str, audit: &NewAudit) -> Result<()> {
         self.tx(|c| {
-            let n = c.execute("DELETE FROM phones WHERE id = ?1 AND user_name = ?2", params![id, user])?;
+            let n = exec(&c, "DELETE FROM phones WHERE id = ?1 AND user_name = ?2", params![id, user])?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            c.execute(
+            exec(&c,
                 "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL WHERE phone_id = ?1 AND state = 'pending'",
                 params![id],
             )?;
@@ -275,7 +291,7 @@ impl Store {
     ) -> Result<()> {
         self.tx(|c| {
             Self::ensure_user(c, &ch.user)?;
-            c.execute(
+            exec(&c,
                 &format!("INSERT INTO sms_challenges ({CH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                 params![
                     ch.id, ch.user, ch.phone_id, ch.e164, ch.purpose, ch.locale, ch.code_mac, ch.code_enc,
@@ -292,7 +308,8 @@ impl Store {
 
     pub fn sms_challenge(&self, id: &str) -> Result<Option<SmsChallengeRecord>> {
         let c = self.conn();
-        Ok(c.query_row(
+        Ok(row(
+            &c,
             &format!("SELECT {CH_COLS} FROM sms_challenges WHERE id = ?1"),
             params![id],
             challenge_row,
@@ -306,7 +323,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<SmsChallengeRecord>> {
         let c = self.conn();
-        Ok(c.query_row(
+        Ok(row(&c,
             &format!("SELECT {CH_COLS} FROM sms_challenges WHERE user_name = ?1 AND idempotency_key = ?2"),
             params![user, key],
             challenge_row,
@@ -323,17 +340,20 @@ impl Store {
     ) -> Result<(u32, Option<i64>)> {
         let c = self.conn();
         let (n, oldest): (u32, Option<i64>) = match (e164, country_code) {
-            (Some(n), _) => c.query_row(
+            (Some(n), _) => row(
+                &c,
                 "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE e164 = ?1 AND at > ?2",
                 params![n, since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?,
-            (None, Some(cc)) => c.query_row(
+            (None, Some(cc)) => row(
+                &c,
                 "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE country_code = ?1 AND at > ?2",
                 params![cc, since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?,
-            (None, None) => c.query_row(
+            (None, None) => row(
+                &c,
                 "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE at > ?1",
                 params![since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -342,9 +362,21 @@ impl Store {
         Ok((n, oldest))
     }
 
+    /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).
+    pub fn sms_recent_sends(&self, since: i64) -> Result<Vec<(i64, u16)>> {
+        let c = self.conn();
+        let mut st =
+            c.prepare_cached("SELECT at, country_code FROM sms_sends WHERE at > ?1 ORDER BY at")?;
+        let rows = st
+            .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     pub fn sms_user_state(&self, user: &str) -> Result<SmsUserState> {
         let c = self.conn();
-        Ok(c.query_row(
+        Ok(row(
+            &c,
             "SELECT consecutive_failures, locked_until FROM sms_user_state WHERE user_name = ?1",
             params![user],
             |r| {
@@ -369,12 +401,12 @@ impl Store {
         audit: Option<&NewAudit>,
     ) -> Result<()> {
         self.tx(|c| {
-            c.execute(
+            exec(&c,
                 "UPDATE sms_challenges SET attempts = ?2, state = CASE WHEN ?3 THEN 'failed' ELSE state END, \
                  code_enc = CASE WHEN ?3 THEN NULL ELSE code_enc END WHERE id = ?1 AND state = 'pending'",
                 params![ch.id, attempts, fail],
             )?;
-            c.execute(
+            exec(&c,
                 "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, ?2, ?3) \
                  ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = ?2, locked_until = ?3",
                 params![ch.user, user.consecutive_failures, user.locked_until],
@@ -390,7 +422,7 @@ impl Store {
     /// for every later one. Verifies the phone when that was the purpose; resets the streak.
     pub fn sms_verified(&self, ch: &SmsChallengeRecord, audit: &NewAudit) -> Result<bool> {
         self.tx(|c| {
-            let n = c.execute(
+            let n = exec(&c,
                 "UPDATE sms_challenges SET state = 'verified', code_enc = NULL WHERE id = ?1 AND state = 'pending'",
                 params![ch.id],
             )?;
@@ -398,12 +430,12 @@ impl Store {
                 return Ok(false);
             }
             if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
-                c.execute(
+                exec(&c,
                     "UPDATE phones SET verified = 1, verified_at = ?2 WHERE id = ?1",
                     params![phone, fmt_time(now())],
                 )?;
             }
-            c.execute(
+            exec(&c,
                 "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, 0, 0) \
                  ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = 0, locked_until = 0",
                 params![ch.user],
@@ -423,7 +455,7 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
-            let n = c.execute(
+            let n = exec(&c,
                 "UPDATE sms_challenges SET resends = resends + 1, last_sent_at = ?2, delivery_status = 'queued' \
                  WHERE id = ?1 AND state = 'pending'",
                 params![ch.id, at],
@@ -446,7 +478,7 @@ impl Store {
         audit: Option<&NewAudit>,
     ) -> Result<bool> {
         self.tx(|c| {
-            let n = c.execute(
+            let n = exec(&c,
                 "UPDATE sms_challenges SET state = ?2, code_enc = NULL WHERE id = ?1 AND state = 'pending'",
                 params![id, state],
             )?;
@@ -461,7 +493,8 @@ impl Store {
 
     /// Forget the encrypted code of an expired challenge.
     pub fn sms_wipe_code(&self, id: &str) -> Result<()> {
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "UPDATE sms_challenges SET code_enc = NULL WHERE id = ?1",
             params![id],
         )?;
@@ -470,7 +503,8 @@ impl Store {
 
     /// After a restart: messages caught mid-send go back to the queue (sent at most once more).
     pub fn sms_outbox_recover(&self) -> Result<u64> {
-        Ok(self.conn().execute(
+        Ok(exec(
+            &self.conn(),
             "UPDATE sms_outbox SET state = 'pending' WHERE state = 'sending'",
             [],
         )? as u64)
@@ -478,7 +512,7 @@ impl Store {
 
     pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
         let c = self.conn();
-        let mut st = c.prepare(&format!(
+        let mut st = c.prepare_cached(&format!(
             "SELECT {OB_COLS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
              ORDER BY next_attempt_at LIMIT ?2"
         ))?;
@@ -490,7 +524,8 @@ impl Store {
 
     pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
         let c = self.conn();
-        Ok(c.query_row(
+        Ok(row(
+            &c,
             &format!("SELECT {OB_COLS} FROM sms_outbox WHERE id = ?1"),
             params![id],
             outbox_row,
@@ -505,7 +540,7 @@ impl Store {
         delivery_status: Option<&str>,
     ) -> Result<()> {
         self.tx(|c| {
-            c.execute(
+            exec(&c,
                 "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
                  provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
                 params![
@@ -514,7 +549,7 @@ impl Store {
                 ],
             )?;
             if let Some(d) = delivery_status {
-                c.execute(
+                exec(&c,
                     "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1",
                     params![ob.challenge_id, d],
                 )?;
@@ -531,8 +566,7 @@ impl Store {
         status: &str,
     ) -> Result<bool> {
         self.tx(|c| {
-            let challenge: Option<String> = c
-                .query_row(
+            let challenge: Option<String> = row(&c,
                     "SELECT challenge_id FROM sms_outbox WHERE provider = ?1 AND provider_message_id = ?2",
                     params![provider, provider_message_id],
                     |r| r.get(0),
@@ -541,7 +575,7 @@ impl Store {
             let Some(ch) = challenge else {
                 return Ok(false);
             };
-            c.execute("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1", params![ch, status])?;
+            exec(&c, "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1", params![ch, status])?;
             Ok(true)
         })
     }
