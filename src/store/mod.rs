@@ -835,21 +835,22 @@ impl Store {
 
     pub fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
         let c = self.conn();
-        c.prepare_cached(
-            "SELECT id, role, hash, label, created_at, revoked FROM tokens WHERE id = ?1",
-        )?
-        .query_row(params![id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, bool>(5)?,
-            ))
-        })
-        .optional()?
-        .map(|t| {
+        let row = c
+            .prepare_cached(
+                "SELECT id, role, hash, label, created_at, revoked FROM tokens WHERE id = ?1",
+            )?
+            .query_row(params![id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            })
+            .optional()?;
+        row.map(|t| {
             Ok(TokenRecord {
                 id: t.0,
                 role: t.1,
