@@ -384,6 +384,10 @@ pub fn parse_config(
         let Some(rest) = k.strip_prefix("KEYGATE_") else {
             continue;
         };
+        // Not configuration: the bench tool's PIN and the hardware tests' opt-ins.
+        if rest.starts_with("BENCH_") || rest.starts_with("HW_") {
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         insert_path(&mut env_dict, &path, parse_env_value(v));
     }

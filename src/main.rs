@@ -100,6 +100,10 @@ enum Command {
         discoverable: bool,
         #[arg(long, default_value_t = 30)]
         touch_timeout_secs: u64,
+        /// Record every CTAP request/response to this file (JSON lines; simulated keys only:
+        /// ctap-hid-fido2 does not expose a real key's bytes).
+        #[arg(long)]
+        capture: Option<PathBuf>,
     },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
@@ -260,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pin,
             discoverable,
             touch_timeout_secs,
+            capture,
         } => {
             let cfg = config::load(
                 config.as_deref(),
@@ -275,8 +280,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 discoverable,
                 touch_timeout: std::time::Duration::from_secs(touch_timeout_secs),
             };
+            let sources: Vec<std::sync::Arc<dyn keygate::device::DeviceSource>> = match &capture {
+                Some(path) if cfg.simulate => {
+                    keygate::daemon::ensure_data_dir(&cfg)?;
+                    let bench = keygate::device::sim::SimBench::open(&cfg.data_dir, cfg.simulate_seed)?;
+                    bench.capture_to(path)?;
+                    vec![std::sync::Arc::new(bench)]
+                }
+                Some(_) => anyhow::bail!("--capture works with --simulate only (ctap-hid-fido2 hides a real key's bytes)"),
+                None => keygate::daemon::device_sources(&cfg)?,
+            };
             let mut keys = Vec::new();
-            for source in keygate::daemon::device_sources(&cfg)? {
+            for source in sources {
                 keys.extend(source.enumerate()?);
             }
             if keys.is_empty() {

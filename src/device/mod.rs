@@ -9,6 +9,7 @@
 //! Every device is driven by an actor thread (`actor`), because CTAP calls block.
 
 pub mod actor;
+pub mod capture;
 pub mod ctap2;
 pub mod hid;
 pub mod models;

@@ -171,7 +171,7 @@ const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, veri
 
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
     exec(
-        &c,
+        c,
         "INSERT INTO sms_sends (e164, country_code, at) VALUES (?1, ?2, ?3)",
         params![s.e164, s.country_code, s.at],
     )?;
@@ -180,7 +180,7 @@ fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
 
 fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
     exec(
-        &c,
+        c,
         "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at) \
          VALUES (?1, ?2, ?3, 'pending', ?3)",
         params![id, challenge_id, at],
@@ -192,7 +192,7 @@ impl Store {
     /// Create the user row when the first method is a phone (no key enrolled yet).
     fn ensure_user(c: &Connection, name: &str) -> Result<()> {
         exec(
-            &c,
+            c,
             "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
              VALUES (?1, ?1, ?2, ?3)",
             params![
@@ -214,7 +214,7 @@ impl Store {
     ) -> Result<PhoneRecord> {
         self.tx(|c| {
             Self::ensure_user(c, user)?;
-            let existing = row(&c,
+            let existing = row(c,
                     &format!("SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 AND e164 = ?2"),
                     params![user, e164],
                     phone_row,
@@ -222,20 +222,20 @@ impl Store {
                 .optional()?;
             if let Some(t) = existing {
                 if label.is_some() {
-                    exec(&c, "UPDATE phones SET label = ?2 WHERE id = ?1", params![t.0, label])?;
+                    exec(c, "UPDATE phones SET label = ?2 WHERE id = ?1", params![t.0, label])?;
                 }
                 let id = t.0.clone();
-                return row(&c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+                return row(c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
                     .map_err(StoreError::from)
                     .and_then(to_phone);
             }
             let id = uuid::Uuid::new_v4().to_string();
-            exec(&c,
+            exec(c,
                 "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                 params![id, user, e164, label, fmt_time(now())],
             )?;
             insert_audit(c, audit)?;
-            row(&c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+            row(c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
                 .map_err(StoreError::from)
                 .and_then(to_phone)
         })
@@ -268,11 +268,11 @@ impl Store {
     /// Remove a phone and end its live challenges.
     pub fn delete_phone(&self, user: &str, id: &str, audit: &NewAudit) -> Result<()> {
         self.tx(|c| {
-            let n = exec(&c, "DELETE FROM phones WHERE id = ?1 AND user_name = ?2", params![id, user])?;
+            let n = exec(c, "DELETE FROM phones WHERE id = ?1 AND user_name = ?2", params![id, user])?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            exec(&c,
+            exec(c,
                 "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL WHERE phone_id = ?1 AND state = 'pending'",
                 params![id],
             )?;
@@ -291,7 +291,7 @@ impl Store {
     ) -> Result<()> {
         self.tx(|c| {
             Self::ensure_user(c, &ch.user)?;
-            exec(&c,
+            exec(c,
                 &format!("INSERT INTO sms_challenges ({CH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                 params![
                     ch.id, ch.user, ch.phone_id, ch.e164, ch.purpose, ch.locale, ch.code_mac, ch.code_enc,
@@ -401,12 +401,12 @@ impl Store {
         audit: Option<&NewAudit>,
     ) -> Result<()> {
         self.tx(|c| {
-            exec(&c,
+            exec(c,
                 "UPDATE sms_challenges SET attempts = ?2, state = CASE WHEN ?3 THEN 'failed' ELSE state END, \
                  code_enc = CASE WHEN ?3 THEN NULL ELSE code_enc END WHERE id = ?1 AND state = 'pending'",
                 params![ch.id, attempts, fail],
             )?;
-            exec(&c,
+            exec(c,
                 "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, ?2, ?3) \
                  ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = ?2, locked_until = ?3",
                 params![ch.user, user.consecutive_failures, user.locked_until],
@@ -422,7 +422,7 @@ impl Store {
     /// for every later one. Verifies the phone when that was the purpose; resets the streak.
     pub fn sms_verified(&self, ch: &SmsChallengeRecord, audit: &NewAudit) -> Result<bool> {
         self.tx(|c| {
-            let n = exec(&c,
+            let n = exec(c,
                 "UPDATE sms_challenges SET state = 'verified', code_enc = NULL WHERE id = ?1 AND state = 'pending'",
                 params![ch.id],
             )?;
@@ -430,12 +430,12 @@ impl Store {
                 return Ok(false);
             }
             if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
-                exec(&c,
+                exec(c,
                     "UPDATE phones SET verified = 1, verified_at = ?2 WHERE id = ?1",
                     params![phone, fmt_time(now())],
                 )?;
             }
-            exec(&c,
+            exec(c,
                 "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, 0, 0) \
                  ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = 0, locked_until = 0",
                 params![ch.user],
@@ -455,7 +455,7 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
-            let n = exec(&c,
+            let n = exec(c,
                 "UPDATE sms_challenges SET resends = resends + 1, last_sent_at = ?2, delivery_status = 'queued' \
                  WHERE id = ?1 AND state = 'pending'",
                 params![ch.id, at],
@@ -478,7 +478,7 @@ impl Store {
         audit: Option<&NewAudit>,
     ) -> Result<bool> {
         self.tx(|c| {
-            let n = exec(&c,
+            let n = exec(c,
                 "UPDATE sms_challenges SET state = ?2, code_enc = NULL WHERE id = ?1 AND state = 'pending'",
                 params![id, state],
             )?;
@@ -540,7 +540,7 @@ impl Store {
         delivery_status: Option<&str>,
     ) -> Result<()> {
         self.tx(|c| {
-            exec(&c,
+            exec(c,
                 "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
                  provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
                 params![
@@ -549,7 +549,7 @@ impl Store {
                 ],
             )?;
             if let Some(d) = delivery_status {
-                exec(&c,
+                exec(c,
                     "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1",
                     params![ob.challenge_id, d],
                 )?;
@@ -566,7 +566,7 @@ impl Store {
         status: &str,
     ) -> Result<bool> {
         self.tx(|c| {
-            let challenge: Option<String> = row(&c,
+            let challenge: Option<String> = row(c,
                     "SELECT challenge_id FROM sms_outbox WHERE provider = ?1 AND provider_message_id = ?2",
                     params![provider, provider_message_id],
                     |r| r.get(0),
@@ -575,7 +575,7 @@ impl Store {
             let Some(ch) = challenge else {
                 return Ok(false);
             };
-            exec(&c, "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1", params![ch, status])?;
+            exec(c, "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1", params![ch, status])?;
             Ok(true)
         })
     }

@@ -20,6 +20,7 @@ pub use self::core::{
     AlwaysPresent, Attestation, AttestationMode, CounterMode, KeyState, SoftKey, UserPresence,
     SIM_AAGUID, SIM_MODEL,
 };
+use super::capture::CaptureSink;
 use super::ctap2::{Ctap2Authenticator, CtapTransport};
 use super::{Authenticator, CtapStatus, DeviceError, DeviceSource, OpContext, Progress};
 
@@ -182,11 +183,15 @@ impl UserPresence for SimPresence<'_> {
 }
 
 /// The transport of one simulated key: requests go straight into its core.
-struct SimTransport(Arc<SimKey>);
+struct SimTransport {
+    key: Arc<SimKey>,
+    /// Shared with the bench: when set, every request/response is recorded.
+    capture: Arc<Mutex<Option<Arc<CaptureSink>>>>,
+}
 
 impl CtapTransport for SimTransport {
     fn transact(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
-        let key = &self.0;
+        let key = &self.key;
         if !key.plugged.load(Ordering::SeqCst) {
             return Err(DeviceError::Removed);
         }
@@ -203,11 +208,14 @@ impl CtapTransport for SimTransport {
         if key.plug_generation.load(Ordering::SeqCst) != generation {
             return Err(DeviceError::Removed);
         }
+        if let Some(sink) = lock(&self.capture).as_ref() {
+            sink.record(&key.id, request, &response);
+        }
         Ok(response)
     }
 
     fn cancel(&self) {
-        self.0.cancel_requested.store(true, Ordering::SeqCst);
+        self.key.cancel_requested.store(true, Ordering::SeqCst);
     }
 
     fn product(&self) -> String {
@@ -231,6 +239,7 @@ pub struct SimBench {
     attestation: Arc<Attestation>,
     ca_pem: String,
     keys: Mutex<Vec<Plugged>>,
+    capture: Arc<Mutex<Option<Arc<CaptureSink>>>>,
 }
 
 fn io(e: impl std::fmt::Display) -> DeviceError {
@@ -250,6 +259,7 @@ impl SimBench {
             attestation,
             ca_pem,
             keys: Mutex::new(Vec::new()),
+            capture: Arc::new(Mutex::new(None)),
         };
         let mut indices: Vec<u32> = std::fs::read_dir(bench.dir.join("keys"))
             .map_err(io)?
@@ -334,7 +344,10 @@ impl SimBench {
         key.refresh_snapshot(&lock(&key.soft));
         let auth: Arc<dyn Authenticator> = Arc::new(Ctap2Authenticator::new(
             id,
-            Arc::new(SimTransport(key.clone())),
+            Arc::new(SimTransport {
+                key: key.clone(),
+                capture: self.capture.clone(),
+            }),
             super::model_name,
         ));
         let status = key.status();
@@ -458,6 +471,12 @@ impl SimBench {
 
     pub fn list(&self) -> Vec<SimKeyStatus> {
         lock(&self.keys).iter().map(|p| p.key.status()).collect()
+    }
+
+    /// Record every CTAP request/response of these keys to `path` (JSON lines).
+    pub fn capture_to(&self, path: &Path) -> Result<(), DeviceError> {
+        *lock(&self.capture) = Some(Arc::new(CaptureSink::create(path).map_err(io)?));
+        Ok(())
     }
 
     /// PEM of the CA that issued the simulated keys' attestation certificate.
