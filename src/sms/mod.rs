@@ -746,9 +746,9 @@ impl SmsService {
             self.store.sms_outbox_update(&ob, None)?;
             return Ok(());
         };
-        ob.state = "sending".into();
+        // No "sending" write before the call: a crash mid-send leaves the row pending and the
+        // message goes out once more after the restart (the at-most-once-more contract).
         ob.attempts += 1;
-        self.store.sms_outbox_update(&ob, None)?;
         let locale = Locale::parse(&ch.locale).unwrap_or_default();
         let minutes = self.cfg.sms.code_ttl_secs.div_ceil(60);
         let msg = OutgoingSms {

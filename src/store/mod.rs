@@ -338,7 +338,25 @@ impl Store {
     /// Open (creating if needed) the database file and run pending migrations.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let store = Self::init(conn)?;
+        // Checkpoint the WAL from a second connection on a background thread, so that no
+        // request pays for copying pages back into the database file (tail latency). The
+        // thread ends with the store.
+        store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        let weak = Arc::downgrade(&store.conn);
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(1))?;
+        std::thread::Builder::new()
+            .name("keygate-wal-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                let _ = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(store)
     }
 
     /// A private in-memory database (unit tests).
