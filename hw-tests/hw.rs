@@ -7,6 +7,7 @@
 //! `KEYGATE_HW_PIN` is the key's PIN (for the user-verification tests). Tests that change the
 //! key for good (setting a PIN on a key without one) also need `KEYGATE_HW_DESTRUCTIVE=1`, and
 //! refuse a key that already has a PIN (a key in use) unless `KEYGATE_HW_ALLOW_CREDENTIALS=1`.
+//! `KEYGATE_HW_ATTESTATION_CA=<pem>` trusts an attestation CA (needed for discoverable enrollment).
 //! `KEYGATE_HW_UNPLUG=1` enables the test that asks the operator to pull the key out. The
 //! tests tell the operator what to do ("touch the key now") and time out cleanly.
 
@@ -38,8 +39,14 @@ impl Hw {
             "set KEYGATE_HW_KEY to the key's hidraw path or AAGUID: these tests talk to a real key",
         );
         let tmp = tempfile::tempdir().unwrap();
+        // KEYGATE_HW_ATTESTATION_CA: a PEM file of attestation roots to trust (the virtual key's
+        // test CA in the VM run; a vendor's CA on a bench) — discoverable enrollment needs one.
+        let mut toml = String::from("[relying_party]\nuser_verification = \"preferred\"\n");
+        if let Some(ca) = env("KEYGATE_HW_ATTESTATION_CA") {
+            toml.push_str(&format!("attestation_ca_files = [{ca:?}]\n"));
+        }
         let cfg = parse_config(
-            Some("[relying_party]\nuser_verification = \"preferred\"\n"),
+            Some(&toml),
             &[],
             &Overrides {
                 data_dir: Some(tmp.path().to_path_buf()),

@@ -11,6 +11,7 @@
 pub mod actor;
 pub mod capture;
 pub mod ctap2;
+pub mod ctaphid;
 pub mod hid;
 pub mod models;
 pub mod sim;
