@@ -334,3 +334,23 @@ async fn hw_set_pin_destructive() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["device"]["pin_set"], true);
 }
+
+#[tokio::test]
+#[ignore = "needs the VM's faulty virtual key (keygate-uhid --fault garbage) and KEYGATE_HW_FAULT=garbage"]
+async fn hw_garbage_answer_is_a_typed_error() {
+    if env("KEYGATE_HW_FAULT").as_deref() != Some("garbage") {
+        eprintln!(
+            "SKIPPED: only against `keygate-uhid --fault garbage` (KEYGATE_HW_FAULT=garbage)"
+        );
+        return;
+    }
+    let hw = Hw::start().await;
+    let started = std::time::Instant::now();
+    let (_, v) = hw
+        .post("/v1/enrollments?wait=true", json!({ "user": "hw-user-4", "display_name": "HW", "device": hw.id(), "pin": hw.pin(), "timeout_ms": 20000 }))
+        .await;
+    // A response that is not CBOR: a typed error, no panic, and nothing past the deadline.
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "device_error", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(25), "{v}");
+}

@@ -4,7 +4,9 @@
 //! while it "waits for a touch", with the simulated key's authenticator core. hidapi and
 //! ctap-hid-fido2 then talk to it exactly as to a real key, through hidraw.
 //!
-//! Usage: keygate-uhid --data-dir DIR [--seed N] [--touch-ms MS] [--capture FILE]
+//! Usage: keygate-uhid --data-dir DIR [--seed N] [--touch-ms MS] [--capture FILE] [--fault garbage]
+//! `--fault garbage`: a faulty key for the fault tests — MakeCredential is answered with status
+//! OK followed by bytes that are not CBOR (other commands work, so the key still enumerates).
 //! The uhid structures (linux/uhid.h) are packed little-endian; they are written as bytes, so
 //! no unsafe code is needed.
 
@@ -114,6 +116,7 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(300),
     );
+    let garbage = arg(&args, "--fault").as_deref() == Some("garbage");
     let capture =
         arg(&args, "--capture").map(|p| CaptureSink::create(p.as_ref()).expect("capture file"));
     std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -212,10 +215,14 @@ fn main() {
                                     touch,
                                     cancel: &cancel,
                                 };
-                                let resp = key
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .process(&m.data, &mut presence);
+                                let resp = if garbage && m.data.first() == Some(&0x01) {
+                                    presence.wait().ok();
+                                    vec![0x00, 0xFF, 0xFE, 0x5B, 0x1F, 0xBB]
+                                } else {
+                                    key.lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .process(&m.data, &mut presence)
+                                };
                                 if let Some(c) = &capture {
                                     c.record("uhid:1", &m.data, &resp);
                                 }
