@@ -231,7 +231,8 @@ impl SmsService {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<SmsService>, SmsError> {
-        phone::warm_up();
+        // The first parse loads libphonenumber metadata (~100 ms): warm it off the start-up path.
+        std::thread::spawn(phone::warm_up);
         let keys = CodeKeys::load_or_create(&cfg.data_dir)?;
         let inbox = cfg.simulate.then(|| Arc::new(SimInbox::default()));
         let chain = providers::build_chain(&cfg.sms, cfg.simulate, inbox.clone());
