@@ -82,6 +82,19 @@ pub(crate) fn classify_status(
     }
 }
 
+/// The body of a provider's answer, once its status (and Retry-After) says it was accepted.
+pub(crate) async fn checked_body(resp: reqwest::Response) -> Result<String, ProviderError> {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.text().await.unwrap_or_default();
+    classify_status(status, retry_after.as_deref(), &body)?;
+    Ok(body)
+}
+
 pub(crate) fn transport_error(e: reqwest::Error) -> ProviderError {
     ProviderError::Transient {
         detail: if e.is_timeout() {

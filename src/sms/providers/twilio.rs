@@ -5,9 +5,7 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 
-use super::{
-    classify_status, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider,
-};
+use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::config::TwilioConfig;
 
 pub struct TwilioProvider {
@@ -57,14 +55,7 @@ impl SmsProvider for TwilioProvider {
                 .send()
                 .await
                 .map_err(transport_error)?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = resp.text().await.unwrap_or_default();
-            classify_status(status, retry_after.as_deref(), &body)?;
+            let body = checked_body(resp).await?;
             let sid = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["sid"].as_str().map(str::to_string));

@@ -3,9 +3,7 @@
 
 use futures::future::BoxFuture;
 
-use super::{
-    classify_status, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider,
-};
+use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::config::VonageConfig;
 
 pub struct VonageProvider {
@@ -47,14 +45,7 @@ impl SmsProvider for VonageProvider {
                 .send()
                 .await
                 .map_err(transport_error)?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = resp.text().await.unwrap_or_default();
-            classify_status(status, retry_after.as_deref(), &body)?;
+            let body = checked_body(resp).await?;
             let v: serde_json::Value =
                 serde_json::from_str(&body).map_err(|_| ProviderError::Transient {
                     detail: "vonage: unreadable answer".into(),

@@ -6,9 +6,7 @@ use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{
-    classify_status, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider,
-};
+use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::config::WebhookConfig;
 
 pub struct WebhookProvider {
@@ -65,14 +63,7 @@ impl SmsProvider for WebhookProvider {
                 .send()
                 .await
                 .map_err(transport_error)?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let text = resp.text().await.unwrap_or_default();
-            classify_status(status, retry_after.as_deref(), &text)?;
+            let text = checked_body(resp).await?;
             let id = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v["id"].as_str().map(str::to_string))
