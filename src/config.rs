@@ -523,6 +523,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_service_config_is_valid() {
+        let c = parse_config(
+            Some(include_str!("../dist/keygate.toml")),
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert!(!c.simulate);
+        assert_eq!(
+            c.relying_party.user_verification,
+            UserVerification::Required
+        );
+    }
+
+    #[test]
     fn layers_apply_in_order() {
         let file = "listen = \"127.0.0.1:9000\"\n[relying_party]\nid = \"odisee.be\"\norigin = \"https://kiosk.odisee.be\"\n";
         let env = vec![

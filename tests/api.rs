@@ -499,12 +499,39 @@ async fn key_without_pin_and_uv_required() {
         .await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(code(&e), "pin_not_set");
-    // Touch-only enrollment when the kiosk allows it.
+    // A kiosk cannot lower the configured level: asking for "preferred" is refused.
+    let (st, e) = s
+        .post(
+            "/v1/enrollments",
+            json!({ "user": "r12", "display_name": "R", "user_verification": "preferred" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(code(&e), "invalid_request");
+    let (st, e) = s
+        .post(
+            "/v1/assertions",
+            json!({ "user": "r12", "user_verification": "preferred" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(code(&e), "invalid_request");
+    // Touch-only enrollment where the configuration allows it.
+    let s = TestServer::start_with("[relying_party]\nuser_verification = \"preferred\"\n").await;
     let v = s
-        .enroll(json!({ "user": "r12", "display_name": "R", "user_verification": "preferred" }))
+        .enroll(json!({ "user": "r12", "display_name": "R" }))
         .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     assert_eq!(v["result"]["credential"]["user_verified"], false);
+    // ... and a request may still ask for more than the configured floor.
+    let (st, e) = s
+        .post(
+            "/v1/enrollments",
+            json!({ "user": "r13", "display_name": "R", "user_verification": "required" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    assert_eq!(code(&e), "pin_not_set");
 }
 
 #[tokio::test]
@@ -620,6 +647,20 @@ async fn malformed_and_oversized_bodies() {
         assert_eq!(code(&e), "invalid_request");
         assert!(e["error"]["message"].as_str().unwrap().len() > 5);
     }
+    // Malformed query strings and wrong methods answer in the same JSON shape.
+    for path in [
+        "/v1/audit?limit=abc",
+        "/v1/users/r1/credentials?include_revoked=yes",
+    ] {
+        let (st, e) = s.get(path).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path} -> {e}");
+        assert_eq!(code(&e), "invalid_request", "{path} -> {e}");
+    }
+    let (st, e) = s
+        .req(Method::PUT, "/v1/devices", Some(&s.admin), Some(json!({})))
+        .await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED, "{e}");
+    assert_eq!(code(&e), "method_not_allowed");
 }
 
 #[tokio::test]
@@ -685,10 +726,16 @@ async fn touch_only_key_cannot_verify_the_user() {
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(code(&e), "uv_unsupported");
+    // Where the configuration accepts touch-only keys, it enrolls without user verification.
+    let s = TestServer::start_with("[relying_party]\nuser_verification = \"preferred\"\n").await;
+    let key = s.sim_key().await;
+    s.configure_key(&key, json!({ "pin_supported": false }))
+        .await;
     let v = s
-        .enroll(json!({ "user": "r21", "display_name": "R", "user_verification": "preferred" }))
+        .enroll(json!({ "user": "r21", "display_name": "R" }))
         .await;
     assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["result"]["credential"]["user_verified"], false);
 }
 
 #[tokio::test]

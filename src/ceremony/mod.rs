@@ -49,6 +49,8 @@ pub enum CeremonyError {
     CeremonyExpired,
     #[error("the key has no PIN yet; set one first")]
     PinNotSet,
+    #[error("this key cannot store discoverable credentials")]
+    DiscoverableUnsupported,
     #[error("the ceremony is not waiting for a PIN")]
     NotWaitingForPin,
     #[error("the ceremony has already ended")]
@@ -72,6 +74,7 @@ impl CeremonyError {
             CeremonyError::AttestationRejected => "attestation_rejected",
             CeremonyError::CeremonyExpired => "ceremony_expired",
             CeremonyError::PinNotSet => "pin_not_set",
+            CeremonyError::DiscoverableUnsupported => "discoverable_unsupported",
             CeremonyError::NotWaitingForPin => "not_waiting_for_pin",
             CeremonyError::AlreadyEnded => "ceremony_ended",
             CeremonyError::Rp(RpError::Verification(_)) => "verification_failed",
@@ -429,6 +432,25 @@ impl CeremonyService {
         Ok((c, pin_rx))
     }
 
+    /// The user-verification level of a ceremony. The configured level is a floor: a request
+    /// may ask for more (`required` where the config says `preferred`), never for less, so a
+    /// kiosk cannot drop the PIN that the campus policy requires.
+    fn effective_uv(
+        &self,
+        requested: Option<UserVerification>,
+    ) -> Result<UserVerification, CeremonyError> {
+        let floor = self.cfg.relying_party.user_verification;
+        match (floor, requested) {
+            (_, None) => Ok(floor),
+            (UserVerification::Required, Some(UserVerification::Preferred)) => {
+                Err(CeremonyError::InvalidRequest(
+                    "user_verification \"preferred\" is not allowed: this relying party requires user verification".into(),
+                ))
+            }
+            (_, Some(r)) => Ok(r),
+        }
+    }
+
     pub async fn start_enrollment(
         self: &Arc<Self>,
         req: EnrollmentRequest,
@@ -441,9 +463,7 @@ impl CeremonyService {
         }
         let timeout = self.timeout(req.timeout_ms)?;
         let pin = parse_pin(req.pin.clone())?;
-        let uv = req
-            .user_verification
-            .unwrap_or(self.cfg.relying_party.user_verification);
+        let uv = self.effective_uv(req.user_verification)?;
         let (actor, status) = self.select_device(req.device.as_deref()).await?;
         let info = &status.info;
         let key_can_verify = info.pin_set == Some(true) || info.uv_supported;
@@ -455,7 +475,7 @@ impl CeremonyService {
         }
         let discoverable = req.discoverable.unwrap_or(false);
         if discoverable && !info.discoverable_supported {
-            return Err(DeviceError::KeyStoreFull.into());
+            return Err(CeremonyError::DiscoverableUnsupported);
         }
 
         let mut handle = [0u8; 16];
@@ -516,9 +536,7 @@ impl CeremonyService {
         }
         let timeout = self.timeout(req.timeout_ms)?;
         let pin = parse_pin(req.pin.clone())?;
-        let uv = req
-            .user_verification
-            .unwrap_or(self.cfg.relying_party.user_verification);
+        let uv = self.effective_uv(req.user_verification)?;
         let creds = match &req.user {
             Some(u) => {
                 let active: Vec<_> = self
@@ -804,7 +822,7 @@ impl CeremonyService {
         }
         let cred_b64 = b64(&rec.id);
         let assertion = client::assertion_credential(cdj, &out);
-        match self.rp.finish_authentication(&assertion, auth_state, &rec) {
+        let rejection = match self.rp.finish_authentication(&assertion, auth_state, &rec) {
             Ok(v) => {
                 let audit = NewAudit::new("credential.verified", who)
                     .user(&rec.user)
@@ -813,23 +831,36 @@ impl CeremonyService {
                     .detail(serde_json::json!({
                         "counter": v.counter, "user_verified": v.user_verified, "device": c.actor.id(),
                     }));
-                self.store
+                match self
+                    .store
                     .record_assertion(&rec.id, v.counter, &v.serialised, &id, &audit)
-                    .map_err(|e| match e {
-                        StoreError::Conflict(_) => CeremonyError::CredentialQuarantined,
-                        e => e.into(),
-                    })?;
-                Ok(serde_json::json!({
-                    "user": rec.user,
-                    "credential_id": cred_b64,
-                    "counter": v.counter,
-                    "user_verified": v.user_verified,
-                    "nickname": rec.nickname,
-                    "enrolled_at": time_json(rec.created_at),
-                    "authentication_response": client::authentication_response_json(cdj, &out),
-                }))
+                {
+                    Ok(()) => {
+                        return Ok(serde_json::json!({
+                            "user": rec.user,
+                            "credential_id": cred_b64,
+                            "counter": v.counter,
+                            "user_verified": v.user_verified,
+                            "nickname": rec.nickname,
+                            "enrolled_at": time_json(rec.created_at),
+                            "authentication_response": client::authentication_response_json(cdj, &out),
+                        }))
+                    }
+                    // A concurrent ceremony got there first with the same or a higher counter:
+                    // the same evidence of a clone as a counter that went backwards.
+                    Err(StoreError::Conflict(m)) if m == crate::store::COUNTER_NOT_ABOVE => {
+                        RpError::ClonedKey
+                    }
+                    Err(StoreError::Conflict(_)) => {
+                        return Err(CeremonyError::CredentialQuarantined)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Err(RpError::ClonedKey) => {
+            Err(e) => e,
+        };
+        match rejection {
+            RpError::ClonedKey => {
                 let counter = client::parse_auth_data(&out.authenticator_data)
                     .map(|s| s.sign_count)
                     .unwrap_or(0);
@@ -850,7 +881,7 @@ impl CeremonyService {
                 tracing::warn!(user = %rec.user, credential = %cred_b64, "possible cloned key: credential quarantined");
                 Err(CeremonyError::PossibleClonedKey)
             }
-            Err(e) => Err(e.into()),
+            e => Err(e.into()),
         }
     }
 

@@ -101,7 +101,8 @@ pub fn status_of(code: &str) -> StatusCode {
         | "uv_unsupported"
         | "no_credentials"
         | "attestation_rejected"
-        | "verification_failed" => StatusCode::UNPROCESSABLE_ENTITY,
+        | "verification_failed"
+        | "discoverable_unsupported" => StatusCode::UNPROCESSABLE_ENTITY,
         "device_error" => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::SharedState;
 use crate::auth::Caller;
 use crate::ceremony::{
@@ -121,7 +121,7 @@ async fn waited(
 pub async fn start_enrollment(
     State(st): State<SharedState>,
     caller: Caller,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(req): ApiJson<EnrollmentRequest>,
 ) -> ApiResult<Response> {
     let view = st.ceremonies.start_enrollment(req, &caller.actor()).await?;
@@ -132,7 +132,7 @@ pub async fn start_enrollment(
 pub async fn start_assertion(
     State(st): State<SharedState>,
     caller: Caller,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(req): ApiJson<AssertionRequest>,
 ) -> ApiResult<Response> {
     let view = st.ceremonies.start_assertion(req, &caller.actor()).await?;
@@ -154,7 +154,7 @@ async fn get_ceremony(
 pub async fn get_enrollment(
     State(st): State<SharedState>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     get_ceremony(st, id, q, Kind::Enrollment).await
 }
@@ -162,7 +162,7 @@ pub async fn get_enrollment(
 pub async fn get_assertion(
     State(st): State<SharedState>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     get_ceremony(st, id, q, Kind::Assertion).await
 }
@@ -203,7 +203,7 @@ pub struct CeremonyPin {
 pub async fn enrollment_pin(
     State(st): State<SharedState>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<CeremonyPin>,
 ) -> ApiResult<Response> {
     ceremony_pin(st, id, q, body, Kind::Enrollment).await
@@ -212,7 +212,7 @@ pub async fn enrollment_pin(
 pub async fn assertion_pin(
     State(st): State<SharedState>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<CeremonyPin>,
 ) -> ApiResult<Response> {
     ceremony_pin(st, id, q, body, Kind::Assertion).await
@@ -337,7 +337,7 @@ pub struct ListQuery {
 pub async fn list_credentials(
     State(st): State<SharedState>,
     Path(user): Path<String>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let creds: Vec<_> = st
@@ -447,7 +447,7 @@ pub struct AuditQuery {
 
 pub async fn audit(
     State(st): State<SharedState>,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     if let Some(u) = &q.user {
         check_user(u)?;

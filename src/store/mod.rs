@@ -208,6 +208,10 @@ pub struct ResetReceipt {
     pub audit_seq: i64,
 }
 
+/// The `Conflict` message of [`Store::record_assertion`] when another ceremony moved the
+/// counter to or past the presented value first.
+pub const COUNTER_NOT_ABOVE: &str = "counter not above the stored one";
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -544,13 +548,26 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
+            // Compare-and-set on the counter: two ceremonies racing on two devices (a key and
+            // its clone) cannot both move it from the same stored value. A key that always
+            // reports 0 stays at 0.
             let n = c.execute(
                 "UPDATE credentials SET counter = ?2, rp_credential = ?3, last_used_at = ?4 \
-                 WHERE id = ?1 AND state = 'active'",
+                 WHERE id = ?1 AND state = 'active' AND (counter < ?2 OR (counter = 0 AND ?2 = 0))",
                 params![cred_id, counter as i64, rp_credential, fmt_time(now())],
             )?;
             if n != 1 {
-                return Err(StoreError::Conflict("credential is not active".into()));
+                let state: Option<String> = c
+                    .query_row(
+                        "SELECT state FROM credentials WHERE id = ?1",
+                        params![cred_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                return Err(match state.as_deref() {
+                    Some("active") => StoreError::Conflict(COUNTER_NOT_ABOVE.into()),
+                    _ => StoreError::Conflict("credential is not active".into()),
+                });
             }
             set_ceremony_state(c, ceremony_id, "succeeded", None)?;
             insert_audit(c, audit)?;

@@ -120,3 +120,40 @@ fn interrupted_ceremonies_fail_on_start() {
     assert_eq!(c.error_code.as_deref(), Some("ceremony_interrupted"));
     assert_eq!(s.fail_interrupted_ceremonies().unwrap(), 0);
 }
+
+#[test]
+fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
+    let s = Store::open_in_memory().unwrap();
+    s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
+    ceremony(&s, "c1");
+    s.insert_credential(&cred(b"k1", "alice"), "c1", &NewAudit::new("e", "test"))
+        .unwrap();
+    let audit = NewAudit::new("credential.verified", "test");
+    for id in ["a1", "a2", "a3", "a4"] {
+        ceremony(&s, id);
+    }
+    // A key that always reports 0 is accepted as such.
+    s.record_assertion(b"k1", 0, "{}", "a1", &audit).unwrap();
+    s.record_assertion(b"k1", 5, "{}", "a2", &audit).unwrap();
+    // Both ceremonies of a key and its clone checked against 0 and present 5: the second
+    // loses the compare-and-set, and nothing of it is stored.
+    let e = s
+        .record_assertion(b"k1", 5, "{}", "a3", &audit)
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m == COUNTER_NOT_ABOVE),
+        "{e:?}"
+    );
+    assert_eq!(s.get_ceremony("a3").unwrap().unwrap().state, "pending");
+    assert_eq!(s.get_credential(b"k1").unwrap().unwrap().counter, 5);
+    // Once quarantined, no counter is recorded at all.
+    s.quarantine_credential(b"k1", "test", "a4", &NewAudit::new("q", "test"))
+        .unwrap();
+    let e = s
+        .record_assertion(b"k1", 9, "{}", "a4", &audit)
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m != COUNTER_NOT_ABOVE),
+        "{e:?}"
+    );
+}
