@@ -1,6 +1,11 @@
 //! Sending through the failover chain: per provider, retries with exponential backoff and
 //! jitter on transient errors only (honouring Retry-After), a circuit breaker that skips a
 //! provider after repeated failures, and no retry or failover on a 4xx rejection.
+//!
+//! Breaker contract: closed lets every send through; open skips the provider until its cooldown
+//! ends; half-open (cooldown over) lets exactly one trial send ("probe") through at a time,
+//! and every other send meanwhile treats the provider as open. The probe's outcome closes the
+//! circuit (success) or opens it again (transient failure); a rejection leaves it half-open.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +40,8 @@ pub struct ProviderHealth {
 struct Breaker {
     consecutive_failures: u32,
     open_until: Option<i64>,
+    /// A half-open circuit's single trial send is under way.
+    probing: bool,
     sent: u64,
     failed: u64,
     last_error: Option<String>,
@@ -47,6 +54,26 @@ pub struct Dispatcher {
     retry_base: Duration,
     breaker_failures: u32,
     breaker_cooldown_ms: i64,
+}
+
+/// Whether a send may use a provider now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Closed,
+    /// This send is the half-open circuit's probe.
+    Probe,
+    Skip,
+}
+
+/// Clears a probe's claim however its send ends (including the future being dropped).
+struct ProbeClaim<'a>(Option<&'a Mutex<Breaker>>);
+
+impl Drop for ProbeClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0 {
+            lock(b).probing = false;
+        }
+    }
 }
 
 /// The outcome of one dispatch over the chain.
@@ -83,6 +110,7 @@ impl Dispatcher {
                         Mutex::new(Breaker {
                             consecutive_failures: 0,
                             open_until: None,
+                            probing: false,
                             sent: 0,
                             failed: 0,
                             last_error: None,
@@ -110,7 +138,23 @@ impl Dispatcher {
         }
     }
 
-    /// True when at least one provider would be tried now.
+    /// Decide, under the breaker's lock, whether this send may use the provider; a half-open
+    /// circuit admits one probe and claims it until that probe's send ends.
+    fn admit(&self, b: &Mutex<Breaker>) -> Admission {
+        let mut b = lock(b);
+        match self.circuit(&b) {
+            CircuitState::Closed => Admission::Closed,
+            CircuitState::Open => Admission::Skip,
+            CircuitState::HalfOpen if b.probing => Admission::Skip,
+            CircuitState::HalfOpen => {
+                b.probing = true;
+                Admission::Probe
+            }
+        }
+    }
+
+    /// True when at least one provider would be tried now (a half-open circuit counts: its
+    /// probe may be about to close it).
     pub fn any_available(&self) -> bool {
         self.chain
             .iter()
@@ -147,13 +191,15 @@ impl Dispatcher {
     pub async fn send(&self, msg: &OutgoingSms) -> Dispatched {
         let mut last = String::from("no SMS provider is configured");
         for (provider, breaker) in &self.chain {
-            if self.circuit(&lock(breaker)) == CircuitState::Open {
+            let admission = self.admit(breaker);
+            if admission == Admission::Skip {
                 last = format!("{}: circuit open", provider.name());
                 continue;
             }
+            let _claim = ProbeClaim((admission == Admission::Probe).then_some(breaker));
             let mut attempt = 0;
             loop {
-                match provider.send(msg).await {
+                match super::providers::send_via(provider.as_ref(), msg).await {
                     Ok(receipt) => {
                         let mut b = lock(breaker);
                         b.consecutive_failures = 0;
@@ -205,4 +251,187 @@ impl Dispatcher {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures::future::BoxFuture;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::sms::ManualClock;
+
+    /// Fails transiently while `down`; otherwise each send waits for a permit of `gate`.
+    struct Gated {
+        name: &'static str,
+        down: AtomicBool,
+        calls: AtomicUsize,
+        gate: Semaphore,
+    }
+
+    impl Gated {
+        fn new(name: &'static str, down: bool, permits: usize) -> Arc<Gated> {
+            Arc::new(Gated {
+                name,
+                down: AtomicBool::new(down),
+                calls: AtomicUsize::new(0),
+                gate: Semaphore::new(permits),
+            })
+        }
+    }
+
+    impl SmsProvider for Gated {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn send<'a>(
+            &'a self,
+            _msg: &'a OutgoingSms,
+        ) -> BoxFuture<'a, Result<SendReceipt, ProviderError>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(ProviderError::Transient {
+                        detail: "HTTP 503".into(),
+                        retry_after: None,
+                    });
+                }
+                self.gate.acquire().await.expect("open gate").forget();
+                Ok(SendReceipt {
+                    provider_message_id: None,
+                })
+            })
+        }
+    }
+
+    fn msg() -> OutgoingSms {
+        OutgoingSms {
+            id: "m".into(),
+            to: "+32475345678".into(),
+            text: "t".into(),
+        }
+    }
+
+    /// A dispatcher whose first provider's circuit is half-open (it failed once, the cooldown
+    /// passed) and now answers only when its gate lets it.
+    async fn half_open(chain: Vec<Arc<dyn SmsProvider>>, flaky: &Gated) -> Arc<Dispatcher> {
+        let clock = Arc::new(ManualClock::new(1_790_000_000_000));
+        let d = Arc::new(Dispatcher::new(
+            chain,
+            clock.clone(),
+            0,
+            Duration::from_millis(1),
+            1,
+            Duration::from_secs(30),
+        ));
+        d.send(&msg()).await;
+        assert_eq!(d.health()[0].circuit, CircuitState::Open);
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(d.health()[0].circuit, CircuitState::HalfOpen);
+        flaky.down.store(false, Ordering::SeqCst);
+        flaky.calls.store(0, Ordering::SeqCst);
+        d
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_half_open_circuit_lets_one_probe_through_and_the_rest_fail_over() {
+        let flaky = Gated::new("flaky", true, 0);
+        let backup = Gated::new("backup", false, 1000);
+        let d = half_open(vec![flaky.clone(), backup.clone()], &flaky).await;
+        backup.calls.store(0, Ordering::SeqCst);
+        let sends: Vec<_> = (0..16)
+            .map(|_| {
+                let d = d.clone();
+                tokio::spawn(async move { d.send(&msg()).await })
+            })
+            .collect();
+        until("15 sends failed over", || {
+            backup.calls.load(Ordering::SeqCst) == 15
+        })
+        .await;
+        assert_eq!(
+            flaky.calls.load(Ordering::SeqCst),
+            1,
+            "exactly one probe in flight"
+        );
+        assert_eq!(d.health()[0].circuit, CircuitState::HalfOpen);
+        flaky.gate.add_permits(1);
+        let mut by = std::collections::HashMap::new();
+        for s in sends {
+            match s.await.unwrap() {
+                Dispatched::Sent { provider, .. } => *by.entry(provider).or_insert(0) += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((by["flaky"], by["backup"]), (1, 15));
+        assert_eq!(d.health()[0].circuit, CircuitState::Closed, "the probe closed it");
+        // Closed again: sends no longer wait for one another.
+        flaky.gate.add_permits(4);
+        for _ in 0..4 {
+            assert!(matches!(
+                d.send(&msg()).await,
+                Dispatched::Sent {
+                    provider: "flaky",
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_next_provider_the_others_stay_unavailable_until_the_probe_ends() {
+        let flaky = Gated::new("flaky", true, 0);
+        let d = half_open(vec![flaky.clone()], &flaky).await;
+        let probe = {
+            let d = d.clone();
+            tokio::spawn(async move { d.send(&msg()).await })
+        };
+        until("the probe started", || flaky.calls.load(Ordering::SeqCst) == 1).await;
+        for _ in 0..8 {
+            assert_eq!(
+                d.send(&msg()).await,
+                Dispatched::Unavailable {
+                    detail: "flaky: circuit open".into()
+                }
+            );
+        }
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+        // A probe that is abandoned (its task dropped) gives the claim back.
+        probe.abort();
+        let _ = probe.await;
+        flaky.gate.add_permits(1);
+        assert!(matches!(
+            d.send(&msg()).await,
+            Dispatched::Sent {
+                provider: "flaky",
+                ..
+            }
+        ));
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_opens_the_circuit_again() {
+        let flaky = Gated::new("flaky", true, 0);
+        let d = half_open(vec![flaky.clone()], &flaky).await;
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            d.send(&msg()).await,
+            Dispatched::Unavailable { .. }
+        ));
+        assert_eq!(d.health()[0].circuit, CircuitState::Open);
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+    }
 }

@@ -6,7 +6,7 @@ mod vonage;
 mod webhook;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
@@ -71,15 +71,93 @@ pub(crate) fn classify_status(
         200..=299 => Ok(()),
         429 | 500..=599 => Err(ProviderError::Transient {
             detail: format!("HTTP {status}"),
-            retry_after: retry_after
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, SystemTime::now())),
         }),
-        _ => Err(ProviderError::Rejected(format!(
-            "HTTP {status}: {}",
-            body.chars().take(200).collect::<String>()
-        ))),
+        _ => Err(ProviderError::Rejected(format!("HTTP {status}: {body}"))),
     }
+}
+
+/// `Retry-After` in either form RFC 9110 allows: delay-seconds or an HTTP-date (a date in the
+/// past means "now").
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Longest provider error detail kept, in characters (after masking).
+const MAX_DETAIL_CHARS: usize = 200;
+
+/// What may leave the provider layer of a provider's error text: every run of 5 or more digits
+/// (optionally after `+`, and counting digits across the separators people write numbers with:
+/// space, `.`, `-`, `/`, parentheses) becomes `•••`, so no phone number (E.164 or national) and
+/// no code survives; then the text is cut to [`MAX_DETAIL_CHARS`]. Providers quote the
+/// recipient in their 4xx bodies (Twilio: "The 'To' number +32... is not a valid phone number").
+pub fn sanitize_detail(detail: &str) -> String {
+    const SEPARATORS: &[char] = &[' ', '.', '-', '/', '(', ')'];
+    let chars: Vec<char> = detail.chars().collect();
+    let mut out = String::with_capacity(detail.len().min(MAX_DETAIL_CHARS * 4));
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_number = chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit));
+        if !starts_number {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The longest stretch of digits and separators from here, ending on a digit.
+        let (mut end, mut j, mut digits) = (i, i, 0);
+        if chars[j] == '+' {
+            j += 1;
+        }
+        while j < chars.len() && (chars[j].is_ascii_digit() || SEPARATORS.contains(&chars[j])) {
+            if chars[j].is_ascii_digit() {
+                digits += 1;
+                end = j + 1;
+            }
+            j += 1;
+        }
+        if digits >= 5 {
+            out.push_str("•••");
+        } else {
+            out.extend(&chars[i..end]);
+        }
+        i = end;
+    }
+    if out.chars().count() > MAX_DETAIL_CHARS {
+        out = out.chars().take(MAX_DETAIL_CHARS - 1).collect();
+        out.push('…');
+    }
+    out
+}
+
+impl ProviderError {
+    fn sanitized(self) -> ProviderError {
+        match self {
+            ProviderError::Transient {
+                detail,
+                retry_after,
+            } => ProviderError::Transient {
+                detail: sanitize_detail(&detail),
+                retry_after,
+            },
+            ProviderError::Rejected(detail) => ProviderError::Rejected(sanitize_detail(&detail)),
+        }
+    }
+}
+
+/// Send through one provider. The one way callers reach a provider: every error detail that
+/// comes back has passed [`sanitize_detail`], whatever the provider put in it, so it is safe to
+/// log, to store in the outbox and to show in `GET /v1/sms/providers`.
+pub async fn send_via(
+    provider: &dyn SmsProvider,
+    msg: &OutgoingSms,
+) -> Result<SendReceipt, ProviderError> {
+    provider.send(msg).await.map_err(ProviderError::sanitized)
 }
 
 /// The body of a provider's answer, once its status (and Retry-After) says it was accepted.
@@ -150,4 +228,93 @@ pub fn build_chain(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past: retry now"
+        );
+        // The obsolete forms RFC 9110 still asks recipients to accept.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:57 1994", now),
+            Some(Duration::from_secs(20))
+        );
+        for bad in ["", "soon", "-5", "1.5"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+        let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+        match classify_status(503, Some(&in_an_hour), "") {
+            Err(ProviderError::Transient {
+                retry_after: Some(d),
+                ..
+            }) => assert!(d > Duration::from_secs(3500) && d <= Duration::from_secs(3600)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn provider_details_lose_numbers_and_codes() {
+        for (raw, want) in [
+            (
+                "HTTP 400: The 'To' number +32475112233 is not a valid phone number.",
+                "HTTP 400: The 'To' number ••• is not a valid phone number.",
+            ),
+            ("to 0475 11 22 33, ok", "to •••, ok"),
+            ("to 0475/11.22.33", "to •••"),
+            ("(0475) 11-22-33", "(•••"),
+            ("32475112233 rejected", "••• rejected"),
+            ("code 042917 sent", "code ••• sent"),
+            ("HTTP 404: 1234 items, 3 left", "HTTP 404: 1234 items, 3 left"),
+            ("a + b", "a + b"),
+        ] {
+            assert_eq!(sanitize_detail(raw), want, "{raw}");
+        }
+        let long = sanitize_detail(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_DETAIL_CHARS);
+        assert!(long.ends_with('…'));
+    }
+
+    struct Quoting;
+
+    impl SmsProvider for Quoting {
+        fn name(&self) -> &'static str {
+            "quoting"
+        }
+        fn send<'a>(
+            &'a self,
+            msg: &'a OutgoingSms,
+        ) -> BoxFuture<'a, Result<SendReceipt, ProviderError>> {
+            Box::pin(async move { Err(ProviderError::Rejected(format!("bad To {}", msg.to))) })
+        }
+    }
+
+    #[tokio::test]
+    async fn send_via_sanitizes_whatever_a_provider_returns() {
+        let msg = OutgoingSms {
+            id: "m".into(),
+            to: "+32475112233".into(),
+            text: "t".into(),
+        };
+        assert_eq!(
+            send_via(&Quoting, &msg).await,
+            Err(ProviderError::Rejected("bad To •••".into()))
+        );
+    }
 }
