@@ -7,7 +7,6 @@ use std::path::Path;
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hmac::{Hmac, Mac};
-use rand::distributions::{Distribution, Uniform};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::Sha256;
@@ -21,11 +20,28 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Code(String);
 
+/// How many codes there are (000000..=999999).
+const CODES: u32 = 1_000_000;
+/// The largest multiple of [`CODES`] that fits in a u32 draw: draws at or above it are rejected,
+/// so that every code has exactly `ACCEPT_BELOW / CODES` draws mapping to it (no modulo bias).
+const ACCEPT_BELOW: u32 = (u32::MAX / CODES) * CODES;
+
 impl Code {
-    /// Uniform over 000000..=999999: `Uniform` rejects samples instead of reducing modulo.
+    /// A code from the OS CSPRNG, uniform over 000000..=999999.
     pub fn generate() -> Code {
-        let n = Uniform::new(0u32, 1_000_000).sample(&mut OsRng);
-        Code(format!("{n:06}"))
+        Self::generate_with(&mut OsRng)
+    }
+
+    /// Uniform over 000000..=999999 given uniform u32 draws: rejection sampling, drawing again
+    /// whenever a draw falls in the top `2^32 mod 10^6` values that a plain modulo would
+    /// fold onto the low codes.
+    pub fn generate_with(rng: &mut impl RngCore) -> Code {
+        loop {
+            let v = rng.next_u32();
+            if v < ACCEPT_BELOW {
+                return Code(format!("{:06}", v % CODES));
+            }
+        }
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -155,17 +171,52 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Yields the scripted u32 draws in order, and counts them.
+    struct Scripted(Vec<u32>, usize);
+
+    impl RngCore for Scripted {
+        fn next_u32(&mut self) -> u32 {
+            let v = *self.0.get(self.1).expect("the script ran out of draws");
+            self.1 += 1;
+            v
+        }
+        fn next_u64(&mut self) -> u64 {
+            u64::from(self.next_u32()) << 32 | u64::from(self.next_u32())
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for chunk in dest.chunks_mut(4) {
+                let b = self.next_u32().to_le_bytes();
+                chunk.copy_from_slice(&b[..chunk.len()]);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
     #[test]
-    fn codes_are_six_digits_and_roughly_uniform() {
-        let mut first_digit = [0u32; 10];
-        for _ in 0..20_000 {
+    fn draws_in_the_rejection_zone_are_rejected() {
+        assert_eq!(ACCEPT_BELOW, 4_294_000_000);
+        // u32::MAX would be code 967295 under a plain modulo (one of the over-represented low
+        // codes): it must be thrown away and the next draw used.
+        let mut rng = Scripted(vec![u32::MAX, 42], 0);
+        assert_eq!(Code::generate_with(&mut rng).expose(), "000042");
+        assert_eq!(rng.1, 2, "the first draw was rejected");
+        // The zone starts exactly at ACCEPT_BELOW; the draw just below it is the last code.
+        let mut rng = Scripted(vec![ACCEPT_BELOW, ACCEPT_BELOW + 1, ACCEPT_BELOW - 1], 0);
+        assert_eq!(Code::generate_with(&mut rng).expose(), "999999");
+        assert_eq!(rng.1, 3);
+        let mut rng = Scripted(vec![0], 0);
+        assert_eq!(Code::generate_with(&mut rng).expose(), "000000");
+    }
+
+    #[test]
+    fn os_codes_are_six_digits() {
+        for _ in 0..1000 {
             let c = Code::generate();
             assert_eq!(c.expose().len(), 6);
-            first_digit[(c.expose().as_bytes()[0] - b'0') as usize] += 1;
-        }
-        // Each leading digit expected 2000 times; a modulo-biased or broken generator is far off.
-        for n in first_digit {
-            assert!((1700..2300).contains(&n), "{first_digit:?}");
+            assert!(c.expose().bytes().all(|b| b.is_ascii_digit()));
         }
     }
 

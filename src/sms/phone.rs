@@ -25,7 +25,7 @@ fn region(code: &str) -> Option<Id> {
     code.to_ascii_uppercase().parse().ok()
 }
 
-/// Parse what a student typed ("0475/34.56.78", "+32 412 34 56 78", "0032412345678", ...).
+/// Parse what a student typed ("0475/34.56.78", "+32 475 34 56 78", "0032475345678", ...).
 pub fn parse(
     input: &str,
     default_region: &str,
@@ -123,6 +123,37 @@ mod tests {
             assert_eq!(p.e164, "+32475345678", "{input}");
             assert_eq!(p.country_code, 32);
             assert_eq!(p.country, "BE");
+        }
+    }
+
+    /// The issue's own examples use 0412. The bundled libphonenumber metadata (9.0.33) gives
+    /// Belgian mobiles as `4[5-9]\d{7}` (0450-0499) and no other Belgian type has 9 national
+    /// digits starting with 4, so +32 412 34 56 78 is not a valid number at all: every way of
+    /// writing it is `invalid_phone_number` (not `not_a_mobile_number`), and the formats
+    /// themselves are shown to work with 0475 above.
+    #[test]
+    fn the_issues_0412_examples_are_not_valid_belgian_numbers() {
+        for input in [
+            "0412 34 56 78",
+            "0412/34.56.78",
+            "+32 412 34 56 78",
+            "0032412345678",
+        ] {
+            assert_eq!(
+                parse(input, "BE", &allowed()).unwrap_err(),
+                SmsError::InvalidPhoneNumber,
+                "{input}"
+            );
+        }
+        let n = phonenumber::parse(Some(Id::BE), "0412345678").unwrap();
+        assert!(!phonenumber::is_valid(&n), "the metadata has no 041x range");
+        // The same formats with the lowest mobile prefix the metadata knows.
+        for input in ["0450 34 56 78", "0450/34.56.78", "+32 450 34 56 78", "0032450345678"] {
+            assert_eq!(
+                parse(input, "BE", &allowed()).unwrap().e164,
+                "+32450345678",
+                "{input}"
+            );
         }
     }
 
