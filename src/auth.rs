@@ -104,6 +104,12 @@ pub fn verify_token(store: &Store, presented: &str) -> Result<Option<Caller>, St
     if !ok || rec.revoked {
         return Ok(None);
     }
+    // A kiosk page session (`keygate kiosk-url`) also ends at its server-side expiry.
+    if let Some(s) = store.kiosk_session(&rec.id)? {
+        if s.expires_at <= time::OffsetDateTime::now_utc().unix_timestamp() {
+            return Ok(None);
+        }
+    }
     Ok(Role::parse(&rec.role).map(|role| Caller {
         token_id: rec.id,
         role,

@@ -1,6 +1,8 @@
 //! The kiosk page in a real headless Chromium (WebDriver via chromedriver), against the real
-//! binary with `--simulate`: enroll and verify in Dutch, verify and add a phone in English, a
-//! wrong PIN, a touch timeout, and the inactivity reset. Screenshots of every step go to
+//! binary with `--simulate`: enroll in Dutch and (a second key) in English, Cancel while the
+//! page waits for a touch, verify in Dutch, verify and add a phone in English, a wrong PIN, a
+//! touch timeout, and the resets (after a success and after inactivity: Dutch again, nothing of
+//! the previous student left in the page). Screenshots of every step go to
 //! `target/kiosk-screenshots/`.
 //!
 //! `scripts/setup` installs `chromium` and `chromium-driver`; where no browser can be installed
@@ -12,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
@@ -133,17 +136,207 @@ impl Kiosk {
             .unwrap();
     }
 
-    async fn sim(&self, patch: Value) {
-        let r = self
+    /// An admin API call that must succeed; returns its JSON (null when it has none).
+    async fn admin_api(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut r = self
             .http
-            .patch(format!("{}/v1/sim/keys/sim%3A1", self.base))
-            .bearer_auth(&self.admin)
-            .json(&patch)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
     }
+
+    /// Change a simulated key (`/v1/sim/keys/{id}` PATCH), e.g. how it is touched.
+    async fn sim(&self, key: &str, patch: Value) {
+        self.admin_api(
+            Method::PATCH,
+            &format!("/v1/sim/keys/{}", key.replace(':', "%3A")),
+            Some(patch),
+        )
+        .await;
+    }
+
+    async fn sim_action(&self, key: &str, action: &str) {
+        self.admin_api(
+            Method::POST,
+            &format!("/v1/sim/keys/{}/{action}", key.replace(':', "%3A")),
+            None,
+        )
+        .await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Text of a node whether shown or not (WebDriver's text is "" for hidden nodes).
+    async fn content(&self, id: &str) -> String {
+        self.c
+            .execute(
+                "return document.getElementById(arguments[0]).textContent",
+                vec![json!(id)],
+            )
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn screen_error(&self) -> Option<String> {
+        self.c
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .attr("data-error")
+            .await
+            .unwrap()
+    }
+
+    async fn choose(&self, lang: &Lang) {
+        self.click(&format!("#lang-{}", lang.code)).await;
+        assert_eq!(
+            self.js("return document.documentElement.lang").await,
+            lang.code
+        );
+    }
+
+    /// What the next student must find after a reset: the page in Dutch, nobody greeted, and
+    /// no form field, outcome or data node holding anything of the previous one.
+    async fn assert_forgotten(&self) {
+        assert_eq!(self.js("return document.documentElement.lang").await, "nl");
+        assert_eq!(self.text("#greeting").await, "");
+        assert!(self
+            .text("#signin-hint")
+            .await
+            .contains("Meld je eerst aan"));
+        assert!(self
+            .text("#btn-verify")
+            .await
+            .contains("Mijn sleutel testen"));
+        let leftovers = self
+            .js(r##"const out = {};
+                for (const e of document.querySelectorAll("[data-clear], .error"))
+                  if (e.textContent !== "") out["#" + e.id] = e.textContent;
+                for (const i of document.querySelectorAll("input"))
+                  if (i.value !== "") out["#" + i.id] = i.value;
+                for (const s of document.querySelectorAll("select"))
+                  if (s.selectedIndex !== 0) out["#" + s.id] = s.value;
+                if (document.body.dataset.error) out["data-error"] = document.body.dataset.error;
+                return out;"##)
+            .await;
+        assert_eq!(leftovers, json!({}), "left behind by the previous student");
+        // Named here too, so that a node losing its data-clear mark fails this test.
+        for id in [
+            "success-title",
+            "success-detail",
+            "code-number",
+            "error-title",
+            "error-text",
+            "error-next",
+            "pin-new-model",
+            "pin-model",
+        ] {
+            assert_eq!(self.content(id).await, "", "#{id} after the reset");
+        }
+        assert_eq!(
+            self.js("return document.getElementById('country').value")
+                .await,
+            "32",
+            "the country is Belgium again"
+        );
+    }
+}
+
+/// What the page says in one language, for the steps the tests check.
+struct Lang {
+    code: &'static str,
+    pin_rules: &'static str,
+    pin_short: &'static str,
+    touch_title: &'static str,
+    enrolled_title: &'static str,
+}
+
+const NL: Lang = Lang {
+    code: "nl",
+    pin_rules: "Minstens 4 tekens",
+    pin_short: "minstens 4",
+    touch_title: "Raak je beveiligingssleutel nu aan",
+    enrolled_title: "geregistreerd",
+};
+
+const EN: Lang = Lang {
+    code: "en",
+    pin_rules: "At least 4 characters",
+    pin_short: "at least 4",
+    touch_title: "Touch your security key now",
+    enrolled_title: "Your key is registered",
+};
+
+/// Enroll `key` (plugged alone, no PIN yet) for a student, in `lang`: the upstream handoff,
+/// a too-short PIN refused, a PIN set, the touch, success, Done; then the page has forgotten
+/// the student.
+async fn enroll(k: &mut Kiosk, lang: &Lang, key: &str, user: &str, name: &str) {
+    let l = lang.code;
+    k.sign_in(user, name).await;
+    k.choose(lang).await;
+    k.shot(&format!("start-{l}")).await;
+    k.sim(key, json!({ "touch": { "auto_after_ms": 1500 } }))
+        .await;
+    k.click("#btn-enroll").await;
+    k.wait_screen("pin-new", 10).await;
+    assert!(k.text("#screen-pin-new").await.contains(lang.pin_rules));
+    assert!(
+        !k.text("#pin-new-model").await.is_empty(),
+        "the key's model"
+    );
+    k.type_in("#pin-new-1", "12").await;
+    k.type_in("#pin-new-2", "12").await;
+    k.click("#form-pin-new button[type=submit]").await;
+    assert!(k.text("#pin-new-error").await.contains(lang.pin_short));
+    k.type_in("#pin-new-1", "1234").await;
+    k.type_in("#pin-new-2", "1234").await;
+    k.shot(&format!("pin-new-{l}")).await;
+    k.click("#form-pin-new button[type=submit]").await;
+    k.wait_screen("touch", 10).await;
+    assert!(k.text("#screen-touch h1").await.contains(lang.touch_title));
+    k.shot(&format!("touch-{l}")).await;
+    k.wait_screen("success", 10).await;
+    assert!(
+        k.text("#success-title").await.contains(lang.enrolled_title),
+        "{}",
+        k.text("#screen-success").await
+    );
+    assert!(k.text("#success-detail").await.contains(name));
+    k.shot(&format!("enrolled-{l}")).await;
+    k.click("#btn-done").await;
+    k.wait_screen("start", 5).await;
+    k.assert_forgotten().await;
+}
+
+/// "Test my key" with nobody touching it, cancelled on "touch your key now": the page is back
+/// at the start, stays there, and shows no error.
+async fn cancel_while_waiting_for_touch(k: &mut Kiosk, key: &str) {
+    k.sim(key, json!({ "touch": "never" })).await;
+    k.click("#btn-verify").await;
+    k.wait_screen("pin", 10).await;
+    k.type_in("#pin-input", "1234").await;
+    k.click("#form-pin button[type=submit]").await;
+    k.wait_screen("touch", 10).await;
+    k.shot("touch-before-cancel").await;
+    k.click("#screen-touch button.cancel").await;
+    k.wait_screen("start", 10).await;
+    assert_eq!(k.screen_error().await, None);
+    // Past the touch timeout (4 s): the cancelled ceremony does not come back as an error.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(k.js("return document.body.dataset.screen").await, "start");
+    assert_eq!(k.screen_error().await, None);
+    assert!(k.text("#btn-verify").await.contains("Mijn sleutel testen"));
+    k.shot("cancelled").await;
 }
 
 #[tokio::test]
@@ -217,6 +410,8 @@ async fn kiosk_page_in_a_real_browser() {
         }
     }
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/kiosk-screenshots");
+    // Only this run's screenshots.
+    let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
     let mut k = Kiosk {
         c: c.expect("chromedriver answers"),
@@ -251,47 +446,13 @@ async fn kiosk_page_in_a_real_browser() {
     assert!(k.text("#signin-hint").await.contains("Meld je eerst aan"));
     k.shot("start-no-user").await;
 
-    // --- Dutch: enroll (set a PIN first), then verify ------------------------------------
-    k.sign_in("r0123456", "An Peeters").await;
-    k.shot("start-nl").await;
-    k.sim(json!({ "touch": { "auto_after_ms": 1500 } })).await;
-    k.click("#btn-enroll").await;
-    k.wait_screen("pin-new", 10).await;
-    assert!(k
-        .text("#screen-pin-new")
-        .await
-        .contains("Minstens 4 tekens"));
-    k.type_in("#pin-new-1", "12").await;
-    k.type_in("#pin-new-2", "12").await;
-    k.click("#form-pin-new button[type=submit]").await;
-    assert!(k.text("#pin-new-error").await.contains("minstens 4"));
-    k.type_in("#pin-new-1", "1234").await;
-    k.type_in("#pin-new-2", "1234").await;
-    k.shot("pin-new").await;
-    k.click("#form-pin-new button[type=submit]").await;
-    k.wait_screen("touch", 10).await;
-    assert!(k
-        .text("#screen-touch h1")
-        .await
-        .contains("Raak je beveiligingssleutel nu aan"));
-    k.shot("touch-nl").await;
-    k.wait_screen("success", 10).await;
-    assert!(
-        k.text("#success-title").await.contains("geregistreerd"),
-        "{}",
-        k.text("#screen-success").await
-    );
-    k.shot("enrolled-nl").await;
-    k.click("#btn-done").await;
-    k.wait_screen("start", 5).await;
-    assert_eq!(
-        k.text("#greeting").await,
-        "",
-        "the next student sees nothing of this one"
-    );
+    // --- Dutch: enroll (set a PIN first), cancel a verification, then verify -------------
+    enroll(&mut k, &NL, "sim:1", "r0123456", "An Peeters").await;
+    cancel_while_waiting_for_touch(&mut k, "sim:1").await;
 
     // Test my key: a wrong PIN first.
-    k.sim(json!({ "touch": { "auto_after_ms": 200 } })).await;
+    k.sim("sim:1", json!({ "touch": { "auto_after_ms": 200 } }))
+        .await;
     k.click("#btn-verify").await;
     k.wait_screen("pin", 10).await;
     k.type_in("#pin-input", "9999").await;
@@ -312,10 +473,27 @@ async fn kiosk_page_in_a_real_browser() {
     assert!(!detail.contains("r0123456"), "masked: {detail}");
     k.shot("verified-nl").await;
     k.click("#btn-done").await;
+    k.wait_screen("start", 5).await;
+    k.assert_forgotten().await;
+
+    // --- English: enroll a second, new key for another student ------------------------------
+    k.sim_action("sim:1", "unplug").await;
+    let fresh = k
+        .admin_api(Method::POST, "/v1/sim/keys", Some(json!({})))
+        .await;
+    let fresh = fresh["key"]["id"].as_str().unwrap().to_string();
+    enroll(&mut k, &EN, &fresh, "r0654321", "Bo Jansen").await;
+    k.admin_api(
+        Method::DELETE,
+        &format!("/v1/sim/keys/{}", fresh.replace(':', "%3A")),
+        None,
+    )
+    .await;
+    k.sim_action("sim:1", "replug").await;
 
     // --- English: verify, then add a phone --------------------------------------------------
-    k.click("#lang-en").await;
     k.sign_in("r0123456", "An Peeters").await;
+    k.choose(&EN).await;
     assert!(k
         .text("#btn-enroll")
         .await
@@ -327,8 +505,11 @@ async fn kiosk_page_in_a_real_browser() {
     k.wait_screen("success", 10).await;
     assert!(k.text("#success-title").await.contains("Your key works"));
     k.click("#btn-done").await;
+    k.wait_screen("start", 5).await;
+    k.assert_forgotten().await;
 
     k.sign_in("r0123456", "An Peeters").await;
+    k.choose(&EN).await;
     k.click("#btn-phone").await;
     k.wait_screen("phone", 5).await;
     k.type_in("#phone-number", "0475/34.56.78").await;
@@ -377,39 +558,48 @@ async fn kiosk_page_in_a_real_browser() {
         .text("#success-title")
         .await
         .contains("phone number is verified"));
+    assert!(k.text("#success-detail").await.contains("78"));
     k.shot("phone-verified-en").await;
     k.click("#btn-done").await;
+    k.wait_screen("start", 5).await;
+    k.assert_forgotten().await;
 
     // --- an error path: nobody touches the key ----------------------------------------------
-    k.sim(json!({ "touch": "never" })).await;
+    // First leave a country and a number behind on the phone screen ("Back" keeps them).
+    k.sim("sim:1", json!({ "touch": "never" })).await;
     k.sign_in("r0123456", "An Peeters").await;
+    k.choose(&EN).await;
+    k.click("#btn-phone").await;
+    k.wait_screen("phone", 5).await;
+    k.c.find(Locator::Css("#country option[value='31']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    k.type_in("#phone-number", "06 12 34 56 78").await;
+    k.click("#screen-phone button.cancel").await;
+    k.wait_screen("start", 5).await;
     k.click("#btn-verify").await;
     k.wait_screen("pin", 10).await;
     k.type_in("#pin-input", "1234").await;
     k.click("#form-pin button[type=submit]").await;
     k.wait_screen("touch", 10).await;
     k.wait_screen("error", 15).await;
-    assert_eq!(
-        k.c.find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .attr("data-error")
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("touch_timeout")
-    );
+    assert_eq!(k.screen_error().await.as_deref(), Some("touch_timeout"));
     assert!(k.text("#error-title").await.contains("Time is up"));
+    assert_eq!(
+        k.js("return document.getElementById('country').value")
+            .await,
+        "31"
+    );
     k.shot("touch-timeout-en").await;
 
     // --- inactivity: the page resets itself and forgets the student ------------------------
+    // Back to Dutch, whatever the student chose; nothing of theirs left, shown or hidden.
     tokio::time::sleep(Duration::from_secs(9)).await;
     k.wait_screen("start", 5).await;
-    assert_eq!(k.text("#greeting").await, "");
-    assert!(k
-        .text("#signin-hint")
-        .await
-        .contains("Sign in at the kiosk first"));
+    k.assert_forgotten().await;
     k.shot("after-inactivity").await;
 
     // Landscape 1080p renders too.

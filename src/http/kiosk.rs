@@ -1,22 +1,33 @@
 //! The kiosk page (`/kiosk/`, assets embedded in the binary), the one-time session exchange
 //! (`/kiosk/session?code=` -> HttpOnly SameSite=Strict cookie with the kiosk role), and the
 //! page's API: its configuration and the verified user handoff.
+//!
+//! A page session (the token behind the cookie) ends [`SESSION_TTL_SECS`] after its creation,
+//! server-side. It acts for one student at a time: the user of the last verified handoff (or
+//! of the trusted header), bound to the session server-side. A page session's requests that
+//! name a user must name that one ([`bind_page_session`]); unbound, it may only do user-less
+//! things (devices, "test my key", its config). This holds however the token is presented;
+//! other kiosk tokens (front-ends that authenticate students themselves) may act for anyone.
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::SharedState;
-use crate::auth::Role;
+use super::{AppState, SharedState};
+use crate::auth::{Caller, Role};
 use crate::kiosk;
 
 pub const SESSION_COOKIE: &str = "keygate_session";
+
+/// Lifetime of a page session: the cookie's Max-Age and the token's server-side expiry.
+pub const SESSION_TTL_SECS: i64 = 12 * 3600;
 
 /// Strict CSP: only this origin's script and style, nothing inline, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -34,7 +45,7 @@ pub fn public_routes() -> Router<SharedState> {
 pub fn api_routes() -> Router<SharedState> {
     Router::new()
         .route("/v1/kiosk/config", get(config))
-        .route("/v1/kiosk/handoff", post(handoff))
+        .route("/v1/kiosk/handoff", post(handoff).delete(sign_out))
         .route("/v1/kiosk/whoami", get(whoami))
 }
 
@@ -90,8 +101,17 @@ async fn session(
         ));
     }
     let token = crate::auth::create_token(&st.store, Role::Kiosk, Some("kiosk page session"))?;
-    let cookie =
-        format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+    // `kg_<id>_<secret>` (see `auth`).
+    let id = token
+        .strip_prefix("kg_")
+        .and_then(|t| t.split_once('_'))
+        .map(|(id, _)| id)
+        .ok_or_else(|| ApiError::internal("unexpected token format"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    st.store.insert_kiosk_session(id, now + SESSION_TTL_SECS)?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL_SECS}"
+    );
     let mut r = Redirect::to("/kiosk/").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -125,31 +145,158 @@ async fn config(State(st): State<SharedState>) -> Json<Value> {
     }))
 }
 
+/// On requests authenticated by a page session: the session and whom it is bound to.
+#[derive(Debug, Clone)]
+pub struct PageSession {
+    pub token_id: String,
+    pub bound_user: Option<String>,
+}
+
+impl PageSession {
+    /// Ok only if this session is bound to `user`; otherwise `forbidden`.
+    pub fn may_act_for(&self, user: &str) -> ApiResult<()> {
+        match &self.bound_user {
+            Some(b) if b == user => Ok(()),
+            Some(_) => Err(ApiError::forbidden(
+                "this kiosk session is signed in for another student; it may act only for them",
+            )),
+            None => Err(ApiError::forbidden(
+                "this kiosk session has no signed-in student: sign in first (handoff or trusted \
+                 header); until then it may only use devices and test a key",
+            )),
+        }
+    }
+}
+
+/// The routes (POST) whose JSON body names the user acted for; see [`body_user`].
+const USER_BODY_ROUTES: [&str; 3] = ["/v1/enrollments", "/v1/assertions", "/v1/sms/challenges"];
+
+/// The user a request's JSON body names, for each of [`USER_BODY_ROUTES`]. Parsed with the
+/// handler's own type, so that both read the same user from the same bytes; a body the type
+/// rejects names nobody (the handler rejects it too).
+fn body_user(route: &str, body: &[u8]) -> Option<String> {
+    match route {
+        "/v1/enrollments" => serde_json::from_slice::<crate::ceremony::EnrollmentRequest>(body)
+            .ok()
+            .map(|r| r.user),
+        "/v1/assertions" => serde_json::from_slice::<crate::ceremony::AssertionRequest>(body)
+            .ok()
+            .and_then(|r| r.user),
+        "/v1/sms/challenges" => serde_json::from_slice::<crate::sms::NewChallenge>(body)
+            .ok()
+            .map(|r| r.user),
+        _ => None,
+    }
+}
+
+/// For an authenticated request (a [`Caller`] extension) of a page session: add the
+/// [`PageSession`] extension and refuse (`forbidden`) a `{user}` path parameter or a body user
+/// other than the bound one. Other callers' requests pass unchanged. Runs after routing.
+pub async fn bind_page_session(st: &AppState, req: Request) -> Result<Request, ApiError> {
+    let Some(caller) = req.extensions().get::<Caller>() else {
+        return Ok(req);
+    };
+    let Some(rec) = st.store.kiosk_session(&caller.token_id)? else {
+        return Ok(req);
+    };
+    let session = PageSession {
+        token_id: rec.token_id,
+        bound_user: rec.bound_user,
+    };
+    let (mut parts, body) = req.into_parts();
+    if let Ok(params) = RawPathParams::from_request_parts(&mut parts, &()).await {
+        for (name, value) in &params {
+            if name == "user" {
+                session.may_act_for(value)?;
+            }
+        }
+    }
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let body = match route {
+        Some(route)
+            if parts.method == Method::POST && USER_BODY_ROUTES.contains(&route.as_str()) =>
+        {
+            let bytes = axum::body::to_bytes(body, st.cfg.max_body_bytes)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is too large",
+                    )
+                })?;
+            if let Some(user) = body_user(&route, &bytes) {
+                session.may_act_for(&user)?;
+            }
+            Body::from(bytes)
+        }
+        _ => body,
+    };
+    parts.extensions.insert(session);
+    Ok(Request::from_parts(parts, body))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HandoffBody {
     token: String,
 }
 
-/// Check the upstream sign-in's signed handoff; the page learns the user only this way.
+/// Check the upstream sign-in's signed handoff (each token once); the page learns the user
+/// only this way. A page session is bound to the verified user, or to nobody when the check
+/// fails.
 async fn handoff(
     State(st): State<SharedState>,
+    session: Option<Extension<PageSession>>,
     ApiJson(body): ApiJson<HandoffBody>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(Extension(s)) = &session {
+        st.store.bind_kiosk_session(&s.token_id, None)?;
+    }
     let secret = kiosk::handoff_secret(&st.cfg).map_err(ApiError::internal)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let h = kiosk::verify_handoff(&secret, body.token.trim(), now)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "handoff_invalid", e.to_string()))?;
+    let invalid = |e: kiosk::HandoffError| {
+        ApiError::new(StatusCode::FORBIDDEN, "handoff_invalid", e.to_string())
+    };
+    let token = body.token.trim();
+    let h = kiosk::verify_handoff(&secret, token, now).map_err(invalid)?;
     crate::sms::validate_user(&h.user)
         .map_err(|_| ApiError::invalid("the handoff names an invalid user"))?;
+    let hash = kiosk::handoff_hash(token).ok_or_else(|| invalid(kiosk::HandoffError::Malformed))?;
+    if !st.store.use_kiosk_handoff(&hash, h.exp, now)? {
+        return Err(invalid(kiosk::HandoffError::Replayed));
+    }
+    if let Some(Extension(s)) = &session {
+        st.store
+            .bind_kiosk_session(&s.token_id, Some((&h.user, &h.display_name)))?;
+    }
     Ok(Json(
         json!({ "user": h.user, "display_name": h.display_name, "expires_at": h.exp }),
     ))
 }
 
-/// The user a reverse proxy on this machine signed in (when so configured). Only honoured
+/// The student is done (the page reset): a page session goes back to acting for nobody.
+async fn sign_out(
+    State(st): State<SharedState>,
+    session: Option<Extension<PageSession>>,
+) -> ApiResult<StatusCode> {
+    if let Some(Extension(s)) = session {
+        st.store.bind_kiosk_session(&s.token_id, None)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The user a reverse proxy on this machine signed in (when so configured), to which a page
+/// session is then bound (to nobody when the header names no valid user). Only honoured
 /// while keygate listens on loopback, so that every caller is local.
-async fn whoami(State(st): State<SharedState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+async fn whoami(
+    State(st): State<SharedState>,
+    session: Option<Extension<PageSession>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
     let Some(name) = &st.cfg.kiosk.trusted_user_header else {
         return Err(ApiError::not_found());
     };
@@ -161,7 +308,11 @@ async fn whoami(State(st): State<SharedState>, headers: HeaderMap) -> ApiResult<
     let user = headers
         .get(name.as_str())
         .and_then(|v| v.to_str().ok())
-        .filter(|u| crate::sms::validate_user(u).is_ok())
-        .ok_or_else(ApiError::not_found)?;
+        .filter(|u| crate::sms::validate_user(u).is_ok());
+    if let Some(Extension(s)) = &session {
+        st.store
+            .bind_kiosk_session(&s.token_id, user.map(|u| (u, u)))?;
+    }
+    let user = user.ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({ "user": user, "display_name": user })))
 }

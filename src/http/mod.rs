@@ -257,7 +257,11 @@ async fn authorize(st: &AppState, mut req: Request, next: Next, needed: Role) ->
             .into_response();
     }
     req.extensions_mut().insert::<Caller>(caller);
-    next.run(req).await
+    // A kiosk page session acts only for the student bound to it.
+    match kiosk::bind_page_session(st, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn require_kiosk(State(st): State<SharedState>, req: Request, next: Next) -> Response {

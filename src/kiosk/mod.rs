@@ -2,8 +2,11 @@
 //! handoff from the upstream sign-in (the page never trusts a typed user name).
 //!
 //! Handoff token: `base64url(payload) "." base64url(HMAC-SHA256(secret, payload))` with payload
-//! `{"user": "...", "display_name": "...", "exp": <unix seconds>}`. The campus sign-in (which
-//! knows who the student is) signs it and sends the kiosk browser to `/kiosk/#handoff=<token>`.
+//! `{"user": "...", "display_name": "...", "exp": <unix seconds>, "jti": "..."}`. The campus
+//! sign-in (which knows who the student is) signs it and sends the kiosk browser to
+//! `/kiosk/#handoff=<token>`. A token is accepted at most [`MAX_HANDOFF_TTL_SECS`] before its
+//! `exp` and only once (the HTTP layer records each used payload's [`handoff_hash`] until its
+//! `exp`); the optional `jti` keeps two hand-offs of one student in one second apart.
 
 use std::path::Path;
 
@@ -17,6 +20,9 @@ use sha2::{Digest, Sha256};
 pub const INDEX_HTML: &str = include_str!("assets/index.html");
 pub const APP_JS: &str = include_str!("assets/app.js");
 pub const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The longest a handoff may be valid: `exp` at most this far after its check.
+pub const MAX_HANDOFF_TTL_SECS: i64 = 600;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Handoff {
@@ -34,6 +40,10 @@ pub enum HandoffError {
     BadSignature,
     #[error("the sign-in handoff has expired")]
     Expired,
+    #[error("the sign-in handoff is valid for too long (at most 10 minutes)")]
+    TooLong,
+    #[error("the sign-in handoff was already used")]
+    Replayed,
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -42,8 +52,13 @@ fn mac(secret: &[u8], payload: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+/// Sign `h` with a fresh random `jti`, so that every token is distinct.
 pub fn sign_handoff(secret: &[u8], h: &Handoff) -> String {
-    let payload = serde_json::to_vec(h).expect("serialisable");
+    let mut v = serde_json::to_value(h).expect("serialisable");
+    let mut jti = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut jti);
+    v["jti"] = B64.encode(jti).into();
+    let payload = serde_json::to_vec(&v).expect("serialisable");
     format!(
         "{}.{}",
         B64.encode(&payload),
@@ -51,6 +66,8 @@ pub fn sign_handoff(secret: &[u8], h: &Handoff) -> String {
     )
 }
 
+/// Check signature and lifetime (`now < exp <= now + MAX_HANDOFF_TTL_SECS`). Single use is the
+/// caller's part: record [`handoff_hash`] of every accepted token.
 pub fn verify_handoff(secret: &[u8], token: &str, now_unix: i64) -> Result<Handoff, HandoffError> {
     let (p, s) = token.split_once('.').ok_or(HandoffError::Malformed)?;
     let payload = B64.decode(p).map_err(|_| HandoffError::Malformed)?;
@@ -63,7 +80,18 @@ pub fn verify_handoff(secret: &[u8], token: &str, now_unix: i64) -> Result<Hando
     if h.exp <= now_unix {
         return Err(HandoffError::Expired);
     }
+    if h.exp > now_unix.saturating_add(MAX_HANDOFF_TTL_SECS) {
+        return Err(HandoffError::TooLong);
+    }
     Ok(h)
+}
+
+/// What identifies a handoff for single use: SHA-256 of its signed payload (so re-encodings
+/// of one token are one token). None for a malformed token.
+pub fn handoff_hash(token: &str) -> Option<Vec<u8>> {
+    let (p, _) = token.split_once('.')?;
+    let payload = B64.decode(p).ok()?;
+    Some(Sha256::digest(&payload).to_vec())
 }
 
 /// The handoff key: configured, or `<data_dir>/kiosk-handoff.key` (created 0600).
@@ -119,7 +147,7 @@ mod tests {
         let h = Handoff {
             user: "r0123456".into(),
             display_name: "An Peeters".into(),
-            exp: 2_000,
+            exp: 1_500,
         };
         let t = sign_handoff(b"k", &h);
         assert_eq!(verify_handoff(b"k", &t, 1_000).unwrap(), h);
@@ -128,7 +156,7 @@ mod tests {
             HandoffError::BadSignature
         );
         assert_eq!(
-            verify_handoff(b"k", &t, 2_000).unwrap_err(),
+            verify_handoff(b"k", &t, 1_500).unwrap_err(),
             HandoffError::Expired
         );
         assert_eq!(
@@ -145,8 +173,118 @@ mod tests {
     }
 
     #[test]
+    fn handoff_lifetime_is_capped_and_tokens_are_distinct() {
+        let h = |exp| Handoff {
+            user: "r0123456".into(),
+            display_name: "An Peeters".into(),
+            exp,
+        };
+        let now = 1_000_000;
+        let edge = sign_handoff(b"k", &h(now + MAX_HANDOFF_TTL_SECS));
+        assert!(verify_handoff(b"k", &edge, now).is_ok());
+        let long = sign_handoff(b"k", &h(now + MAX_HANDOFF_TTL_SECS + 1));
+        assert_eq!(
+            verify_handoff(b"k", &long, now).unwrap_err(),
+            HandoffError::TooLong
+        );
+        let far = sign_handoff(b"k", &h(i64::MAX));
+        assert_eq!(
+            verify_handoff(b"k", &far, now).unwrap_err(),
+            HandoffError::TooLong
+        );
+        // Two hand-offs of one student in one second are two tokens, each used once.
+        let a = sign_handoff(b"k", &h(now + 60));
+        let b = sign_handoff(b"k", &h(now + 60));
+        assert_ne!(a, b);
+        assert_ne!(handoff_hash(&a), handoff_hash(&b));
+        assert_eq!(handoff_hash(&a), handoff_hash(&a.clone()));
+        assert_eq!(handoff_hash("garbage"), None);
+    }
+
+    /// Everything in `html` that a CSP without 'unsafe-inline' would block or that hides code
+    /// in markup: inline `<script>` (one without `src`), `<style>`, `style=` and `on...=`
+    /// attributes, `javascript:` URLs.
+    fn inline_code(html: &str) -> Vec<String> {
+        let lower = html.to_ascii_lowercase();
+        let mut found = Vec::new();
+        let mut rest = lower.as_str();
+        while let Some(open) = rest.find('<') {
+            let tag_end = rest[open..].find('>').map_or(rest.len(), |e| open + e + 1);
+            let tag = &rest[open..tag_end];
+            rest = &rest[tag_end..];
+            let name: String = tag[1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if name == "script" && !has_attr(tag, "src") {
+                found.push(format!("inline script: {tag}"));
+            }
+            if name == "style" {
+                found.push(format!("inline style element: {tag}"));
+            }
+            if has_attr(tag, "style") {
+                found.push(format!("style attribute: {tag}"));
+            }
+            if event_handler(tag) {
+                found.push(format!("event handler attribute: {tag}"));
+            }
+            if tag.contains("javascript:") {
+                found.push(format!("javascript: URL: {tag}"));
+            }
+        }
+        found
+    }
+
+    /// Whether a (lower-case) tag has the attribute `name`.
+    fn has_attr(tag: &str, name: &str) -> bool {
+        tag.match_indices(name).any(|(i, _)| {
+            let before = tag[..i].chars().next_back();
+            let after = tag[i + name.len()..].trim_start();
+            before.is_some_and(char::is_whitespace) && after.starts_with('=')
+        })
+    }
+
+    /// Whether a (lower-case) tag has an ` on[a-z]+=` attribute.
+    fn event_handler(tag: &str) -> bool {
+        tag.match_indices("on").any(|(i, _)| {
+            let before = tag[..i].chars().next_back();
+            let letters = tag[i + 2..]
+                .chars()
+                .take_while(char::is_ascii_lowercase)
+                .count();
+            let after = tag[i + 2 + letters..].trim_start();
+            before.is_some_and(char::is_whitespace) && letters > 0 && after.starts_with('=')
+        })
+    }
+
+    #[test]
+    fn the_inline_code_check_catches_what_it_should() {
+        for bad in [
+            "<script>alert(1)</script>",
+            "<script type=\"module\">x()</script>",
+            "<SCRIPT\n>x()</SCRIPT>",
+            "<button onclick=\"x()\">",
+            "<body ONLOAD = 'x()'>",
+            "<img src=\"a.png\" onerror=x>",
+            "<p style=\"color:red\">",
+            "<style>p{}</style>",
+            "<a href=\"javascript:x()\">",
+        ] {
+            assert!(!inline_code(bad).is_empty(), "not caught: {bad}");
+        }
+        for good in [
+            "<script src=\"app.js\" defer></script>",
+            "<button type=\"button\" id=\"lang-on\" data-t=\"done\">",
+            "<p>Hallo on=niets</p>",
+            "<link rel=\"stylesheet\" href=\"app.css\">",
+        ] {
+            assert_eq!(inline_code(good), Vec::<String>::new(), "{good}");
+        }
+    }
+
+    #[test]
     fn the_page_has_no_inline_script_or_style() {
-        assert!(!INDEX_HTML.contains("<script>") && !INDEX_HTML.contains("style="));
+        assert_eq!(inline_code(INDEX_HTML), Vec::<String>::new());
         assert!(INDEX_HTML.contains(r#"<script src="app.js""#));
         assert!(
             !INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"),

@@ -1,9 +1,21 @@
-//! One-time kiosk session codes.
+//! The kiosk page's server-side state: one-time session codes, page sessions (server-side
+//! expiry and the student a session is bound to), and used sign-in handoffs.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{fmt_time, now, Result, Store};
+
+/// A kiosk page session: the API token behind one `keygate kiosk-url` cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KioskSessionRecord {
+    pub token_id: String,
+    /// Unix seconds; the token is refused from then on.
+    pub expires_at: i64,
+    /// The student the session acts for, from a verified handoff or the trusted header.
+    pub bound_user: Option<String>,
+    pub bound_display_name: Option<String>,
+}
 
 impl Store {
     pub fn insert_kiosk_code(&self, code_hash: &[u8], expires_at: OffsetDateTime) -> Result<()> {
@@ -19,6 +31,67 @@ impl Store {
         let n = self.conn().execute(
             "UPDATE kiosk_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
             params![code_hash, fmt_time(now())],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Mark `token_id` as a kiosk page session valid until `expires_at` (Unix seconds), bound
+    /// to nobody. Rows are never deleted: a token with a row stays a page session for good.
+    pub fn insert_kiosk_session(&self, token_id: &str, expires_at: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, ?2, ?3)",
+            params![token_id, fmt_time(now()), expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// The page session behind `token_id`; None for every other token.
+    pub fn kiosk_session(&self, token_id: &str) -> Result<Option<KioskSessionRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT token_id, expires_at, bound_user, bound_display_name FROM kiosk_sessions WHERE token_id = ?1",
+                params![token_id],
+                |r| {
+                    Ok(KioskSessionRecord {
+                        token_id: r.get(0)?,
+                        expires_at: r.get(1)?,
+                        bound_user: r.get(2)?,
+                        bound_display_name: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Bind a page session to a student (`Some((user, display_name))`) or to nobody (`None`).
+    /// False when `token_id` is no page session.
+    pub fn bind_kiosk_session(&self, token_id: &str, user: Option<(&str, &str)>) -> Result<bool> {
+        let (u, d) = user.unzip();
+        let n = self.conn().execute(
+            "UPDATE kiosk_sessions SET bound_user = ?2, bound_display_name = ?3, bound_at = ?4 WHERE token_id = ?1",
+            params![token_id, u, d, user.map(|_| fmt_time(now()))],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Record a handoff token (by hash) as used until `expires_at` (Unix seconds): true only
+    /// the first time. Entries whose handoff has expired by `now_unix` are forgotten, since
+    /// the token itself is refused from then on.
+    pub fn use_kiosk_handoff(
+        &self,
+        token_hash: &[u8],
+        expires_at: i64,
+        now_unix: i64,
+    ) -> Result<bool> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM kiosk_handoffs_used WHERE expires_at <= ?1",
+            params![now_unix],
+        )?;
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO kiosk_handoffs_used (token_hash, expires_at) VALUES (?1, ?2)",
+            params![token_hash, expires_at],
         )?;
         Ok(n == 1)
     }

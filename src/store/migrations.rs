@@ -137,6 +137,23 @@ const MIGRATIONS: &[&str] = &[
         used_at TEXT
     );
     "#,
+    // 4: kiosk page sessions (one per kiosk-url use): server-side expiry and the student the
+    // session is bound to; and the SHA-256 of used sign-in handoffs, kept until their exp.
+    // Times in Unix seconds.
+    r#"
+    CREATE TABLE kiosk_sessions (
+        token_id TEXT PRIMARY KEY REFERENCES tokens(id),
+        created_at TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        bound_user TEXT,
+        bound_display_name TEXT,
+        bound_at TEXT
+    );
+    CREATE TABLE kiosk_handoffs_used (
+        token_hash BLOB PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,7 +1,8 @@
 // keygate kiosk page. Plain JavaScript, no framework, nothing loaded from elsewhere.
 // The user comes only from the upstream sign-in's signed handoff (#handoff=...) or a trusted
 // reverse-proxy header; there is no field to type a user name. All state is cleared after
-// inactivity and after each success.
+// inactivity and after each success (see reset); every node that shows a student's data or
+// an outcome carries data-clear, so that reset empties it.
 "use strict";
 
 const T = {
@@ -149,7 +150,7 @@ const $ = (id) => document.getElementById(id);
 const S = {
   lang: "nl", cfg: null, user: null, displayName: null, device: null, pin: null,
   kind: null, ceremony: null, es: null, challenge: null, lastInput: Date.now(),
-  timers: [], retry: null, screen: "start",
+  timers: [], retry: null, screen: "start", signingOut: null,
 };
 
 function t(key, vars) {
@@ -231,18 +232,34 @@ setInterval(() => {
   if (S.screen === "start" && S.user && idle > S.cfg.inactivity_secs * 1000) reset();
 }, 500);
 
-async function reset() {
+// Back to the page as the first student found it: Dutch, no student (here and on the
+// server: the session acts for nobody until the next handoff), no running ceremony or SMS
+// challenge, every form field at its default and every data-clear node empty.
+function reset() {
   clearTimers();
   if (S.es) { S.es.close(); S.es = null; }
   if (S.ceremony && S.kind) api("DELETE", `/v1/${S.kind}/${S.ceremony}`);
   if (S.challenge) api("DELETE", `/v1/sms/challenges/${S.challenge}`);
-  Object.assign(S, { user: null, displayName: null, device: null, pin: null, kind: null, ceremony: null, challenge: null, retry: null });
+  signOut();
+  Object.assign(S, { lang: "nl", user: null, displayName: null, device: null, pin: null, kind: null, ceremony: null, challenge: null, retry: null });
+  for (const f of document.forms) f.reset();
   for (const i of document.querySelectorAll("input")) i.value = "";
-  for (const e of document.querySelectorAll(".error")) e.textContent = "";
+  for (const sel of document.querySelectorAll("select")) sel.selectedIndex = 0;
+  for (const e of document.querySelectorAll("[data-clear], .error")) e.textContent = "";
+  $("btn-retry").classList.add("hidden");
+  $("btn-resend").disabled = false;
+  $("bar-fill").style.width = "";
   delete document.body.dataset.error;
   S.lastInput = Date.now();
-  renderStart();
+  applyLanguage();
   show("start");
+}
+
+// Unbind the session server-side; a handoff that follows waits for this (identify).
+function signOut() {
+  const prev = S.signingOut || Promise.resolve();
+  S.signingOut = prev.then(() => api("DELETE", "/v1/kiosk/handoff"));
+  return S.signingOut;
 }
 
 // ---- keys -----------------------------------------------------------------------------------
@@ -488,6 +505,7 @@ async function codeBack() {
 
 async function identify() {
   const m = /[#&]handoff=([^&]+)/.exec(location.hash);
+  if (S.signingOut) await S.signingOut;
   if (m) {
     history.replaceState(null, "", location.pathname);
     const r = await api("POST", "/v1/kiosk/handoff", { token: decodeURIComponent(m[1]) });
@@ -521,6 +539,8 @@ async function init() {
   const r = await api("GET", "/v1/kiosk/config");
   if (r.status !== 200) { S.cfg = null; showError("unauthorized"); return; }
   S.cfg = r.body;
+  // A reloaded page starts with nobody, like the server-side session.
+  await signOut();
   await identify();
   if (S.screen !== "error") show("start");
   document.body.dataset.ready = "true";
