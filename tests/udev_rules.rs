@@ -1,5 +1,6 @@
-//! The udev rules parse (line by line, udev's `KEY[{attr}]OP"value"` syntax) and cover every
-//! device of `udev/fido-devices.tsv` with group `keygate`, mode 0660 and `uaccess`; when this
+//! The udev rules parse (line by line, udev's `KEY[{attr}]OP"value"` syntax), give every FIDO
+//! node (the `ID_FIDO_TOKEN` rule and each device of `udev/fido-devices.tsv`) group `keygate`,
+//! mode 0660 and `uaccess`, and are exactly what `udev/gen-rules.py` generates; when this
 //! machine's udevadm can verify rule files, it does too.
 
 use std::collections::HashSet;
@@ -50,6 +51,9 @@ fn rules_parse_and_cover_every_listed_device() {
                 .map(|(_, op, v)| (op.as_str(), v.as_str()))
         };
         if let Some(("==", "1")) = get("ENV{ID_FIDO_TOKEN}") {
+            assert_eq!(get("GROUP"), Some(("=", "keygate")), "line {}", n + 1);
+            assert_eq!(get("MODE"), Some(("=", "0660")), "line {}", n + 1);
+            assert_eq!(get("TAG"), Some(("+=", "uaccess")), "line {}", n + 1);
             fido_token_rule = true;
         }
         if let (Some(("==", vid)), Some(("==", pid))) =
@@ -87,6 +91,36 @@ fn rules_parse_and_cover_every_listed_device() {
     }
     assert!(listed >= 20);
     assert!(RULES.contains("LABEL=\"keygate_fido_end\""));
+}
+
+#[test]
+fn the_committed_rules_are_the_generators_output() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/udev/gen-rules.py");
+    let out = match Command::new("python3")
+        .args([script, "--out", "-"])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "\n*** SKIPPED: python3 is not installed, so udev/gen-rules.py cannot be run to \
+                 compare its output with the committed rules (apt-get install python3) ***\n"
+            );
+            return;
+        }
+        Err(e) => panic!("running {script}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        generated == RULES,
+        "udev/70-keygate-fido.rules differs from `python3 udev/gen-rules.py --out -`: \
+         run `python3 udev/gen-rules.py` and commit the result"
+    );
 }
 
 #[test]

@@ -1,9 +1,20 @@
 #!/usr/bin/env python3
 """Writes udev/70-keygate-fido.rules from udev/fido-devices.tsv. tests/udev_rules.rs checks
-that the rules cover every listed device, so run this after editing the list."""
+that the committed rules are exactly this script's output and cover every listed device, so
+run this after editing the list.
+
+Usage: gen-rules.py [--out PATH]   (default: udev/70-keygate-fido.rules; `--out -` prints the
+rules on stdout and writes nothing)."""
+import argparse
 import pathlib
+import sys
 
 here = pathlib.Path(__file__).resolve().parent
+parser = argparse.ArgumentParser(description="Generate keygate's udev rules for FIDO keys.")
+parser.add_argument("--out", default=str(here / "70-keygate-fido.rules"),
+                    help="where to write the rules; - for stdout")
+args = parser.parse_args()
+
 devices = [l.split("\t") for l in (here / "fido-devices.tsv").read_text().splitlines()
            if l.strip() and not l.startswith("#")]
 lines = [
@@ -24,4 +35,8 @@ for vid, pid, name in devices:
     lines.append(f'# {name.strip()}')
     lines.append(f'ATTRS{{idVendor}}=="{vid}", ATTRS{{idProduct}}=="{pid}", GROUP="keygate", MODE="0660", TAG+="uaccess"')
 lines += ["", 'LABEL="keygate_fido_end"', ""]
-(here / "70-keygate-fido.rules").write_text("\n".join(lines))
+text = "\n".join(lines)
+if args.out == "-":
+    sys.stdout.write(text)
+else:
+    pathlib.Path(args.out).write_text(text)
