@@ -219,6 +219,9 @@ pub struct VonageConfig {
     pub api_key: String,
     pub api_secret: Secret,
     pub from: String,
+    /// The account's signature secret (dashboard: signing method "SHA-256 HMAC"): delivery
+    /// receipts at `/v1/sms/callbacks/vonage` must carry a valid `sig`; empty refuses them.
+    pub signature_secret: Secret,
 }
 
 impl Default for VonageConfig {
@@ -228,6 +231,7 @@ impl Default for VonageConfig {
             api_key: String::new(),
             api_secret: Secret::default(),
             from: "Odisee".into(),
+            signature_secret: Secret::default(),
         }
     }
 }

@@ -323,33 +323,67 @@ async fn five_wrong_codes_lock_the_user_for_sixteen_minutes() {
     assert_eq!(code(&e), "user_locked");
     assert_eq!(e["error"]["retry_after"], 60);
     clock.advance(Duration::from_secs(60));
-    // The lock is over: a new challenge, and a success resets the streak.
-    let (st, ch) = s
-        .post(
-            "/v1/sms/challenges",
-            json!({ "user": "r3", "phone_id": phone }),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{ch}");
-    let id = ch["id"].as_str().unwrap();
-    let c = inbox(&s, "+32475000003", 3).await[0]["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, e) = s
-        .post(
-            &format!("/v1/sms/challenges/{id}/verify"),
-            json!({ "code": wrong(&c) }),
-        )
-        .await;
-    assert_eq!(e["error"]["attempts_left"], 4);
-    let (st, _) = s
+    // The lock is over. A success resets the streak: 4 wrong codes, then the right one on a
+    // new challenge, then 4 wrong codes again are not a lock (9 in all, 4 in a row); the 5th is.
+    let new_challenge = |n: usize| {
+        let (s, phone) = (&s, &phone);
+        async move {
+            let (st, ch) = s
+                .post(
+                    "/v1/sms/challenges",
+                    json!({ "user": "r3", "phone_id": phone }),
+                )
+                .await;
+            assert_eq!(st, StatusCode::CREATED, "{ch}");
+            let c = inbox(s, "+32475000003", n).await[0]["code"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (ch["id"].as_str().unwrap().to_string(), c)
+        }
+    };
+    let wrong_codes = |id: String, c: String, n: u32| {
+        let s = &s;
+        async move {
+            for left in (5 - n..5).rev() {
+                let (st, e) = s
+                    .post(
+                        &format!("/v1/sms/challenges/{id}/verify"),
+                        json!({ "code": wrong(&c) }),
+                    )
+                    .await;
+                assert_eq!(
+                    (st, code(&e)),
+                    (StatusCode::UNPROCESSABLE_ENTITY, "wrong_code"),
+                    "{e}"
+                );
+                assert_eq!(e["error"]["attempts_left"], left);
+            }
+        }
+    };
+    let (id, c) = new_challenge(3).await;
+    wrong_codes(id, c, 4).await;
+    let (id, c) = new_challenge(4).await;
+    let (st, r) = s
         .post(
             &format!("/v1/sms/challenges/{id}/verify"),
             json!({ "code": c }),
         )
         .await;
-    assert_eq!(st, StatusCode::OK);
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let (id, c) = new_challenge(5).await;
+    wrong_codes(id.clone(), c.clone(), 4).await;
+    let (st, e) = s
+        .post(
+            &format!("/v1/sms/challenges/{id}/verify"),
+            json!({ "code": wrong(&c) }),
+        )
+        .await;
+    assert_eq!(
+        (st, code(&e)),
+        (StatusCode::TOO_MANY_REQUESTS, "user_locked"),
+        "5 in a row since the success: {e}"
+    );
     let (_, audit) = s.get("/v1/audit?user=r3").await;
     assert!(audit.to_string().contains("sms.user_locked"));
 }
@@ -630,4 +664,115 @@ async fn inbox_exists_only_under_simulate() {
         &keygate::config::Overrides::default(),
     );
     assert!(refused.unwrap_err().to_string().contains("console"));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_request() {
+    let (s, _) = server("").await;
+    let a = verified_phone(&s, "r15", "0475 00 00 15").await;
+    let b = verified_phone(&s, "r15", "0475 00 00 16").await;
+    let send = |key: &'static str, body: Value| {
+        let s = &s;
+        async move {
+            let r = s
+                .client
+                .post(format!("{}/v1/sms/challenges", s.base))
+                .bearer_auth(&s.kiosk)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, first) = send("k-1", json!({ "user": "r15", "phone_id": a })).await;
+    assert_eq!(st, StatusCode::CREATED, "{first}");
+    // The same request again, however it is spelt: the first challenge.
+    for same in [
+        json!({ "user": "r15", "phone_id": a }),
+        json!({ "user": "r15", "phone_id": a, "locale": "nl" }),
+        json!({ "user": "r15", "number": "+32 475 00 00 15" }),
+    ] {
+        let (st, v) = send("k-1", same.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{same}: {v}");
+        assert_eq!(v["id"], first["id"], "{same}");
+    }
+    // The same key with another phone, number or locale: a conflict, nothing sent.
+    for other in [
+        json!({ "user": "r15", "phone_id": b }),
+        json!({ "user": "r15", "number": "0475 00 00 16" }),
+        json!({ "user": "r15", "phone_id": a, "locale": "en" }),
+    ] {
+        let (st, e) = send("k-1", other.clone()).await;
+        assert_eq!(
+            (st, code(&e)),
+            (StatusCode::CONFLICT, "idempotency_conflict"),
+            "{other}: {e}"
+        );
+    }
+    // Keys are per user.
+    let c = verified_phone(&s, "r16", "0475 00 00 17").await;
+    let (st, v) = send("k-1", json!({ "user": "r16", "phone_id": c })).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inbox(&s, "+32475000015", 2).await.len(), 2);
+    assert_eq!(
+        inbox(&s, "+32475000016", 1).await.len(),
+        1,
+        "only the registration code went to the other phone"
+    );
+}
+
+#[tokio::test]
+async fn a_phone_whose_code_cannot_be_sent_is_not_registered() {
+    let (s, _) = server("[sms]\nglobal_hourly_budget = 1\n").await;
+    add_phone(&s, "r17", "0475 00 00 18").await;
+    let (st, e) = s
+        .post("/v1/users/r17/phones", json!({ "number": "0475 00 00 19" }))
+        .await;
+    assert_eq!(
+        (st, code(&e)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{e}"
+    );
+    let (st, e) = s
+        .post("/v1/users/r18/phones", json!({ "number": "0475 00 00 20" }))
+        .await;
+    assert_eq!(code(&e), "rate_limited", "{st} {e}");
+    let (_, phones) = s.get("/v1/users/r17/phones").await;
+    let phones = phones["phones"].as_array().unwrap().clone();
+    assert_eq!(phones.len(), 1, "only the first phone: {phones:?}");
+    assert_eq!(phones[0]["masked_number"], "+32 4•• •• •• 18");
+    let (_, phones) = s.get("/v1/users/r18/phones").await;
+    assert_eq!(phones["phones"], json!([]));
+    let (_, audit) = s.get("/v1/audit?user=r18").await;
+    assert!(
+        !audit.to_string().contains("phone.added"),
+        "no audit of a phone that was not added: {audit}"
+    );
+}
+
+#[tokio::test]
+async fn the_encrypted_code_is_wiped_when_the_challenge_expires_untouched() {
+    let (s, clock) = server("").await;
+    let v = add_phone(&s, "r19", "0475 00 00 21").await;
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    inbox(&s, "+32475000021", 1).await;
+    let store = &s.state.store;
+    let code_enc = || store.sms_challenge(&id).unwrap().unwrap().code_enc;
+    assert!(code_enc().is_some(), "kept while the challenge lives");
+    clock.advance(Duration::from_secs(299));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(code_enc().is_some(), "a sweep before expiry keeps it");
+    clock.advance(Duration::from_secs(1));
+    // Nobody touches the challenge: the worker's sweep alone wipes the code.
+    for _ in 0..250 {
+        if code_enc().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the expired challenge's encrypted code was never wiped");
 }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{code, TestServer};
+use hmac::{Hmac, Mac};
 use keygate::sms::providers::{twilio_signature, webhook_signature};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -165,4 +166,233 @@ async fn provider_unavailable_when_every_circuit_is_open() {
         (st, code(&e)),
         (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
     );
+}
+
+/// Post a signed webhook delivery report; returns the HTTP status.
+async fn webhook_report(s: &TestServer, id: &str, status: &str) -> StatusCode {
+    let body = json!({ "id": id, "status": status }).to_string();
+    s.client
+        .post(format!("{}/v1/sms/callbacks/webhook", s.base))
+        .header("content-type", "application/json")
+        .header(
+            "x-keygate-signature",
+            webhook_signature("s3cret", body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn delivery_status_only_moves_forward() {
+    let hook = MockServer::start().await;
+    for id in ["H-1", "H-2"] {
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(202).set_body_json(json!({ "id": id })))
+            .up_to_n_times(1)
+            .mount(&hook)
+            .await;
+    }
+    let s = TestServer::start_with(&format!(
+        "[sms]\nproviders = [\"webhook\"]\n[sms.webhook]\nurl = \"{}/sms\"\nsecret = \"s3cret\"\n",
+        hook.uri()
+    ))
+    .await;
+    let (_, v) = s
+        .post("/v1/users/r5/phones", json!({ "number": "0475 00 00 25" }))
+        .await;
+    let one = v["challenge"]["id"].as_str().unwrap().to_string();
+    wait_delivery(&s, &one, "sent").await;
+    let (_, v) = s
+        .post("/v1/users/r6/phones", json!({ "number": "0475 00 00 26" }))
+        .await;
+    let two = v["challenge"]["id"].as_str().unwrap().to_string();
+    wait_delivery(&s, &two, "sent").await;
+    let status = |id: String| {
+        let s = &s;
+        async move {
+            let (_, v) = s.get(&format!("/v1/sms/challenges/{id}")).await;
+            v["delivery"]["status"].as_str().unwrap().to_string()
+        }
+    };
+    // delivered is final: a late "sent" (reports arrive out of order) or "failed" is ignored.
+    assert_eq!(
+        webhook_report(&s, "H-1", "delivered").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(status(one.clone()).await, "delivered");
+    for late in ["sent", "failed", "undeliverable"] {
+        assert_eq!(
+            webhook_report(&s, "H-1", late).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            status(one.clone()).await,
+            "delivered",
+            "after a late {late}"
+        );
+    }
+    // undeliverable beats sent and is terminal.
+    assert_eq!(
+        webhook_report(&s, "H-2", "undeliverable").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(status(two.clone()).await, "undeliverable");
+    for late in ["sent", "delivered", "failed"] {
+        assert_eq!(
+            webhook_report(&s, "H-2", late).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            status(two.clone()).await,
+            "undeliverable",
+            "after a late {late}"
+        );
+    }
+}
+
+/// Vonage's "SHA-256 HMAC" webhook signature, computed here independently of keygate's.
+fn vonage_sig(secret: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<_> = params.iter().filter(|(k, _)| *k != "sig").collect();
+    sorted.sort();
+    let data: String = sorted
+        .iter()
+        .map(|(k, v)| format!("&{k}={}", v.replace(['&', '='], "_")))
+        .collect();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    hex::encode_upper(mac.finalize().into_bytes())
+}
+
+async fn vonage_form(s: &TestServer, params: &[(&str, &str)]) -> StatusCode {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    s.client
+        .post(format!("{}/v1/sms/callbacks/vonage", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn vonage_server(signature_secret: &str) -> (MockServer, TestServer) {
+    let vo = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({ "message-count": "1", "messages": [{ "status": "0", "message-id": "0A00000123ABCD1" }] }),
+        ))
+        .mount(&vo)
+        .await;
+    let s = TestServer::start_with(&format!(
+        "[sms]\nproviders = [\"vonage\"]\n[sms.vonage]\nbase_url = \"{}\"\napi_key = \"vk\"\n\
+         api_secret = \"vs\"\nsignature_secret = \"{signature_secret}\"\n",
+        vo.uri()
+    ))
+    .await;
+    (vo, s)
+}
+
+#[tokio::test]
+async fn vonage_delivery_receipts_are_signature_checked() {
+    let (_vo, s) = vonage_server("vonage-sig-secret").await;
+    let (_, v) = s
+        .post("/v1/users/r7/phones", json!({ "number": "0475 00 00 27" }))
+        .await;
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    wait_delivery(&s, &id, "sent").await;
+    // A DLR as Vonage posts it (form fields; `msisdn` is the recipient).
+    let mut params = vec![
+        ("msisdn", "32475000027"),
+        ("to", "Odisee"),
+        ("network-code", "20601"),
+        ("messageId", "0A00000123ABCD1"),
+        ("price", "0.06"),
+        ("status", "delivered"),
+        ("scts", "2611251200"),
+        ("err-code", "0"),
+        ("api-key", "vk"),
+        ("client-ref", "x&y=z"),
+        ("message-timestamp", "2026-11-25 12:00:00"),
+        ("timestamp", "1795608000"),
+        ("nonce", "2c1f3a1e-8f35-4c5d-9f1b-6c8d8e9f0a1b"),
+    ];
+    assert_eq!(
+        vonage_form(&s, &params).await,
+        StatusCode::UNAUTHORIZED,
+        "no sig"
+    );
+    let wrong = vonage_sig("another-secret", &params);
+    let mut forged = params.clone();
+    forged.push(("sig", &wrong));
+    assert_eq!(
+        vonage_form(&s, &forged).await,
+        StatusCode::UNAUTHORIZED,
+        "wrong secret"
+    );
+    let right = vonage_sig("vonage-sig-secret", &params);
+    let mut tampered = params.clone();
+    tampered.push(("sig", &right));
+    tampered[5] = ("status", "failed");
+    assert_eq!(
+        vonage_form(&s, &tampered).await,
+        StatusCode::UNAUTHORIZED,
+        "changed after signing"
+    );
+    assert_eq!(
+        wait_delivery(&s, &id, "sent").await["delivery"]["status"],
+        "sent"
+    );
+    params.push(("sig", &right));
+    assert_eq!(vonage_form(&s, &params).await, StatusCode::NO_CONTENT);
+    wait_delivery(&s, &id, "delivered").await;
+    // A receipt posted as JSON (Vonage's "POST-JSON" webhook method), with a lower-case sig.
+    let fields = [
+        ("messageId", "0A00000123ABCD1"),
+        ("status", "delivered"),
+        ("msisdn", "32475000027"),
+        ("timestamp", "1795608001"),
+    ];
+    let mut obj: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    obj.insert(
+        "sig".into(),
+        json!(vonage_sig("vonage-sig-secret", &fields).to_ascii_lowercase()),
+    );
+    let r = s
+        .client
+        .post(format!("{}/v1/sms/callbacks/vonage", s.base))
+        .json(&Value::Object(obj))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // An authentic receipt for a message keygate never sent.
+    let mut unknown = vec![("messageId", "nope"), ("status", "delivered")];
+    let sig = vonage_sig("vonage-sig-secret", &unknown);
+    unknown.push(("sig", &sig));
+    assert_eq!(vonage_form(&s, &unknown).await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn vonage_receipts_are_refused_without_a_signature_secret() {
+    let (_vo, s) = vonage_server("").await;
+    let (_, v) = s
+        .post("/v1/users/r8/phones", json!({ "number": "0475 00 00 28" }))
+        .await;
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    wait_delivery(&s, &id, "sent").await;
+    let mut params = vec![("messageId", "0A00000123ABCD1"), ("status", "delivered")];
+    // Signed with the empty secret: still refused, there is nothing to check it against.
+    let sig = vonage_sig("", &params);
+    params.push(("sig", &sig));
+    assert_eq!(vonage_form(&s, &params).await, StatusCode::UNAUTHORIZED);
+    let (_, g) = s.get(&format!("/v1/sms/challenges/{id}")).await;
+    assert_eq!(g["delivery"]["status"], "sent");
 }

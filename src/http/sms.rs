@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::SharedState;
 use crate::auth::{Caller, Role};
-use crate::sms::providers::{twilio_signature, webhook_signature};
+use crate::sms::providers::{twilio_signature, vonage_signature, webhook_signature};
 use crate::sms::template::Locale;
 use crate::sms::{NewChallenge, SmsError, SmsService};
 
@@ -25,7 +25,12 @@ impl From<SmsError> for ApiError {
             return ApiError::internal(d);
         }
         let code = e.code();
-        let mut err = ApiError::new(super::error::status_of(code), code, e.to_string());
+        let status = match e {
+            // The SMS layer's own code; every other code's status is the shared table's.
+            SmsError::IdempotencyConflict => StatusCode::CONFLICT,
+            _ => super::error::status_of(code),
+        };
+        let mut err = ApiError::new(status, code, e.to_string());
         if let SmsError::WrongCode { attempts_left } = e {
             err = err.with("attempts_left", attempts_left);
         }
@@ -221,6 +226,45 @@ fn twilio_status(s: &str) -> Option<&'static str> {
     })
 }
 
+/// Vonage's delivery receipt status -> keygate's delivery status; `unknown` says nothing new.
+fn vonage_status(s: &str) -> Option<Option<&'static str>> {
+    Some(Some(match s {
+        "accepted" | "buffered" => "sent",
+        "delivered" => "delivered",
+        "failed" => "failed",
+        "expired" | "rejected" => "undeliverable",
+        "unknown" => return Some(None),
+        _ => return None,
+    }))
+}
+
+/// A callback's parameters: a JSON object (strings kept, other values as JSON text) when the
+/// content type says JSON, form fields otherwise.
+fn callback_params(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<(String, String)>> {
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json {
+        return Ok(url::form_urlencoded::parse(body).into_owned().collect());
+    }
+    let v: Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::invalid("the body is not JSON"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("the body is not a JSON object"))?;
+    Ok(obj
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect())
+}
+
 async fn callback(
     State(st): State<SharedState>,
     Path(provider): Path<String>,
@@ -234,7 +278,8 @@ async fn callback(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
-    let (message_id, status) = match provider.as_str() {
+    // `None`: an authentic report that carries no new status (acknowledged, nothing changes).
+    let (message_id, status): (String, Option<&'static str>) = match provider.as_str() {
         "twilio" => {
             let cfg = &st.cfg.sms.twilio;
             let url = cfg
@@ -254,7 +299,24 @@ async fn callback(
                 .as_deref()
                 .and_then(twilio_status)
                 .ok_or_else(|| ApiError::invalid("unknown MessageStatus"))?;
-            (sid, status)
+            (sid, Some(status))
+        }
+        "vonage" => {
+            // Vonage signs webhooks only when the account asks for it: without a configured
+            // signature secret no receipt can be authenticated, so none is accepted.
+            let secret = &st.cfg.sms.vonage.signature_secret;
+            let params = callback_params(&headers, &body)?;
+            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let expected = vonage_signature(secret.expose(), &params);
+            let sig = get("sig").unwrap_or("").to_ascii_uppercase();
+            if secret.is_empty() || !same(&sig, &expected) {
+                return Err(bad_signature());
+            }
+            let id = get("messageId").ok_or_else(|| ApiError::invalid("messageId is missing"))?;
+            let status = get("status")
+                .and_then(vonage_status)
+                .ok_or_else(|| ApiError::invalid("unknown status"))?;
+            (id.to_string(), status)
         }
         "webhook" => {
             let secret = &st.cfg.sms.webhook.secret;
@@ -281,9 +343,12 @@ async fn callback(
                 "failed" => "failed",
                 _ => "undeliverable",
             };
-            (id.to_string(), status)
+            (id.to_string(), Some(status))
         }
         _ => return Err(ApiError::not_found()),
+    };
+    let Some(status) = status else {
+        return Ok(StatusCode::NO_CONTENT);
     };
     if sms.delivery_report(&provider, &message_id, status)? {
         Ok(StatusCode::NO_CONTENT)

@@ -376,7 +376,11 @@ mod tests {
             }
         }
         assert_eq!((by["flaky"], by["backup"]), (1, 15));
-        assert_eq!(d.health()[0].circuit, CircuitState::Closed, "the probe closed it");
+        assert_eq!(
+            d.health()[0].circuit,
+            CircuitState::Closed,
+            "the probe closed it"
+        );
         // Closed again: sends no longer wait for one another.
         flaky.gate.add_permits(4);
         for _ in 0..4 {
@@ -398,7 +402,10 @@ mod tests {
             let d = d.clone();
             tokio::spawn(async move { d.send(&msg()).await })
         };
-        until("the probe started", || flaky.calls.load(Ordering::SeqCst) == 1).await;
+        until("the probe started", || {
+            flaky.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
         for _ in 0..8 {
             assert_eq!(
                 d.send(&msg()).await,

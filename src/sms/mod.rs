@@ -90,6 +90,8 @@ pub enum SmsError {
     PhoneNotVerified,
     #[error("no SMS provider is available")]
     ProviderUnavailable,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict,
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -115,6 +117,7 @@ impl SmsError {
             SmsError::NotAMobileNumber => "not_a_mobile_number",
             SmsError::PhoneNotVerified => "phone_not_verified",
             SmsError::ProviderUnavailable => "provider_unavailable",
+            SmsError::IdempotencyConflict => "idempotency_conflict",
             SmsError::NotFound => "not_found",
             SmsError::Invalid(_) => "invalid_request",
             SmsError::Internal(_) => "internal",
@@ -190,6 +193,31 @@ pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// How often (real time) the outbox worker wipes the encrypted codes of ended challenges.
+const CODE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What an Idempotency-Key is bound to: the normalised request (user, the phone it resolved
+/// to, the locale with the default applied), as SHA-256 over length-prefixed fields.
+fn request_hash(user: &str, phone_id: &str, locale: Locale) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in ["keygate sms challenge v1", user, phone_id, locale.as_str()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+/// A new challenge that passed every check (lock, providers, budgets), with the rows that
+/// must be stored together with it; nothing is stored yet.
+struct Prepared {
+    ch: SmsChallengeRecord,
+    outbox_id: String,
+    send: SendLog,
+    audit: NewAudit,
+    country_code: u16,
+}
 
 fn secs_until(now: i64, at: i64) -> u64 {
     ((at - now).max(0) as u64).div_ceil(1000).max(1)
@@ -380,11 +408,6 @@ impl SmsService {
             }
         }
         let _g = self.guard.lock().await;
-        if let Some(k) = idempotency_key {
-            if let Some(existing) = self.store.sms_challenge_by_idempotency_key(&req.user, k)? {
-                return Ok((self.view(&existing), false));
-            }
-        }
         let phone = match (&req.phone_id, &req.number) {
             (Some(id), None) => self
                 .store
@@ -405,44 +428,67 @@ impl SmsService {
                 ))
             }
         };
+        let locale = req.locale.unwrap_or_default();
+        let idempotency = idempotency_key.map(|k| (k, request_hash(&req.user, &phone.id, locale)));
+        if let Some((k, hash)) = &idempotency {
+            if let Some(existing) = self.store.sms_challenge_by_idempotency_key(&req.user, k)? {
+                // A replay answers the first challenge; the same key with another request is
+                // a client bug. Rows stored before hashes were kept match any request.
+                if existing
+                    .idempotency_hash
+                    .as_ref()
+                    .is_some_and(|h| h != hash)
+                {
+                    return Err(SmsError::IdempotencyConflict);
+                }
+                return Ok((self.view(&existing), false));
+            }
+        }
         if !phone.verified {
             return Err(SmsError::PhoneNotVerified);
         }
-        let ch = self
-            .start(
-                &req.user,
-                &phone,
-                "sign_in",
-                req.locale.unwrap_or_default(),
-                idempotency_key,
-                actor,
-            )
-            .await?;
-        Ok((ch, true))
+        let parsed = self.parse_number(&phone.e164)?;
+        let p = self.prepare(
+            &req.user,
+            Some(&phone.id),
+            &parsed,
+            "sign_in",
+            locale,
+            idempotency,
+            actor,
+        )?;
+        self.store
+            .sms_insert_challenge(&p.ch, &p.outbox_id, &p.send, &p.audit)?;
+        Ok((self.started(&p), true))
     }
 
-    async fn start(
+    /// Check that a code may be sent now (lock, providers, budgets) and build the challenge.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
         &self,
         user: &str,
-        phone: &PhoneRecord,
+        phone_id: Option<&str>,
+        parsed: &phone::ParsedPhone,
         purpose: &str,
         locale: Locale,
-        idempotency_key: Option<&str>,
+        idempotency: Option<(&str, Vec<u8>)>,
         actor: &str,
-    ) -> Result<ChallengeView, SmsError> {
+    ) -> Result<Prepared, SmsError> {
         let now = self.now();
         self.check_lock(user, now)?;
         if self.dispatcher.is_empty() || !self.dispatcher.any_available() {
             return Err(SmsError::ProviderUnavailable);
         }
-        let parsed = self.parse_number(&phone.e164)?;
         self.check_budgets(&parsed.e164, parsed.country_code, now)?;
         let id = Self::new_id();
         let code = Code::generate();
+        let (idempotency_key, idempotency_hash) = idempotency
+            .map(|(k, h)| (Some(k.to_string()), Some(h)))
+            .unwrap_or_default();
         let ch = SmsChallengeRecord {
             id: id.clone(),
             user: user.to_string(),
-            phone_id: Some(phone.id.clone()),
+            phone_id: phone_id.map(str::to_string),
             e164: parsed.e164.clone(),
             purpose: purpose.to_string(),
             locale: locale.as_str().to_string(),
@@ -455,26 +501,40 @@ impl SmsService {
             last_sent_at: now,
             state: "pending".into(),
             delivery_status: "queued".into(),
-            idempotency_key: idempotency_key.map(str::to_string),
+            idempotency_key,
+            idempotency_hash,
         };
-        let masked = phone::mask(&parsed.e164);
         let audit = NewAudit::new("sms.challenge_created", actor)
             .user(user)
-            .detail(serde_json::json!({ "challenge": id, "purpose": purpose, "to": masked }));
-        self.store.sms_insert_challenge(
-            &ch,
-            &Self::new_id(),
-            &SendLog {
+            .detail(serde_json::json!({
+                "challenge": id,
+                "purpose": purpose,
+                "to": phone::mask(&parsed.e164),
+            }));
+        Ok(Prepared {
+            ch,
+            outbox_id: Self::new_id(),
+            send: SendLog {
                 e164: parsed.e164.clone(),
                 country_code: parsed.country_code,
                 at: now,
             },
-            &audit,
-        )?;
-        self.count_send(now, parsed.country_code);
-        tracing::info!(challenge = %id, to = %masked, purpose, "SMS challenge created");
+            audit,
+            country_code: parsed.country_code,
+        })
+    }
+
+    /// A prepared challenge was stored: count its send and wake the worker.
+    fn started(&self, p: &Prepared) -> ChallengeView {
+        self.count_send(p.send.at, p.country_code);
+        tracing::info!(
+            challenge = %p.ch.id,
+            to = %phone::mask(&p.ch.e164),
+            purpose = %p.ch.purpose,
+            "SMS challenge created"
+        );
         self.wake.notify_one();
-        Ok(self.view(&ch))
+        self.view(&p.ch)
     }
 
     pub fn get_challenge(&self, id: &str) -> Result<ChallengeView, SmsError> {
@@ -621,7 +681,8 @@ impl SmsService {
         Ok(self.view(&ch))
     }
 
-    /// Register a phone (unverified) and send it a verification code.
+    /// Register a phone (unverified) and send it a verification code. Atomic: when the code
+    /// cannot be sent (locked user, budgets, no provider) no phone is registered either.
     pub async fn add_phone(
         &self,
         user: &str,
@@ -640,15 +701,21 @@ impl SmsService {
         }
         let parsed = self.parse_number(number)?;
         let _g = self.guard.lock().await;
-        self.check_lock(user, self.now())?;
-        let audit = NewAudit::new("phone.added", actor)
+        let mut p = self.prepare(user, None, &parsed, "verify_phone", locale, None, actor)?;
+        let phone_audit = NewAudit::new("phone.added", actor)
             .user(user)
             .detail(serde_json::json!({ "to": phone::mask(&parsed.e164) }));
-        let phone = self.store.add_phone(user, &parsed.e164, label, &audit)?;
-        let ch = self
-            .start(user, &phone, "verify_phone", locale, None, actor)
-            .await?;
-        let phone = self.store.get_phone(&phone.id)?.ok_or(SmsError::NotFound)?;
+        let phone = self.store.sms_add_phone_with_challenge(
+            &parsed.e164,
+            label,
+            &phone_audit,
+            &p.ch,
+            &p.outbox_id,
+            &p.send,
+            &p.audit,
+        )?;
+        p.ch.phone_id = Some(phone.id.clone());
+        let ch = self.started(&p);
         Ok((self.phone_view(phone), ch))
     }
 
@@ -700,13 +767,32 @@ impl SmsService {
             .sms_delivery_report(provider, message_id, status)?)
     }
 
-    /// Run the outbox worker until the process ends.
+    /// Wipe the encrypted code of every challenge that has ended (expired, verified, failed,
+    /// cancelled), touched or not. The worker runs it every [`CODE_SWEEP_EVERY`]; public for
+    /// tests.
+    pub fn sweep_codes(&self) -> Result<usize, SmsError> {
+        let wiped = self.store.sms_wipe_ended_codes(self.now())?;
+        if wiped > 0 {
+            tracing::debug!(wiped, "encrypted codes of ended SMS challenges wiped");
+        }
+        Ok(wiped)
+    }
+
+    /// Run the outbox worker until the process ends: send what is due, and sweep the codes of
+    /// ended challenges.
     pub fn spawn_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let svc = self.clone();
         tokio::spawn(async move {
+            let mut last_sweep: Option<std::time::Instant> = None;
             loop {
                 if let Err(e) = svc.drain_outbox().await {
                     tracing::error!(error = %e, "SMS outbox worker");
+                }
+                if last_sweep.is_none_or(|t| t.elapsed() >= CODE_SWEEP_EVERY) {
+                    if let Err(e) = svc.sweep_codes() {
+                        tracing::error!(error = %e, "SMS code sweep");
+                    }
+                    last_sweep = Some(std::time::Instant::now());
                 }
                 tokio::select! {
                     _ = svc.wake.notified() => {}
@@ -742,9 +828,10 @@ impl SmsService {
             .as_deref()
             .and_then(|b| self.keys.decrypt(&ch.id, b));
         let Some(code) = code.filter(|_| ch.state == "pending" && now < ch.expires_at) else {
-            // The challenge ended before its message went out: nothing to send any more.
+            // The challenge ended before its message went out: nothing to send any more, and
+            // no reason to keep its code.
             ob.state = "dropped".into();
-            self.store.sms_outbox_update(&ob, None)?;
+            self.store.sms_outbox_drop(&ob, now)?;
             return Ok(());
         };
         // No "sending" write before the call: a crash mid-send leaves the row pending and the
@@ -796,5 +883,79 @@ impl SmsService {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: i64 = 1_790_000_000_000;
+
+    /// A service on an in-memory store with the console provider and no worker running: the
+    /// tests drive the outbox and the sweep themselves.
+    fn service(dir: &std::path::Path) -> (Arc<SmsService>, Store, Arc<ManualClock>) {
+        let cfg = crate::config::parse_config(
+            None,
+            &[],
+            &crate::config::Overrides {
+                data_dir: Some(dir.to_path_buf()),
+                simulate: Some(true),
+                listen: None,
+            },
+        )
+        .unwrap();
+        let store = Store::open_in_memory().unwrap();
+        let clock = Arc::new(ManualClock::new(START));
+        let svc = SmsService::new(cfg, store.clone(), clock.clone()).unwrap();
+        (svc, store, clock)
+    }
+
+    async fn challenge(svc: &SmsService, user: &str, number: &str) -> String {
+        svc.add_phone(user, number, None, Locale::default(), "test")
+            .await
+            .unwrap()
+            .1
+            .id
+    }
+
+    #[tokio::test]
+    async fn a_message_dropped_because_its_challenge_expired_wipes_the_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store, clock) = service(dir.path());
+        let id = challenge(&svc, "r1", "0475 00 00 01").await;
+        let queued = store.sms_outbox_due(i64::MAX, 10).unwrap();
+        assert_eq!(queued.len(), 1);
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(svc.drain_outbox().await.unwrap(), 1);
+        let ob = store.sms_outbox(&queued[0].id).unwrap().unwrap();
+        assert_eq!(ob.state, "dropped");
+        assert_eq!(store.sms_challenge(&id).unwrap().unwrap().code_enc, None);
+        assert!(svc
+            .inbox
+            .as_ref()
+            .unwrap()
+            .for_number("+32475000001")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_wipes_codes_of_expired_challenges_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store, clock) = service(dir.path());
+        let expiring = challenge(&svc, "r1", "0475 00 00 01").await;
+        svc.drain_outbox().await.unwrap();
+        clock.advance(Duration::from_secs(100));
+        let live = challenge(&svc, "r3", "0475 00 00 03").await;
+        let code_of = |id: &str| store.sms_challenge(id).unwrap().unwrap().code_enc;
+        assert!(code_of(&expiring).is_some());
+        assert_eq!(svc.sweep_codes().unwrap(), 0, "nothing has expired yet");
+        clock.advance(Duration::from_secs(200));
+        assert_eq!(svc.sweep_codes().unwrap(), 1);
+        assert_eq!(code_of(&expiring), None, "expired, never touched since");
+        assert!(code_of(&live).is_some(), "a live challenge keeps its code");
+        clock.advance(Duration::from_secs(100));
+        assert_eq!(svc.sweep_codes().unwrap(), 1);
+        assert_eq!(code_of(&live), None);
     }
 }

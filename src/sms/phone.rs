@@ -148,7 +148,12 @@ mod tests {
         let n = phonenumber::parse(Some(Id::BE), "0412345678").unwrap();
         assert!(!phonenumber::is_valid(&n), "the metadata has no 041x range");
         // The same formats with the lowest mobile prefix the metadata knows.
-        for input in ["0450 34 56 78", "0450/34.56.78", "+32 450 34 56 78", "0032450345678"] {
+        for input in [
+            "0450 34 56 78",
+            "0450/34.56.78",
+            "+32 450 34 56 78",
+            "0032450345678",
+        ] {
             assert_eq!(
                 parse(input, "BE", &allowed()).unwrap().e164,
                 "+32450345678",

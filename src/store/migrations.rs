@@ -154,6 +154,14 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // 5: SMS. `idempotency_hash`: SHA-256 of the normalised request an Idempotency-Key was
+    // first used with (a reuse with another request is a conflict; NULL on older rows). The
+    // partial index holds only challenges that still keep an encrypted code, so the periodic
+    // sweep that wipes ended challenges' codes reads live rows only.
+    r#"
+    ALTER TABLE sms_challenges ADD COLUMN idempotency_hash BLOB;
+    CREATE INDEX sms_challenges_code_kept ON sms_challenges (expires_at) WHERE code_enc IS NOT NULL;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -46,6 +46,8 @@ pub struct SmsChallengeRecord {
     pub state: String,
     pub delivery_status: String,
     pub idempotency_key: Option<String>,
+    /// SHA-256 of the normalised request `idempotency_key` was first used with.
+    pub idempotency_hash: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +81,8 @@ pub struct SendLog {
 
 const CH_COLS: &str =
     "id, user_name, phone_id, e164, purpose, locale, code_mac, code_enc, created_at, \
-    expires_at, attempts, resends, last_sent_at, state, delivery_status, idempotency_key";
+    expires_at, attempts, resends, last_sent_at, state, delivery_status, idempotency_key, \
+    idempotency_hash";
 const OB_COLS: &str = "id, challenge_id, created_at, state, attempts, next_attempt_at, provider, \
     provider_message_id, last_error, sent_at";
 
@@ -101,6 +104,7 @@ fn challenge_row(r: &Row<'_>) -> rusqlite::Result<SmsChallengeRecord> {
         state: r.get(13)?,
         delivery_status: r.get(14)?,
         idempotency_key: r.get(15)?,
+        idempotency_hash: r.get(16)?,
     })
 }
 
@@ -178,6 +182,47 @@ fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
     Ok(())
 }
 
+/// A delivery status only moves forward (`?2` is the new one): queued < sent < delivered, and
+/// failed/undeliverable beat queued and sent; delivered, failed and undeliverable are final.
+/// Reports arrive out of order (a late "sent" after "delivered"), and the worker's own "sent"
+/// can land after the provider's callback.
+const DELIVERY_MOVES_FORWARD: &str = "(delivery_status = 'queued' \
+     AND ?2 IN ('sent', 'delivered', 'failed', 'undeliverable') \
+     OR delivery_status = 'sent' AND ?2 IN ('delivered', 'failed', 'undeliverable'))";
+
+/// A challenge ended (not pending, or past its expiry at `?1`): its encrypted code must go.
+const ENDED_AT: &str = "(state != 'pending' OR expires_at <= ?1)";
+
+fn insert_challenge(c: &Connection, ch: &SmsChallengeRecord) -> Result<()> {
+    exec(
+        c,
+        &format!(
+            "INSERT INTO sms_challenges ({CH_COLS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        ),
+        params![
+            ch.id,
+            ch.user,
+            ch.phone_id,
+            ch.e164,
+            ch.purpose,
+            ch.locale,
+            ch.code_mac,
+            ch.code_enc,
+            ch.created_at,
+            ch.expires_at,
+            ch.attempts,
+            ch.resends,
+            ch.last_sent_at,
+            ch.state,
+            ch.delivery_status,
+            ch.idempotency_key,
+            ch.idempotency_hash
+        ],
+    )?;
+    Ok(())
+}
+
 fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
     exec(
         c,
@@ -204,38 +249,57 @@ impl Store {
         Ok(())
     }
 
-    /// Register a phone (unverified) or return the user's existing row for that number.
-    pub fn add_phone(
+    /// Register a phone (unverified; an existing row of the user for that number is reused,
+    /// its label updated when one is given) together with its verification challenge, the
+    /// challenge's first outbox message, send-log line and audits: all in one transaction, or
+    /// nothing. `ch.phone_id` is set to the phone's id; `phone_audit` is written only when the
+    /// phone is new.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sms_add_phone_with_challenge(
         &self,
-        user: &str,
         e164: &str,
         label: Option<&str>,
-        audit: &NewAudit,
+        phone_audit: &NewAudit,
+        ch: &SmsChallengeRecord,
+        outbox_id: &str,
+        send: &SendLog,
+        challenge_audit: &NewAudit,
     ) -> Result<PhoneRecord> {
         self.tx(|c| {
-            Self::ensure_user(c, user)?;
-            let existing = row(c,
-                    &format!("SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 AND e164 = ?2"),
-                    params![user, e164],
-                    phone_row,
-                )
-                .optional()?;
-            if let Some(t) = existing {
-                if label.is_some() {
-                    exec(c, "UPDATE phones SET label = ?2 WHERE id = ?1", params![t.0, label])?;
+            Self::ensure_user(c, &ch.user)?;
+            let existing: Option<String> = row(
+                c,
+                "SELECT id FROM phones WHERE user_name = ?1 AND e164 = ?2",
+                params![ch.user, e164],
+                |r| r.get(0),
+            )
+            .optional()?;
+            let phone_id = match existing {
+                Some(id) => {
+                    if label.is_some() {
+                        exec(c, "UPDATE phones SET label = ?2 WHERE id = ?1", params![id, label])?;
+                    }
+                    id
                 }
-                let id = t.0.clone();
-                return row(c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
-                    .map_err(StoreError::from)
-                    .and_then(to_phone);
-            }
-            let id = uuid::Uuid::new_v4().to_string();
-            exec(c,
-                "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                params![id, user, e164, label, fmt_time(now())],
-            )?;
-            insert_audit(c, audit)?;
-            row(c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![id], phone_row)
+                None => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    exec(c,
+                        "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                        params![id, ch.user, e164, label, fmt_time(now())],
+                    )?;
+                    insert_audit(c, phone_audit)?;
+                    id
+                }
+            };
+            let ch = SmsChallengeRecord {
+                phone_id: Some(phone_id.clone()),
+                ..ch.clone()
+            };
+            insert_challenge(c, &ch)?;
+            insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
+            insert_send(c, send)?;
+            insert_audit(c, challenge_audit)?;
+            row(c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![phone_id], phone_row)
                 .map_err(StoreError::from)
                 .and_then(to_phone)
         })
@@ -291,14 +355,7 @@ impl Store {
     ) -> Result<()> {
         self.tx(|c| {
             Self::ensure_user(c, &ch.user)?;
-            exec(c,
-                &format!("INSERT INTO sms_challenges ({CH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
-                params![
-                    ch.id, ch.user, ch.phone_id, ch.e164, ch.purpose, ch.locale, ch.code_mac, ch.code_enc,
-                    ch.created_at, ch.expires_at, ch.attempts, ch.resends, ch.last_sent_at, ch.state,
-                    ch.delivery_status, ch.idempotency_key
-                ],
-            )?;
+            insert_challenge(c, ch)?;
             insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
             insert_send(c, send)?;
             insert_audit(c, audit)?;
@@ -501,6 +558,34 @@ impl Store {
         Ok(())
     }
 
+    /// Forget the encrypted code of every challenge that ended by `at` (not pending, or
+    /// expired), whether or not anyone touched it since; returns how many were wiped.
+    pub fn sms_wipe_ended_codes(&self, at: i64) -> Result<usize> {
+        Ok(exec(
+            &self.conn(),
+            &format!("UPDATE sms_challenges SET code_enc = NULL WHERE code_enc IS NOT NULL AND {ENDED_AT}"),
+            params![at],
+        )?)
+    }
+
+    /// An outbox message that will not be sent because its challenge ended: the row is marked
+    /// and, in the same transaction, the challenge's code is wiped if it ended by `at`.
+    pub fn sms_outbox_drop(&self, ob: &OutboxRecord, at: i64) -> Result<()> {
+        self.tx(|c| {
+            exec(
+                c,
+                "UPDATE sms_outbox SET state = 'dropped', attempts = ?2 WHERE id = ?1",
+                params![ob.id, ob.attempts],
+            )?;
+            exec(
+                c,
+                &format!("UPDATE sms_challenges SET code_enc = NULL WHERE id = ?2 AND {ENDED_AT}"),
+                params![at, ob.challenge_id],
+            )?;
+            Ok(())
+        })
+    }
+
     /// After a restart: messages caught mid-send go back to the queue (sent at most once more).
     pub fn sms_outbox_recover(&self) -> Result<u64> {
         Ok(exec(
@@ -533,7 +618,8 @@ impl Store {
         .optional()?)
     }
 
-    /// Store an outbox row's new state and, when given, its challenge's delivery status.
+    /// Store an outbox row's new state and, when given and a move forward, its challenge's
+    /// delivery status.
     pub fn sms_outbox_update(
         &self,
         ob: &OutboxRecord,
@@ -550,7 +636,7 @@ impl Store {
             )?;
             if let Some(d) = delivery_status {
                 exec(c,
-                    "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1",
+                    &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
                     params![ob.challenge_id, d],
                 )?;
             }
@@ -558,7 +644,8 @@ impl Store {
         })
     }
 
-    /// A provider's delivery report; false when no message has that provider id.
+    /// A provider's delivery report; false when no message has that provider id. A report that
+    /// would move the status backwards (or off a final one) is accepted and ignored.
     pub fn sms_delivery_report(
         &self,
         provider: &str,
@@ -575,7 +662,10 @@ impl Store {
             let Some(ch) = challenge else {
                 return Ok(false);
             };
-            exec(c, "UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1", params![ch, status])?;
+            exec(c,
+                &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
+                params![ch, status],
+            )?;
             Ok(true)
         })
     }

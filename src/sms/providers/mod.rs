@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 
 pub use console::{ConsoleProvider, SimInbox, SimMessage};
 pub use twilio::{twilio_signature, TwilioProvider};
-pub use vonage::VonageProvider;
+pub use vonage::{vonage_signature, VonageProvider};
 pub use webhook::{webhook_signature, WebhookProvider};
 
 use crate::config::SmsConfig;
@@ -237,7 +237,10 @@ mod tests {
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
             Some(Duration::from_secs(30))
@@ -281,7 +284,10 @@ mod tests {
             ("(0475) 11-22-33", "(•••"),
             ("32475112233 rejected", "••• rejected"),
             ("code 042917 sent", "code ••• sent"),
-            ("HTTP 404: 1234 items, 3 left", "HTTP 404: 1234 items, 3 left"),
+            (
+                "HTTP 404: 1234 items, 3 left",
+                "HTTP 404: 1234 items, 3 left",
+            ),
             ("a + b", "a + b"),
         ] {
             assert_eq!(sanitize_detail(raw), want, "{raw}");

@@ -2,6 +2,7 @@
 //! 200 with a per-message status: "0" is success, "1" throttled (transient), others rejections.
 
 use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
 
 use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::config::VonageConfig;
@@ -67,5 +68,62 @@ impl SmsProvider for VonageProvider {
                 ))),
             }
         })
+    }
+}
+
+/// Vonage's `sig` on a signed webhook (such as a delivery receipt) for the "SHA-256 HMAC"
+/// signing method: every parameter except `sig`, sorted by name, joined as `&name=value` with
+/// `&` and `=` inside values replaced by `_`, HMAC-SHA256 keyed with the account's signature
+/// secret, upper-case hex.
+pub fn vonage_signature(signature_secret: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().filter(|(k, _)| k != "sig").collect();
+    sorted.sort();
+    let mut data = String::new();
+    for (k, v) in sorted {
+        data.push('&');
+        data.push_str(k);
+        data.push('=');
+        data.push_str(&v.replace(['&', '='], "_"));
+    }
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(signature_secret.as_bytes())
+        .expect("any key length");
+    mac.update(data.as_bytes());
+    hex::encode_upper(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_covers_sorted_parameters_but_sig() {
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let a = vonage_signature("s", &p(&[("status", "delivered"), ("messageId", "V1")]));
+        let b = vonage_signature(
+            "s",
+            &p(&[
+                ("messageId", "V1"),
+                ("sig", "whatever"),
+                ("status", "delivered"),
+            ]),
+        );
+        assert_eq!(a, b, "order and `sig` itself do not matter");
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(b"s").unwrap();
+        mac.update(b"&messageId=V1&status=delivered");
+        assert_eq!(a, hex::encode_upper(mac.finalize().into_bytes()));
+        // '&' and '=' inside values are replaced, so they cannot forge other parameters.
+        assert_eq!(
+            vonage_signature("s", &p(&[("a", "1&b=2")])),
+            vonage_signature("s", &p(&[("a", "1_b_2")]))
+        );
+        assert_ne!(
+            a,
+            vonage_signature("t", &p(&[("messageId", "V1"), ("status", "delivered")]))
+        );
     }
 }
