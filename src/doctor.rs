@@ -3,7 +3,9 @@
 //! rule to install), busy in another process, no libudev.
 //!
 //! The parsing (HID report descriptors, uevent files, /etc/group) is pure and unit-tested; the
-//! rest reads sysfs and tries to open each FIDO node the way the HID adapter will.
+//! rest reads sysfs, tries to open each FIDO node the way the HID adapter will, and looks in
+//! /proc for other processes holding it open (Linux hidraw has no exclusive open and never
+//! answers EBUSY, so "busy" can only be seen there).
 
 use std::path::{Path, PathBuf};
 
@@ -158,9 +160,80 @@ fn rule_installed() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
+/// A process that has a device node open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// `/proc/<pid>/comm`, or `?` when unreadable.
+    pub comm: String,
+}
+
+/// The processes other than `own_pid` with `node` open, from the `fd/*` symlinks under a
+/// /proc-like `proc_root`, sorted by pid. Processes whose fds cannot be read (other users', when
+/// not root) or that exit during the scan are left out: the answer is a lower bound.
+pub fn holders(proc_root: &Path, node: &Path, own_pid: u32) -> Vec<Holder> {
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own_pid {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == node));
+        if holds {
+            let comm = std::fs::read_to_string(entry.path().join("comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_else(|_| "?".into());
+            out.push(Holder { pid, comm });
+        }
+    }
+    out.sort_by_key(|h| h.pid);
+    out
+}
+
+/// The check of a node that opens, given the other processes holding it.
+fn opened_check(name: String, what: &str, others: &[Holder]) -> Check {
+    if others.is_empty() {
+        return Check {
+            name,
+            status: Status::Ok,
+            detail: format!("{what}: usable"),
+            fix: None,
+        };
+    }
+    let list: Vec<String> = others
+        .iter()
+        .map(|h| format!("pid {} ({})", h.pid, h.comm))
+        .collect();
+    // A warning, not a problem: the node opens, but every process holding it reads the key's
+    // replies too, and a ceremony in one collides with one in the other.
+    Check {
+        name,
+        status: Status::Warning,
+        detail: format!("{what}: busy in another process: {}", list.join(", ")),
+        fix: Some(
+            "close the other program using the key (a browser tab asking for it, another keygate \
+             or `keygate bench`) before a ceremony"
+                .into(),
+        ),
+    }
+}
+
 /// Examine one hidraw node; `None` when it is not a FIDO device.
-fn check_node(sys: &Path, dev_dir: &Path) -> Option<Check> {
-    use std::os::unix::fs::MetadataExt;
+fn check_node(sys: &Path, dev_dir: &Path, proc_root: &Path) -> Option<Check> {
     let node = sys.file_name()?.to_string_lossy().to_string();
     let descriptor = std::fs::read(sys.join("device/report_descriptor")).ok()?;
     if !usage_pages(&descriptor).contains(&FIDO_USAGE_PAGE) {
@@ -192,36 +265,15 @@ fn check_node(sys: &Path, dev_dir: &Path) -> Option<Check> {
             })
         }
     };
-    Some(match std::fs::OpenOptions::new().read(true).write(true).open(&dev) {
-        Ok(_) => Check {
-            name,
-            status: Status::Ok,
-            detail: format!("{what}: usable"),
-            fix: None,
-        },
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev);
+    Some(match opened {
+        Ok(_) => opened_check(name, &what, &holders(proc_root, &dev, std::process::id())),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let group = group_name(&std::fs::read_to_string("/etc/group").unwrap_or_default(), meta.gid())
-                .unwrap_or_else(|| meta.gid().to_string());
-            Check {
-                name,
-                status: Status::Problem,
-                detail: format!(
-                    "{what}: permission denied (mode {:o}, group `{group}`)",
-                    meta.mode() & 0o777
-                ),
-                fix: Some(format!(
-                    "install udev/{RULE_FILE} into /etc/udev/rules.d/ and run `udevadm control --reload && udevadm trigger` \
-                     (it gives group `keygate` read/write), then add the service user to that group: `usermod -aG keygate <user>`; \
-                     or, for a quick test, join group `{group}`"
-                )),
-            }
+            permission_denied(name, &what, &meta)
         }
-        Err(e) if e.raw_os_error() == Some(16) => Check {
-            name,
-            status: Status::Problem,
-            detail: format!("{what}: busy (another process holds it exclusively)"),
-            fix: Some("close other programs using the key (a browser tab asking for it, another keygate)".into()),
-        },
         Err(e) => Check {
             name,
             status: Status::Problem,
@@ -231,13 +283,39 @@ fn check_node(sys: &Path, dev_dir: &Path) -> Option<Check> {
     })
 }
 
-/// Examine this machine.
-pub fn run_doctor() -> DoctorReport {
-    run_doctor_in(Path::new("/sys/class/hidraw"), Path::new("/dev"))
+fn permission_denied(name: String, what: &str, meta: &std::fs::Metadata) -> Check {
+    use std::os::unix::fs::MetadataExt;
+    let group = group_name(
+        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        meta.gid(),
+    )
+    .unwrap_or_else(|| meta.gid().to_string());
+    Check {
+        name,
+        status: Status::Problem,
+        detail: format!(
+            "{what}: permission denied (mode {:o}, group `{group}`)",
+            meta.mode() & 0o777
+        ),
+        fix: Some(format!(
+            "install udev/{RULE_FILE} into /etc/udev/rules.d/ and run `udevadm control --reload && udevadm trigger` \
+             (it gives group `keygate` read/write), then add the service user to that group: `usermod -aG keygate <user>`; \
+             or, for a quick test, join group `{group}`"
+        )),
+    }
 }
 
-/// [`run_doctor`] over another sysfs/dev root (tests).
-pub fn run_doctor_in(sys_hidraw: &Path, dev_dir: &Path) -> DoctorReport {
+/// Examine this machine.
+pub fn run_doctor() -> DoctorReport {
+    run_doctor_in(
+        Path::new("/sys/class/hidraw"),
+        Path::new("/dev"),
+        Path::new("/proc"),
+    )
+}
+
+/// [`run_doctor`] over other sysfs, dev and proc roots (tests).
+pub fn run_doctor_in(sys_hidraw: &Path, dev_dir: &Path, proc_root: &Path) -> DoctorReport {
     let mut checks = Vec::new();
     checks.push(if libudev_present() {
         Check {
@@ -283,7 +361,7 @@ pub fn run_doctor_in(sys_hidraw: &Path, dev_dir: &Path) -> DoctorReport {
     sorted.sort();
     let keys: Vec<Check> = sorted
         .iter()
-        .filter_map(|n| check_node(n, dev_dir))
+        .filter_map(|n| check_node(n, dev_dir, proc_root))
         .collect();
     if keys.is_empty() {
         checks.push(Check {
@@ -362,7 +440,7 @@ mod tests {
             std::fs::write(d.join("uevent"), uevent).unwrap();
         }
         // No device node for the key: the doctor says so.
-        let r = run_doctor_in(&sys, &dev);
+        let r = run_doctor_in(&sys, &dev, &root.path().join("proc"));
         let key = r
             .checks
             .iter()
@@ -377,14 +455,100 @@ mod tests {
         assert!(!r.ok());
         // A node that opens: usable.
         std::fs::write(dev.join("hidraw1"), b"").unwrap();
-        let r = run_doctor_in(&sys, &dev);
+        let r = run_doctor_in(&sys, &dev, &root.path().join("proc"));
         let key = r.checks.iter().find(|c| c.name == "/dev/hidraw1").unwrap();
         assert_eq!(key.status, Status::Ok, "{}", key.detail);
         assert!(key.detail.contains("1050:0407"));
         assert!(r.to_string().contains("✔ /dev/hidraw1"));
+        // Another process has it open: named, with its pid.
+        let fd = root.path().join("proc/4242/fd");
+        std::fs::create_dir_all(&fd).unwrap();
+        std::os::unix::fs::symlink(dev.join("hidraw1"), fd.join("7")).unwrap();
+        std::fs::write(root.path().join("proc/4242/comm"), "chromium\n").unwrap();
+        let r = run_doctor_in(&sys, &dev, &root.path().join("proc"));
+        let key = r.checks.iter().find(|c| c.name == "/dev/hidraw1").unwrap();
+        assert_eq!(key.status, Status::Warning, "{}", key.detail);
+        assert!(
+            key.detail
+                .contains("busy in another process: pid 4242 (chromium)"),
+            "{}",
+            key.detail
+        );
+        assert!(r.ok(), "a shared node still opens");
         // Nothing at all.
         let empty = root.path().join("none");
-        let r = run_doctor_in(&empty, &dev);
+        let r = run_doctor_in(&empty, &dev, &root.path().join("proc"));
         assert!(r.to_string().contains("no HID raw devices"));
+    }
+
+    #[test]
+    fn holders_are_found_in_a_fake_proc() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let proc_root = root.path().join("proc");
+        let node = root.path().join("dev/hidraw3");
+        let other = root.path().join("dev/hidraw4");
+        let process = |pid: &str, comm: Option<&str>, fds: &[(&str, &Path)]| {
+            let dir = proc_root.join(pid);
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            if let Some(c) = comm {
+                std::fs::write(dir.join("comm"), format!("{c}\n")).unwrap();
+            }
+            for (n, target) in fds {
+                symlink(target, dir.join("fd").join(n)).unwrap();
+            }
+        };
+        let null = Path::new("/dev/null");
+        process("812", Some("chromium"), &[("0", null), ("23", &node)]);
+        process("97", Some("keygate"), &[("5", &node), ("6", &other)]);
+        process("1000", Some("bash"), &[("0", null), ("4", &other)]);
+        // Our own process is not "another process".
+        process("55", Some("keygate"), &[("3", &node)]);
+        // No comm (it exited mid-scan): still reported.
+        process("3001", None, &[("9", &node)]);
+        // Not a pid, and a pid whose fds cannot be listed (here: `fd` is a file).
+        process("self", Some("x"), &[("3", &node)]);
+        std::fs::create_dir_all(proc_root.join("77")).unwrap();
+        std::fs::write(proc_root.join("77/fd"), b"").unwrap();
+        assert_eq!(
+            holders(&proc_root, &node, 55),
+            vec![
+                Holder {
+                    pid: 97,
+                    comm: "keygate".into()
+                },
+                Holder {
+                    pid: 812,
+                    comm: "chromium".into()
+                },
+                Holder {
+                    pid: 3001,
+                    comm: "?".into()
+                },
+            ]
+        );
+        assert_eq!(
+            holders(&proc_root, &other, 55)
+                .iter()
+                .map(|h| h.pid)
+                .collect::<Vec<_>>(),
+            vec![97, 1000]
+        );
+        assert!(holders(&proc_root, Path::new("/dev/hidraw9"), 55).is_empty());
+        assert!(holders(&root.path().join("missing"), &node, 55).is_empty());
+    }
+
+    #[test]
+    fn the_real_proc_shows_our_own_open_node_only_to_others() {
+        // This process holds a file open; scanning /proc finds it under our pid, which the
+        // doctor skips.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().canonicalize().unwrap().join("node");
+        let _held = std::fs::File::create(&path).unwrap();
+        let me = std::process::id();
+        assert!(holders(Path::new("/proc"), &path, me).is_empty());
+        assert!(holders(Path::new("/proc"), &path, 0)
+            .iter()
+            .any(|h| h.pid == me));
     }
 }
