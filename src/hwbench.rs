@@ -2,6 +2,10 @@
 //! (real keys over HID, or the simulated ones) and writes a report per key as JSON, Markdown and
 //! JUnit XML. Nothing destructive: no PIN is set, no reset; credentials are made for the RP ID
 //! `keygate-bench.invalid` (discoverable ones only with `--discoverable`, as they use a slot).
+//!
+//! Every step runs through the key's [`DeviceActor`], never on the authenticator directly:
+//! ctap-hid-fido2 has no timeouts and a real key waits for a touch for as long as it likes, so
+//! only the actor's deadline (which sends CTAPHID_CANCEL) bounds a step on a real key.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,20 +16,46 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::ceremony::client::client_data_json;
+use crate::device::actor::DeviceActor;
+use crate::device::capture::CaptureSink;
 use crate::device::{
-    Authenticator, DeviceInfo, GetAssertionArgs, MakeCredentialArgs, OpContext, Pin, Progress,
+    Authenticator, DeviceError, DeviceInfo, GetAssertionArgs, MakeCredentialArgs, OpContext, Pin,
+    Progress,
 };
 
 pub const BENCH_RP: &str = "keygate-bench.invalid";
 
-#[derive(Debug, Clone)]
+/// Deadline of a step that needs no touch (GetInfo, PIN retries): a key that does not answer
+/// within it has hung.
+const SILENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra deadline per measured round trip, on top of [`SILENT_TIMEOUT`] (real keys answer
+/// GetInfo + getPinRetries in well under 100 ms).
+const ROUND_TRIP_BUDGET: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
 pub struct BenchOptions {
     /// Silent round trips (GetInfo) measured for p50/p99.
     pub iterations: usize,
     /// The key's PIN, for the user-verification steps.
     pub pin: Option<String>,
     pub discoverable: bool,
+    /// Deadline of each step that waits for a touch.
     pub touch_timeout: Duration,
+    /// Where the clientDataJSON of each ceremony is recorded (beside the CTAP capture), so a
+    /// replay can run the relying party's checks.
+    pub capture: Option<Arc<CaptureSink>>,
+}
+
+impl std::fmt::Debug for BenchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchOptions")
+            .field("iterations", &self.iterations)
+            .field("pin", &self.pin.as_ref().map(|_| "<redacted>"))
+            .field("discoverable", &self.discoverable)
+            .field("touch_timeout", &self.touch_timeout)
+            .field("capture", &self.capture.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,8 +86,35 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn ctx(timeout: Duration, prompt: &Arc<dyn Fn(Progress) + Send + Sync>) -> OpContext {
-    OpContext::new(Instant::now() + timeout, prompt.clone())
+/// One key behind its actor, driven from synchronous code.
+struct OnKey<'a> {
+    actor: &'a DeviceActor,
+    rt: tokio::runtime::Runtime,
+    prompt: Arc<dyn Fn(Progress) + Send + Sync>,
+    capture: Option<Arc<CaptureSink>>,
+}
+
+impl OnKey<'_> {
+    /// Run `op` on the key's thread; at `timeout` the actor cancels it and the step gets
+    /// `TouchTimeout`, whatever the authenticator does about deadlines itself.
+    fn run<T, F>(&self, timeout: Duration, op: F) -> Result<T, DeviceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Authenticator, &OpContext) -> Result<T, DeviceError> + Send + 'static,
+    {
+        let ctx = OpContext::new(Instant::now() + timeout, self.prompt.clone());
+        self.rt.block_on(self.actor.run(ctx, op))
+    }
+
+    fn record_client_data(&self, cdj: &[u8]) {
+        if let Some(sink) = &self.capture {
+            sink.record_client_data(self.actor.id(), cdj);
+        }
+    }
+}
+
+fn failed(e: DeviceError) -> String {
+    format!("{} ({})", e, e.code())
 }
 
 fn challenge() -> Vec<u8> {
@@ -131,8 +188,9 @@ impl Runner<'_> {
     }
 }
 
-/// Run the suite on one key. `say` shows progress (and "touch the key now").
-pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str)) -> KeyReport {
+/// Run the suite on one key, each step through the key's actor. `say` shows progress (and
+/// "touch the key now"). Blocks; must not be called from async code (it runs its own runtime).
+pub fn bench_key(key: &DeviceActor, opts: &BenchOptions, say: &dyn Fn(&str)) -> KeyReport {
     let prompt: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(|p| {
         if p == Progress::WaitingTouch {
             eprintln!("  >>> touch the key now <<<");
@@ -142,8 +200,34 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
         steps: Vec::new(),
         say,
     };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.steps.push(Step {
+                name: "start".into(),
+                ok: false,
+                ms: 0.0,
+                detail: format!("cannot start the bench's runtime: {e}"),
+            });
+            return KeyReport {
+                device: empty_info(key.id()),
+                steps: r.steps,
+                round_trip: None,
+                passed: false,
+            };
+        }
+    };
+    let key = OnKey {
+        actor: key,
+        rt,
+        prompt,
+        capture: opts.capture.clone(),
+    };
     let info = r.step("get_info", || {
-        let i = key.info().map_err(|e| e.to_string())?;
+        let i = key.run(SILENT_TIMEOUT, |a, _| a.info()).map_err(failed)?;
         let d = format!(
             "{} {:?}",
             i.model.clone().unwrap_or_else(|| i.product.clone()),
@@ -153,7 +237,7 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
     });
     let Some(info) = info else {
         return KeyReport {
-            device: empty_info(key),
+            device: empty_info(key.actor.id()),
             steps: r.steps,
             round_trip: None,
             passed: false,
@@ -168,7 +252,9 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
                     "a PIN was given but the key has none (keygate bench never sets one)".into(),
                 );
             }
-            let retries = key.pin_retries().map_err(|e| e.to_string())?;
+            let retries = key
+                .run(SILENT_TIMEOUT, |a, _| a.pin_retries())
+                .map_err(failed)?;
             p.check_policy(info.min_pin_length.unwrap_or(4))
                 .map_err(|e| e.to_string())?;
             Ok(((), format!("{retries} retries left")))
@@ -195,9 +281,12 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
             user_verification: uv,
             pin: pin.clone(),
         };
+        key.record_client_data(&cdj);
         let out = key
-            .make_credential(&args, &ctx(opts.touch_timeout, &prompt))
-            .map_err(|e| format!("{} ({})", e, e.code()))?;
+            .run(opts.touch_timeout, move |a, ctx| {
+                a.make_credential(&args, ctx)
+            })
+            .map_err(failed)?;
         let ad = crate::ceremony::client::attestation_auth_data(&out.attestation_object)
             .ok_or("no authData")?;
         let fmt = crate::device::ctap2::decode(&out.attestation_object)
@@ -223,9 +312,12 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
                     user_verification: uv,
                     pin: pin.clone(),
                 };
+                key.record_client_data(&cdj);
                 let out = key
-                    .get_assertion(&args, &ctx(opts.touch_timeout, &prompt))
-                    .map_err(|e| format!("{} ({})", e, e.code()))?;
+                    .run(opts.touch_timeout, move |a, ctx| {
+                        a.get_assertion(&args, ctx)
+                    })
+                    .map_err(failed)?;
                 let a = out.into_iter().next().ok_or("no assertion")?;
                 verify_assertion(&attested, &a.authenticator_data, &cdj, &a.signature)?;
                 let count = sign_count(&a.authenticator_data).unwrap_or(0);
@@ -277,8 +369,11 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
                 user_verification: true,
                 pin: pin.clone(),
             };
-            key.make_credential(&args, &ctx(opts.touch_timeout, &prompt))
-                .map_err(|e| e.to_string())?;
+            key.record_client_data(&cdj);
+            key.run(opts.touch_timeout, move |a, ctx| {
+                a.make_credential(&args, ctx)
+            })
+            .map_err(failed)?;
             Ok(((), "stored on the key".into()))
         });
         let cdj = client_data_json("webauthn.get", &challenge(), &format!("https://{BENCH_RP}"));
@@ -291,9 +386,12 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
                 user_verification: true,
                 pin: pin.clone(),
             };
+            key.record_client_data(&cdj);
             let all = key
-                .get_assertion(&args, &ctx(opts.touch_timeout, &prompt))
-                .map_err(|e| e.to_string())?;
+                .run(opts.touch_timeout, move |a, ctx| {
+                    a.get_assertion(&args, ctx)
+                })
+                .map_err(failed)?;
             if all
                 .iter()
                 .any(|a| a.user_handle.as_deref() == Some(&rk_user[..]))
@@ -304,27 +402,39 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
             }
         });
     }
-    let mut times = Vec::with_capacity(opts.iterations);
-    let rt = r.step(
-        &format!("round trip x{} (GetInfo, silent)", opts.iterations),
-        || {
-            for _ in 0..opts.iterations {
-                let t = Instant::now();
-                key.info().map_err(|e| e.to_string())?;
-                times.push(t.elapsed());
-            }
-            times.sort();
-            let p = |q: f64| ms(times[((times.len() as f64 - 1.0) * q).round() as usize]);
-            let rt = RoundTrip {
-                operation: "GetInfo+getPinRetries",
-                n: times.len(),
-                p50_ms: p(0.5),
-                p99_ms: p(0.99),
-            };
-            let d = format!("p50 {} ms, p99 {} ms", rt.p50_ms, rt.p99_ms);
-            Ok((rt, d))
-        },
-    );
+    let n = opts.iterations;
+    let rt = r.step(&format!("round trip x{n} (GetInfo, silent)"), || {
+        // One actor operation for the whole series, timed on the key's thread: the hop to the
+        // actor is not part of a CTAP round trip.
+        let budget = SILENT_TIMEOUT + ROUND_TRIP_BUDGET.saturating_mul(n as u32);
+        let mut times = key
+            .run(budget, move |a, ctx| {
+                let mut times = Vec::with_capacity(n);
+                for _ in 0..n {
+                    if ctx.is_cancelled() {
+                        return Err(DeviceError::Cancelled);
+                    }
+                    let t = Instant::now();
+                    a.info()?;
+                    times.push(t.elapsed());
+                }
+                Ok(times)
+            })
+            .map_err(failed)?;
+        if times.is_empty() {
+            return Err("no round trip measured".into());
+        }
+        times.sort();
+        let p = |q: f64| ms(times[((times.len() as f64 - 1.0) * q).round() as usize]);
+        let rt = RoundTrip {
+            operation: "GetInfo+getPinRetries",
+            n: times.len(),
+            p50_ms: p(0.5),
+            p99_ms: p(0.99),
+        };
+        let d = format!("p50 {} ms, p99 {} ms", rt.p50_ms, rt.p99_ms);
+        Ok((rt, d))
+    });
     let passed = r.steps.iter().all(|s| s.ok);
     KeyReport {
         device: info,
@@ -334,9 +444,9 @@ pub fn bench_key(key: &dyn Authenticator, opts: &BenchOptions, say: &dyn Fn(&str
     }
 }
 
-fn empty_info(key: &dyn Authenticator) -> DeviceInfo {
+fn empty_info(id: &str) -> DeviceInfo {
     DeviceInfo {
-        id: key.id(),
+        id: id.to_string(),
         transport: String::new(),
         product: String::new(),
         aaguid: None,
@@ -430,4 +540,117 @@ pub fn write_reports(out: &Path, n: usize, r: &KeyReport) -> std::io::Result<()>
     std::fs::write(base.with_extension("md"), markdown(r))?;
     std::fs::write(base.with_extension("xml"), junit(r))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{AssertionOutput, MakeCredentialOutput};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    /// A key that behaves like ctap-hid-fido2 in front of an untouched real key: a ceremony
+    /// blocks, ignoring the context's deadline and cancel flag, until [`Authenticator::cancel`]
+    /// (CTAPHID_CANCEL) makes it answer KEEPALIVE_CANCEL.
+    struct Untouched {
+        cancels: AtomicUsize,
+        cancelled: Mutex<bool>,
+        wake: Condvar,
+    }
+
+    impl Untouched {
+        fn wait_for_cancel(&self) -> DeviceError {
+            let mut c = self.cancelled.lock().unwrap();
+            while !*c {
+                c = self.wake.wait(c).unwrap();
+            }
+            *c = false;
+            DeviceError::Cancelled
+        }
+    }
+
+    impl Authenticator for Untouched {
+        fn id(&self) -> String {
+            "hid:/dev/hidraw-untouched".into()
+        }
+        fn info(&self) -> Result<DeviceInfo, DeviceError> {
+            let mut i = empty_info(&self.id());
+            i.transport = "hid".into();
+            i.product = "Untouched key".into();
+            i.versions = vec!["FIDO_2_0".into()];
+            Ok(i)
+        }
+        fn make_credential(
+            &self,
+            _: &MakeCredentialArgs,
+            ctx: &OpContext,
+        ) -> Result<MakeCredentialOutput, DeviceError> {
+            ctx.emit(Progress::WaitingTouch);
+            Err(self.wait_for_cancel())
+        }
+        fn get_assertion(
+            &self,
+            _: &GetAssertionArgs,
+            ctx: &OpContext,
+        ) -> Result<Vec<AssertionOutput>, DeviceError> {
+            ctx.emit(Progress::WaitingTouch);
+            Err(self.wait_for_cancel())
+        }
+        fn pin_retries(&self) -> Result<u32, DeviceError> {
+            Err(DeviceError::PinNotSet)
+        }
+        fn set_pin(&self, _: &Pin) -> Result<(), DeviceError> {
+            Err(DeviceError::OperationDenied)
+        }
+        fn change_pin(&self, _: &Pin, _: &Pin) -> Result<(), DeviceError> {
+            Err(DeviceError::OperationDenied)
+        }
+        fn cancel(&self) {
+            self.cancels.fetch_add(1, Ordering::SeqCst);
+            *self.cancelled.lock().unwrap() = true;
+            self.wake.notify_all();
+        }
+    }
+
+    #[test]
+    fn an_untouched_key_that_ignores_deadlines_times_out_at_the_touch_timeout() {
+        let auth = Arc::new(Untouched {
+            cancels: AtomicUsize::new(0),
+            cancelled: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let actor = DeviceActor::spawn(auth.clone());
+        let opts = BenchOptions {
+            iterations: 3,
+            pin: None,
+            discoverable: false,
+            touch_timeout: Duration::from_millis(400),
+            capture: None,
+        };
+        let started = Instant::now();
+        let report = bench_key(&actor, &opts, &|_| {});
+        let elapsed = started.elapsed();
+        assert!(!report.passed);
+        let mc = report
+            .steps
+            .iter()
+            .find(|s| s.name.starts_with("make_credential"))
+            .expect("the make_credential step ran");
+        assert!(!mc.ok);
+        assert!(mc.detail.contains("(touch_timeout)"), "{}", mc.detail);
+        assert!(
+            (400.0..2000.0).contains(&mc.ms),
+            "the step ends at its deadline: {} ms",
+            mc.ms
+        );
+        assert_eq!(
+            auth.cancels.load(Ordering::SeqCst),
+            1,
+            "the actor sent one cancel at the deadline"
+        );
+        // The key is free again: the silent round trips after it were measured.
+        let rt = report.round_trip.expect("round trips after the timeout");
+        assert_eq!(rt.n, 3);
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
 }

@@ -101,9 +101,13 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         touch_timeout_secs: u64,
         /// Record every CTAP request/response to this file (JSON lines; simulated keys only:
-        /// ctap-hid-fido2 does not expose a real key's bytes).
+        /// ctap-hid-fido2 does not expose a real key's bytes), with each ceremony's clientDataJSON.
         #[arg(long)]
         capture: Option<PathBuf>,
+        /// With --simulate: configure every simulated key first, with the JSON body of
+        /// `PATCH /v1/sim/keys/{id}` (e.g. '{"touch":"never"}' or '{"pin":"1234"}').
+        #[arg(long, value_name = "JSON")]
+        sim_key: Option<String>,
     },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
@@ -265,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             discoverable,
             touch_timeout_secs,
             capture,
+            sim_key,
         } => {
             let cfg = config::load(
                 config.as_deref(),
@@ -274,26 +279,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             )?;
+            let mut sink = None;
+            let sources: Vec<std::sync::Arc<dyn keygate::device::DeviceSource>> = if cfg.simulate {
+                keygate::daemon::ensure_data_dir(&cfg)?;
+                let bench = keygate::device::sim::SimBench::open(&cfg.data_dir, cfg.simulate_seed)?;
+                if let Some(json) = &sim_key {
+                    let change: keygate::device::sim::SimKeyOptions = serde_json::from_str(json)
+                        .map_err(|e| anyhow::anyhow!("--sim-key: {e}"))?;
+                    for key in bench.list() {
+                        bench.configure(&key.id, change.clone())?;
+                    }
+                }
+                if let Some(path) = &capture {
+                    bench.capture_to(path)?;
+                    sink = Some(std::sync::Arc::new(
+                        keygate::device::capture::CaptureSink::create(path)?,
+                    ));
+                }
+                vec![std::sync::Arc::new(bench)]
+            } else {
+                if capture.is_some() {
+                    anyhow::bail!("--capture works with --simulate only (ctap-hid-fido2 hides a real key's bytes)");
+                }
+                if sim_key.is_some() {
+                    anyhow::bail!("--sim-key configures simulated keys: it needs --simulate");
+                }
+                keygate::daemon::device_sources(&cfg)?
+            };
             let opts = keygate::hwbench::BenchOptions {
                 iterations: iterations.max(1),
                 pin,
                 discoverable,
                 touch_timeout: std::time::Duration::from_secs(touch_timeout_secs),
+                capture: sink,
             };
-            let sources: Vec<std::sync::Arc<dyn keygate::device::DeviceSource>> = match &capture {
-                Some(path) if cfg.simulate => {
-                    keygate::daemon::ensure_data_dir(&cfg)?;
-                    let bench = keygate::device::sim::SimBench::open(&cfg.data_dir, cfg.simulate_seed)?;
-                    bench.capture_to(path)?;
-                    vec![std::sync::Arc::new(bench)]
-                }
-                Some(_) => anyhow::bail!("--capture works with --simulate only (ctap-hid-fido2 hides a real key's bytes)"),
-                None => keygate::daemon::device_sources(&cfg)?,
-            };
-            let mut keys = Vec::new();
-            for source in sources {
-                keys.extend(source.enumerate()?);
-            }
+            // Each key behind its actor thread, as in the daemon: the actor enforces every
+            // step's deadline (and cancels the key at it).
+            let keys = keygate::device::actor::DeviceManager::new(sources).refresh()?;
             if keys.is_empty() {
                 eprintln!("no security key found (see `keygate doctor`)");
                 return Ok(ExitCode::from(1));
@@ -301,8 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut all_passed = true;
             for (n, key) in keys.iter().enumerate() {
                 eprintln!("key {} of {}: {}", n + 1, keys.len(), key.id());
-                let report =
-                    keygate::hwbench::bench_key(key.as_ref(), &opts, &|line| eprintln!("{line}"));
+                let report = keygate::hwbench::bench_key(key, &opts, &|line| eprintln!("{line}"));
                 keygate::hwbench::write_reports(&out, n + 1, &report)?;
                 all_passed &= report.passed;
                 println!(
