@@ -4,9 +4,11 @@
 //!   KEYGATE_HW_KEY=<hid path, e.g. /dev/hidraw3, or the key's AAGUID> \
 //!   cargo test --test hw -- --ignored --test-threads=1 --nocapture
 //!
-//! `KEYGATE_HW_PIN` is the key's PIN (for the user-verification tests). Tests that change the
-//! key for good (setting a PIN on a key without one) also need `KEYGATE_HW_DESTRUCTIVE=1`, and
-//! refuse a key that already has a PIN (a key in use) unless `KEYGATE_HW_ALLOW_CREDENTIALS=1`.
+//! `KEYGATE_HW_PIN` is the key's PIN (for the user-verification tests). An AAGUID names a model,
+//! not a key: when two plugged keys match it, the tests refuse to guess. The test that touches
+//! the key's PIN (sets one, which only a reset undoes; on a key with a PIN, changes it to
+//! `KEYGATE_HW_NEW_PIN` and back) also needs `KEYGATE_HW_DESTRUCTIVE=1`, and refuses a key that
+//! looks in use (see [`in_use`]) unless `KEYGATE_HW_ALLOW_CREDENTIALS=1`.
 //! `KEYGATE_HW_ATTESTATION_CA=<pem>` trusts an attestation CA (needed for discoverable enrollment).
 //! `KEYGATE_HW_UNPLUG=1` enables the test that asks the operator to pull the key out. The
 //! tests tell the operator what to do ("touch the key now") and time out cleanly.
@@ -74,20 +76,31 @@ impl Hw {
             .json()
             .await
             .unwrap();
-        let device = devices["devices"]
+        let matching: Vec<&Value> = devices["devices"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|d| {
+            .filter(|d| {
                 let id = d["id"].as_str().unwrap_or("");
                 id == wanted
                     || id == format!("hid:{wanted}")
                     || d["aaguid"].as_str() == Some(wanted.as_str())
             })
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!("no plugged key matches KEYGATE_HW_KEY={wanted}; plugged: {devices}")
-            });
+            .collect();
+        let device = match matching[..] {
+            [one] => one.clone(),
+            [] => panic!("no plugged key matches KEYGATE_HW_KEY={wanted}; plugged: {devices}"),
+            _ => panic!(
+                "refusing: {} plugged keys match KEYGATE_HW_KEY={wanted} (an AAGUID names a model, \
+                 not a key): {}; name the key under test by its hidraw path, or unplug the others",
+                matching.len(),
+                matching
+                    .iter()
+                    .map(|d| d["id"].as_str().unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         eprintln!("key under test: {device}");
         Hw {
             base,
@@ -125,6 +138,27 @@ impl Hw {
         r.json().await.unwrap_or(Value::Null)
     }
 
+    /// The key under test as `GET /v1/devices` shows it now.
+    async fn device_now(&self) -> Value {
+        let all: Value = self
+            .http
+            .get(format!("{}/v1/devices", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == self.device["id"])
+            .cloned()
+            .unwrap_or_else(|| panic!("the key under test is gone: {all}"))
+    }
+
     fn pin(&self) -> Option<String> {
         if self.device["pin_set"] == true {
             Some(env("KEYGATE_HW_PIN").expect("the key has a PIN: set KEYGATE_HW_PIN"))
@@ -156,6 +190,96 @@ impl Hw {
         say("touch the key now (30 s)");
         self.post("/v1/assertions?wait=true", body).await.1
     }
+}
+
+/// Why the key looks in use, or `None` for a key that shows no sign of use. `count` is
+/// [`discoverable_count`]'s answer, asked before the daemon opened the key.
+///
+/// A key cannot list the non-discoverable credentials it made (they live, wrapped, in each
+/// relying party's database), and GetInfo reports only the *remaining* discoverable slots
+/// (CTAP 2.1 `remainingDiscoverableCredentials`), never how many there were, so "holds
+/// credentials" is judged from what the key can tell:
+/// - a set PIN: someone set the key up for use. This is the deciding signal, and conservative:
+///   a key with a PIN and no credential at all is refused too;
+/// - with the PIN (`KEYGATE_HW_PIN`) and CTAP 2.1 credential management (`credMgmt` or
+///   `credentialMgmtPreview` in GetInfo's options): the exact number of discoverable
+///   credentials, named in the refusal.
+///
+/// A key without a PIN shows no sign of use: it holds no PIN-protected credential, and the
+/// non-discoverable (or UV-less discoverable) ones it may hold cannot be seen, but setting a PIN
+/// leaves them working.
+fn in_use(device: &Value, count: &Option<Result<Option<u32>, String>>) -> Option<String> {
+    if device["pin_set"] != true {
+        return None;
+    }
+    let mut why = String::from("it has a PIN");
+    match count {
+        Some(Ok(Some(n))) => why.push_str(&format!(" and holds {n} discoverable credential(s)")),
+        Some(Ok(None)) => why.push_str(" (it offers no credential management to count them)"),
+        Some(Err(e)) => why.push_str(&format!(" (counting its credentials failed: {e})")),
+        None => why.push_str(" (set KEYGATE_HW_PIN to count its credentials)"),
+    }
+    if let Some(left) = device["remaining_discoverable_credentials"].as_u64() {
+        why.push_str(&format!("; {left} discoverable slot(s) left"));
+    }
+    Some(why)
+}
+
+/// How many discoverable credentials the key named by `KEYGATE_HW_KEY` holds (CTAP 2.1
+/// credential management, getCredsMetadata, with `KEYGATE_HW_PIN`): `None` without a PIN to
+/// ask with, `Ok(None)` when the key has no PIN or offers no credential management.
+///
+/// Must run before the daemon opens the key: hidraw hands every input report to every open
+/// handle and ctap-hid-fido2 reads the next report without checking its channel id, so this
+/// handle's traffic would sit in the daemon's queue and be read as the answers to its next
+/// requests. It talks to ctap-hid-fido2 directly because keygate's adapter has no credential
+/// management (keygate never lists or deletes a key's credentials).
+fn discoverable_count() -> Option<Result<Option<u32>, String>> {
+    use ctap_hid_fido2::{FidoKeyHid, HidParam, LibCfg};
+    let pin = env("KEYGATE_HW_PIN")?;
+    let wanted = env("KEYGATE_HW_KEY")?;
+    let run = || -> anyhow::Result<Option<u32>> {
+        let mut cfg = LibCfg::init();
+        cfg.enable_log = false;
+        cfg.enable_keep_alive_msg = false;
+        let open = |path: &str, cfg: &LibCfg| FidoKeyHid::new(&[HidParam::Path(path.into())], cfg);
+        let path = match wanted.strip_prefix("hid:").unwrap_or(&wanted) {
+            p if p.starts_with('/') => p.to_string(),
+            aaguid => {
+                let mut found = Vec::new();
+                for dev in ctap_hid_fido2::get_fidokey_devices() {
+                    let HidParam::Path(p) = dev.param else {
+                        continue;
+                    };
+                    let info = open(&p, &cfg)?.get_info()?;
+                    if uuid::Uuid::from_slice(&info.aaguid)
+                        .is_ok_and(|u| u.to_string() == aaguid.to_lowercase())
+                    {
+                        found.push(p);
+                    }
+                }
+                match <[String; 1]>::try_from(found) {
+                    Ok([p]) => p,
+                    Err(found) => {
+                        anyhow::bail!("{} plugged keys have AAGUID {aaguid}", found.len())
+                    }
+                }
+            }
+        };
+        let info = open(&path, &cfg)?.get_info()?;
+        let offered = |name: &str| info.options.iter().any(|(k, v)| k == name && *v);
+        if !offered("clientPin") || (!offered("credMgmt") && !offered("credentialMgmtPreview")) {
+            return Ok(None);
+        }
+        cfg.use_pre_credential_management = !offered("credMgmt");
+        let count = open(&path, &cfg)?.credential_management_get_creds_metadata(Some(&pin))?;
+        Ok(Some(count.existing_resident_credentials_count))
+    };
+    // hidapi panics instead of failing where it has no hidraw access.
+    Some(match std::panic::catch_unwind(run) {
+        Ok(r) => r.map_err(|e| format!("{e:#}")),
+        Err(_) => Err("the HID library panicked".into()),
+    })
 }
 
 #[tokio::test]
@@ -221,6 +345,12 @@ async fn hw_wrong_pin_counts_down() {
         retries >= 4,
         "refusing: only {retries} PIN retries left on this key"
     );
+    // A credential to verify with afterwards (the right PIN also resets the counter here).
+    let e = hw.enroll("hw-user-pin", json!({})).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    let start = hw.device_now().await["pin_retries"]
+        .as_u64()
+        .expect("a key with a PIN reports its retries");
     let wrong = if pin == "00000000" {
         "11111111"
     } else {
@@ -229,24 +359,25 @@ async fn hw_wrong_pin_counts_down() {
     let (_, v) = hw
         .post(
             "/v1/assertions?wait=true",
-            json!({ "device": hw.id(), "pin": wrong, "user_verification": "required" }),
+            json!({ "device": hw.id(), "user": "hw-user-pin", "pin": wrong, "user_verification": "required" }),
         )
         .await;
     assert_eq!(v["error"]["code"], "pin_invalid", "{v}");
-    assert_eq!(v["error"]["retries_left"].as_u64(), Some(retries - 1));
+    assert_eq!(v["error"]["retries_left"].as_u64(), Some(start - 1), "{v}");
+    assert_eq!(
+        hw.device_now().await["pin_retries"].as_u64(),
+        Some(start - 1)
+    );
     hw.delete(&format!("/v1/assertions/{}", v["id"].as_str().unwrap()))
         .await;
-    // The right PIN resets the counter (the key has no credential for this RP: no_credentials is fine).
-    say("touch the key now (30 s)");
-    let (_, v) = hw
-        .post(
-            "/v1/assertions?wait=true",
-            json!({ "device": hw.id(), "pin": pin }),
-        )
-        .await;
-    assert!(
-        matches!(v["state"].as_str(), Some("succeeded" | "failed")),
-        "{v}"
+    // The right PIN verifies and puts the retries back where they were.
+    let a = hw.verify(Some("hw-user-pin")).await;
+    assert_eq!(a["state"], "succeeded", "{a}");
+    assert_eq!(a["result"]["user_verified"], true, "{a}");
+    assert_eq!(
+        hw.device_now().await["pin_retries"].as_u64(),
+        Some(start),
+        "the retries are restored after the right PIN"
     );
 }
 
@@ -305,7 +436,7 @@ async fn hw_unplug_mid_ceremony() {
 }
 
 #[tokio::test]
-#[ignore = "DESTRUCTIVE: sets a PIN; needs KEYGATE_HW_DESTRUCTIVE=1"]
+#[ignore = "DESTRUCTIVE: sets a PIN (or changes it and back); needs KEYGATE_HW_DESTRUCTIVE=1"]
 async fn hw_set_pin_destructive() {
     if env("KEYGATE_HW_DESTRUCTIVE").as_deref() != Some("1") {
         eprintln!(
@@ -313,26 +444,46 @@ async fn hw_set_pin_destructive() {
         );
         return;
     }
+    let count = discoverable_count();
     let hw = Hw::start().await;
-    if hw.device["pin_set"] == true {
+    if let Some(why) = in_use(&hw.device, &count) {
         assert_eq!(
             env("KEYGATE_HW_ALLOW_CREDENTIALS").as_deref(),
             Some("1"),
-            "refusing: this key already has a PIN (it is in use); set KEYGATE_HW_ALLOW_CREDENTIALS=1 to go on"
+            "refusing: the key looks in use: {why}; set KEYGATE_HW_ALLOW_CREDENTIALS=1 to go on"
         );
-        eprintln!("SKIPPED: the key already has a PIN");
-        return;
+        eprintln!("going on with a key in use ({why}): KEYGATE_HW_ALLOW_CREDENTIALS=1");
     }
     let new_pin =
         env("KEYGATE_HW_NEW_PIN").expect("set KEYGATE_HW_NEW_PIN to the PIN to give the key");
+    let pin_path = format!("/v1/devices/{}/pin", hw.id().replace('/', "%2F"));
+    let Some(current) = hw.pin() else {
+        let (st, v) = hw.post(&pin_path, json!({ "new_pin": new_pin })).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["device"]["pin_set"], true, "{v}");
+        assert_eq!(hw.device_now().await["pin_set"], true);
+        return;
+    };
+    // The key has a PIN: change it, then change it back, which works only if the new PIN took.
+    assert_ne!(
+        current, new_pin,
+        "KEYGATE_HW_NEW_PIN must differ from KEYGATE_HW_PIN"
+    );
     let (st, v) = hw
         .post(
-            &format!("/v1/devices/{}/pin", hw.id().replace('/', "%2F")),
-            json!({ "new_pin": new_pin }),
+            &pin_path,
+            json!({ "current_pin": current, "new_pin": new_pin }),
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    assert_eq!(v["device"]["pin_set"], true);
+    assert_eq!(v["device"]["pin_set"], true, "{v}");
+    let (st, v) = hw
+        .post(
+            &pin_path,
+            json!({ "current_pin": new_pin, "new_pin": current }),
+        )
+        .await;
+    assert_eq!(st, 200, "the new PIN works, and the old one is back: {v}");
 }
 
 #[tokio::test]

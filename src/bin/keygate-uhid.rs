@@ -226,8 +226,10 @@ fn main() {
                                 if let Some(c) = &capture {
                                     c.record("uhid:1", &m.data, &resp);
                                 }
-                                dev.send(m.cid, cmd::CBOR, &resp);
+                                // Free before answering: a client sends its next request as
+                                // soon as it has this response, and must not get CHANNEL_BUSY.
                                 busy.store(false, Ordering::SeqCst);
+                                dev.send(m.cid, cmd::CBOR, &resp);
                             });
                         }
                         _ => dev.send(m.cid, cmd::ERROR, &[err::INVALID_CMD]),
