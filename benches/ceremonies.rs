@@ -21,10 +21,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// A `kB` field of /proc/PID/status: `VmRSS`, `RssAnon` (heap, stacks), `RssFile` (mapped
+/// pages of the binary and libraries, shared with the page cache).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -237,7 +239,7 @@ fn process_figures() {
     let bin = env!("CARGO_BIN_EXE_keygate");
     let tmp = tempfile::tempdir().unwrap();
     let mut readies = Vec::new();
-    let mut rss = 0;
+    let (mut rss, mut anon, mut file) = (0, 0, 0);
     for _ in 0..5 {
         let t = Instant::now();
         let mut child = Command::new(bin)
@@ -260,7 +262,9 @@ fn process_figures() {
             .unwrap();
         readies.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(500));
-        rss = rss_kib(child.id()).unwrap_or(0);
+        rss = status_kib(child.id(), "VmRSS:").unwrap_or(0);
+        anon = status_kib(child.id(), "RssAnon:").unwrap_or(0);
+        file = status_kib(child.id(), "RssFile:").unwrap_or(0);
         child.kill().unwrap();
         child.wait().unwrap();
     }
@@ -269,5 +273,10 @@ fn process_figures() {
         "start-to-ready (warm data dir, median of 5): {:.1} ms",
         ms(readies[2])
     );
-    println!("idle RSS: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "idle RSS: {:.1} MiB ({:.1} MiB anonymous, {:.1} MiB file-backed: the binary's mapped code and data)",
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
+    );
 }

@@ -6,7 +6,6 @@
 //! [`ManualClock`]. Every state change runs under one mutex (the daemon is one process) and,
 //! in the store, under `state = 'pending'` guards, so concurrent verifies cannot both win.
 
-mod budget;
 pub mod code;
 pub mod dispatch;
 pub mod phone;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 
 use crate::config::Config;
 use crate::store::{
@@ -193,7 +192,7 @@ pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-use budget::{Stripes, HOUR_MS};
+const HOUR_MS: i64 = 3_600_000;
 
 /// How often (real time) the outbox worker wipes the encrypted codes of ended challenges.
 const CODE_SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -217,6 +216,7 @@ struct Prepared {
     outbox_id: String,
     send: SendLog,
     audit: NewAudit,
+    country_code: u16,
 }
 
 fn secs_until(now: i64, at: i64) -> u64 {
@@ -246,15 +246,11 @@ pub struct SmsService {
     dispatcher: Dispatcher,
     /// Present under `--simulate`: what the console provider "sent".
     pub inbox: Option<Arc<SimInbox>>,
-    /// Serialises the check-then-act sequences of one user (lockout, attempts, idempotency)
-    /// and of one number (its send budget), striped so that other users proceed meanwhile.
-    /// Lock order: a user's stripe before a number's.
-    user_locks: Stripes,
-    number_locks: Stripes,
+    guard: Mutex<()>,
     wake: Notify,
     /// Sends of the last hour (time, country code), oldest first: the global and per-country
     /// budgets are counted here instead of scanning the send log on every request.
-    recent: std::sync::Mutex<budget::HourlySends>,
+    recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
 }
 
 impl SmsService {
@@ -276,8 +272,10 @@ impl SmsService {
             cfg.sms.breaker_failures,
             Duration::from_secs(cfg.sms.breaker_cooldown_secs),
         );
-        let recent =
-            budget::HourlySends::from_log(store.sms_recent_sends(clock.now_ms() - HOUR_MS)?);
+        let recent = store
+            .sms_recent_sends(clock.now_ms() - HOUR_MS)?
+            .into_iter()
+            .collect();
         let recovered = store.sms_outbox_recover()?;
         if recovered > 0 {
             tracing::info!(
@@ -292,8 +290,7 @@ impl SmsService {
             clock,
             dispatcher,
             inbox,
-            user_locks: Stripes::new(),
-            number_locks: Stripes::new(),
+            guard: Mutex::new(()),
             wake: Notify::new(),
             recent: std::sync::Mutex::new(recent),
         }))
@@ -348,29 +345,32 @@ impl SmsService {
         Ok(st)
     }
 
-    /// SMS-pumping guards: per number per window, per country per hour, in all per hour. A
-    /// send that passes is counted against the hourly budgets at once (a reservation, so that
-    /// concurrent requests cannot overdraw them; a store failure after it only errs on the
-    /// safe side). The caller holds the number's stripe, which makes the per-number count
-    /// exact.
-    fn reserve_send(&self, e164: &str, country_code: u16, now: i64) -> Result<(), SmsError> {
+    /// SMS-pumping guards: per number per window, per country per hour, in all per hour.
+    fn check_budgets(&self, e164: &str, country_code: u16, now: i64) -> Result<(), SmsError> {
         let s = &self.cfg.sms;
         let window = s.per_number_window_secs as i64 * 1000;
         let (count, oldest) = self.store.sms_sends_since(now - window, Some(e164), None)?;
-        let exhausted = if count >= s.per_number_limit {
-            Err((oldest.unwrap_or(now) + window, "number"))
-        } else {
-            self.recent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .try_reserve(
-                    now,
-                    country_code,
-                    s.global_hourly_budget,
-                    s.country_hourly_budget,
-                )
-        };
-        if let Err((free_at, which)) = exhausted {
+        let mut exhausted =
+            (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
+        if exhausted.is_none() {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            while recent.front().is_some_and(|(at, _)| *at <= now - HOUR_MS) {
+                recent.pop_front();
+            }
+            let mut in_country = recent.iter().filter(|(_, cc)| *cc == country_code);
+            if recent.len() as u32 >= s.global_hourly_budget {
+                exhausted = Some((
+                    recent.front().map(|(at, _)| *at).unwrap_or(now) + HOUR_MS,
+                    "global",
+                ));
+            } else if in_country.clone().count() as u32 >= s.country_hourly_budget {
+                exhausted = Some((
+                    in_country.next().map(|(at, _)| *at).unwrap_or(now) + HOUR_MS,
+                    "country",
+                ));
+            }
+        }
+        if let Some((free_at, which)) = exhausted {
             tracing::warn!(budget = which, masked = %phone::mask(e164), "SMS budget exhausted");
             return Err(SmsError::RateLimited {
                 retry_after_secs: secs_until(now, free_at),
@@ -379,13 +379,12 @@ impl SmsService {
         Ok(())
     }
 
-    /// The user's stripe, for a challenge's check-then-act sequence (verify, resend, cancel).
-    async fn lock_challenge_user(
-        &self,
-        id: &str,
-    ) -> Result<tokio::sync::MutexGuard<'_, ()>, SmsError> {
-        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-        Ok(self.user_locks.lock(&ch.user).await)
+    /// Count a send against the in-memory budgets (the store logged it in the same breath).
+    fn count_send(&self, at: i64, country_code: u16) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((at, country_code));
     }
 
     fn new_id() -> String {
@@ -408,7 +407,7 @@ impl SmsService {
                 ));
             }
         }
-        let _g = self.user_locks.lock(&req.user).await;
+        let _g = self.guard.lock().await;
         let phone = match (&req.phone_id, &req.number) {
             (Some(id), None) => self
                 .store
@@ -449,7 +448,6 @@ impl SmsService {
             return Err(SmsError::PhoneNotVerified);
         }
         let parsed = self.parse_number(&phone.e164)?;
-        let _n = self.number_locks.lock(&parsed.e164).await;
         let p = self.prepare(
             &req.user,
             Some(&phone.id),
@@ -481,7 +479,7 @@ impl SmsService {
         if self.dispatcher.is_empty() || !self.dispatcher.any_available() {
             return Err(SmsError::ProviderUnavailable);
         }
-        self.reserve_send(&parsed.e164, parsed.country_code, now)?;
+        self.check_budgets(&parsed.e164, parsed.country_code, now)?;
         let id = Self::new_id();
         let code = Code::generate();
         let (idempotency_key, idempotency_hash) = idempotency
@@ -522,11 +520,13 @@ impl SmsService {
                 at: now,
             },
             audit,
+            country_code: parsed.country_code,
         })
     }
 
     /// A prepared challenge was stored: count its send and wake the worker.
     fn started(&self, p: &Prepared) -> ChallengeView {
+        self.count_send(p.send.at, p.country_code);
         tracing::info!(
             challenge = %p.ch.id,
             to = %phone::mask(&p.ch.e164),
@@ -565,7 +565,7 @@ impl SmsService {
     ) -> Result<ChallengeView, SmsError> {
         let code = Code::parse_typed(typed)
             .ok_or_else(|| SmsError::Invalid("`code` must be 6 digits".into()))?;
-        let _g = self.lock_challenge_user(id).await?;
+        let _g = self.guard.lock().await;
         let now = self.now();
         let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
         self.live(&ch, now)?;
@@ -624,7 +624,7 @@ impl SmsService {
 
     /// "Resend code": the same code again, after the cooldown, a few times at most.
     pub async fn resend(&self, id: &str, actor: &str) -> Result<ChallengeView, SmsError> {
-        let _g = self.lock_challenge_user(id).await?;
+        let _g = self.guard.lock().await;
         let now = self.now();
         let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
         self.live(&ch, now)?;
@@ -643,8 +643,7 @@ impl SmsService {
             return Err(SmsError::ProviderUnavailable);
         }
         let parsed = self.parse_number(&ch.e164)?;
-        let _n = self.number_locks.lock(&parsed.e164).await;
-        self.reserve_send(&parsed.e164, parsed.country_code, now)?;
+        self.check_budgets(&parsed.e164, parsed.country_code, now)?;
         let audit = NewAudit::new("sms.resent", actor)
             .user(&ch.user)
             .detail(serde_json::json!({ "challenge": ch.id, "resends": ch.resends + 1 }));
@@ -664,13 +663,14 @@ impl SmsService {
                 StoreError::Conflict(_) => SmsError::ChallengeFailed,
                 other => other.into(),
             })?;
+        self.count_send(now, parsed.country_code);
         self.wake.notify_one();
         let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
         Ok(self.view(&ch))
     }
 
     pub async fn cancel(&self, id: &str, actor: &str) -> Result<ChallengeView, SmsError> {
-        let _g = self.lock_challenge_user(id).await?;
+        let _g = self.guard.lock().await;
         let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
         let audit = NewAudit::new("sms.cancelled", actor)
             .user(&ch.user)
@@ -700,8 +700,7 @@ impl SmsService {
             }
         }
         let parsed = self.parse_number(number)?;
-        let _g = self.user_locks.lock(user).await;
-        let _n = self.number_locks.lock(&parsed.e164).await;
+        let _g = self.guard.lock().await;
         let mut p = self.prepare(user, None, &parsed, "verify_phone", locale, None, actor)?;
         let phone_audit = NewAudit::new("phone.added", actor)
             .user(user)
@@ -739,7 +738,7 @@ impl SmsService {
     }
 
     pub async fn delete_phone(&self, user: &str, id: &str, actor: &str) -> Result<(), SmsError> {
-        let _g = self.user_locks.lock(user).await;
+        let _g = self.guard.lock().await;
         let p = self
             .store
             .get_phone(id)?

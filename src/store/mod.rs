@@ -12,11 +12,7 @@ mod sms;
 pub use sms::{OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 
 use std::path::Path;
-mod batch;
-
-use std::sync::Arc;
-
-use batch::{ConnGuard, Db};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -219,7 +215,7 @@ pub const COUNTER_NOT_ABOVE: &str = "counter not above the stored one";
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Db>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -351,7 +347,7 @@ impl Store {
         // request pays for copying pages back into the database file (tail latency). The
         // thread ends with the store.
         store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
-        let weak = Arc::downgrade(&store.db);
+        let weak = Arc::downgrade(&store.conn);
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(1))?;
         std::thread::Builder::new()
@@ -379,22 +375,24 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::run(&mut conn)?;
         Ok(Store {
-            db: Arc::new(Db::new(conn)),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    /// The connection outside any transaction (reads, single-statement writes): a write
-    /// batch still open is committed first, so what a caller reads was committed.
-    fn conn(&self) -> ConnGuard<'_> {
-        self.db.conn()
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Run `f` inside one transaction: all of its changes land together or none do, and
-    /// they are committed before this returns Ok. Concurrent callers share one SQLite
-    /// transaction (group commit, see [`batch`]), each `f` in its own savepoint, so an `f`
-    /// that fails rolls back alone.
+    /// Run `f` inside one transaction (committed when `f` returns Ok). For layers above the
+    /// store that need several changes to land together, expressed with store functions.
     fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        self.db.tx(f)
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.

@@ -206,22 +206,19 @@ pub fn build_chain(
     } else {
         cfg.providers.clone()
     };
-    let client = http_client(cfg);
+    // One HTTP client (TLS roots and all) shared by the HTTP providers, built only if one is
+    // configured: the console provider needs none.
+    let client = std::sync::OnceLock::new();
+    let client = || client.get_or_init(|| http_client(cfg)).clone();
     names
         .iter()
         .filter_map(|n| -> Option<Arc<dyn SmsProvider>> {
             match n.as_str() {
-                "twilio" => Some(Arc::new(TwilioProvider::new(
-                    cfg.twilio.clone(),
-                    client.clone(),
-                ))),
-                "vonage" => Some(Arc::new(VonageProvider::new(
-                    cfg.vonage.clone(),
-                    client.clone(),
-                ))),
+                "twilio" => Some(Arc::new(TwilioProvider::new(cfg.twilio.clone(), client()))),
+                "vonage" => Some(Arc::new(VonageProvider::new(cfg.vonage.clone(), client()))),
                 "webhook" => Some(Arc::new(WebhookProvider::new(
                     cfg.webhook.clone(),
-                    client.clone(),
+                    client(),
                 ))),
                 "console" => Some(Arc::new(ConsoleProvider::new(inbox.clone()))),
                 _ => None,
