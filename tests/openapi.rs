@@ -68,7 +68,12 @@ fn every_route_is_documented_with_its_methods() {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(p, ops)| (p.clone(), ops.as_object().unwrap().keys().cloned().collect()))
+        .map(|(p, ops)| {
+            (
+                p.clone(),
+                ops.as_object().unwrap().keys().cloned().collect(),
+            )
+        })
         .collect();
     let missing: Vec<_> = routes
         .keys()
