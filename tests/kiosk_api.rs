@@ -119,6 +119,13 @@ fn assert_forbidden(st: StatusCode, v: &Value, what: &str) {
     assert_eq!(code(v), "forbidden", "{what}: {v}");
 }
 
+/// A page POST that the user binding must refuse; returns the error body.
+async fn refused(s: &TestServer, cookie: &str, path: &str, body: Value, what: &str) -> Value {
+    let (st, v) = page(s, cookie, Method::POST, path, Some(body)).await;
+    assert_forbidden(st, &v, what);
+    v
+}
+
 #[tokio::test]
 async fn the_page_is_served_with_a_strict_csp() {
     let s = TestServer::start().await;
@@ -251,46 +258,42 @@ async fn a_page_session_acts_only_for_the_handed_off_student() {
     // Nobody signed in: only user-less things.
     let (st, v) = page(&s, &cookie, get.clone(), "/v1/devices", None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (st, v) = page(
+    let v = refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/enrollments",
-        Some(enrollment("r0123456")),
+        enrollment("r0123456"),
+        "unbound enrollment",
     )
     .await;
-    assert_forbidden(st, &v, "unbound enrollment");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
         .contains("no signed-in student"));
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/assertions",
-        Some(json!({ "user": "r0123456" })),
+        json!({ "user": "r0123456" }),
+        "unbound assertion for a user",
     )
     .await;
-    assert_forbidden(st, &v, "unbound assertion for a user");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/users/r0123456/phones",
-        Some(json!({ "number": "0475 12 34 56" })),
+        json!({ "number": "0475 12 34 56" }),
+        "unbound phone",
     )
     .await;
-    assert_forbidden(st, &v, "unbound phone");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/sms/challenges",
-        Some(json!({ "user": "r0123456", "number": "+32475123456" })),
+        json!({ "user": "r0123456", "number": "+32475123456" }),
+        "unbound SMS challenge",
     )
     .await;
-    assert_forbidden(st, &v, "unbound SMS challenge");
     // "Test my key" names nobody (this key holds no credential yet, so it fails: not 403).
     let (st, v) = page(
         &s,
@@ -305,55 +308,50 @@ async fn a_page_session_acts_only_for_the_handed_off_student() {
 
     // Signed in as r0123456: that student only, however the user is spelled in the request.
     sign_in(&s, &cookie, "r0123456").await;
-    let (st, v) = page(
+    let v = refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/enrollments",
-        Some(enrollment("r0654321")),
+        enrollment("r0654321"),
+        "enrollment for another user",
     )
     .await;
-    assert_forbidden(st, &v, "enrollment for another user");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
         .contains("another student"));
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/enrollments",
-        Some(json!(["r0654321", "X"])),
+        json!(["r0654321", "X"]),
+        "enrollment as a JSON array",
     )
     .await;
-    assert_forbidden(st, &v, "enrollment as a JSON array");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/assertions",
-        Some(json!({ "user": "r0654321" })),
+        json!({ "user": "r0654321" }),
+        "assertion for another user",
     )
     .await;
-    assert_forbidden(st, &v, "assertion for another user");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/users/r0654%33%321/phones",
-        Some(json!({ "number": "0475 12 34 56" })),
+        json!({ "number": "0475 12 34 56" }),
+        "percent-encoded other user",
     )
     .await;
-    assert_forbidden(st, &v, "percent-encoded other user");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/sms/challenges",
-        Some(json!({ "user": "r0654321", "number": "+32475123456" })),
+        json!({ "user": "r0654321", "number": "+32475123456" }),
+        "SMS challenge for another user",
     )
     .await;
-    assert_forbidden(st, &v, "SMS challenge for another user");
 
     let (st, v) = page(
         &s,
@@ -399,28 +397,26 @@ async fn a_page_session_acts_only_for_the_handed_off_student() {
 
     // The next student: a new handoff rebinds.
     sign_in(&s, &cookie, "r0654321").await;
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/users/r0123456/phones",
-        Some(json!({ "number": "0475 12 34 57" })),
+        json!({ "number": "0475 12 34 57" }),
+        "previous student after a new handoff",
     )
     .await;
-    assert_forbidden(st, &v, "previous student after a new handoff");
 
     // Signing out (the page's reset) unbinds.
     let (st, v) = page(&s, &cookie, Method::DELETE, "/v1/kiosk/handoff", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/users/r0654321/phones",
-        Some(json!({ "number": "0475 12 34 58" })),
+        json!({ "number": "0475 12 34 58" }),
+        "after sign-out",
     )
     .await;
-    assert_forbidden(st, &v, "after sign-out");
 
     // So does a handoff that fails.
     sign_in(&s, &cookie, "r0123456").await;
@@ -433,15 +429,14 @@ async fn a_page_session_acts_only_for_the_handed_off_student() {
     )
     .await;
     assert_eq!(code(&v), "handoff_invalid", "{st} {v}");
-    let (st, v) = page(
+    refused(
         &s,
         &cookie,
-        post.clone(),
         "/v1/users/r0123456/phones",
-        Some(json!({ "number": "0475 12 34 59" })),
+        json!({ "number": "0475 12 34 59" }),
+        "after a failed handoff",
     )
     .await;
-    assert_forbidden(st, &v, "after a failed handoff");
 }
 
 #[tokio::test]
