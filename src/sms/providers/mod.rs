@@ -208,8 +208,8 @@ pub fn build_chain(
     };
     // One HTTP client (TLS roots and all) shared by the HTTP providers, built only if one is
     // configured: the console provider needs none.
-    let client = std::sync::OnceLock::new();
-    let client = || client.get_or_init(|| http_client(cfg)).clone();
+    let shared = std::sync::OnceLock::new();
+    let client = || shared.get_or_init(|| http_client(cfg)).clone();
     names
         .iter()
         .filter_map(|n| -> Option<Arc<dyn SmsProvider>> {
