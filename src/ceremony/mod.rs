@@ -848,9 +848,7 @@ impl CeremonyService {
                     }
                     // A concurrent ceremony got there first with the same or a higher counter:
                     // the same evidence of a clone as a counter that went backwards.
-                    Err(StoreError::Conflict(m)) if m == crate::store::COUNTER_NOT_ABOVE => {
-                        RpError::ClonedKey
-                    }
+                    Err(StoreError::CounterNotAbove) => RpError::ClonedKey,
                     Err(StoreError::Conflict(_)) => {
                         return Err(CeremonyError::CredentialQuarantined)
                     }

@@ -28,6 +28,10 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// [`Store::record_assertion`]: another ceremony moved the counter to or past the
+    /// presented value first.
+    #[error("the counter is not above the stored one")]
+    CounterNotAbove,
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
@@ -207,10 +211,6 @@ pub struct ResetReceipt {
     /// Sequence number of the audit line recording the reset.
     pub audit_seq: i64,
 }
-
-/// The `Conflict` message of [`Store::record_assertion`] when another ceremony moved the
-/// counter to or past the presented value first.
-pub const COUNTER_NOT_ABOVE: &str = "counter not above the stored one";
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -565,7 +565,7 @@ impl Store {
                     )
                     .optional()?;
                 return Err(match state.as_deref() {
-                    Some("active") => StoreError::Conflict(COUNTER_NOT_ABOVE.into()),
+                    Some("active") => StoreError::CounterNotAbove,
                     _ => StoreError::Conflict("credential is not active".into()),
                 });
             }

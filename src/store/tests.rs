@@ -140,10 +140,7 @@ fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
     let e = s
         .record_assertion(b"k1", 5, "{}", "a3", &audit)
         .unwrap_err();
-    assert!(
-        matches!(&e, StoreError::Conflict(m) if m == COUNTER_NOT_ABOVE),
-        "{e:?}"
-    );
+    assert!(matches!(e, StoreError::CounterNotAbove), "{e:?}");
     assert_eq!(s.get_ceremony("a3").unwrap().unwrap().state, "pending");
     assert_eq!(s.get_credential(b"k1").unwrap().unwrap().counter, 5);
     // Once quarantined, no counter is recorded at all.
@@ -152,8 +149,5 @@ fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
     let e = s
         .record_assertion(b"k1", 9, "{}", "a4", &audit)
         .unwrap_err();
-    assert!(
-        matches!(&e, StoreError::Conflict(m) if m != COUNTER_NOT_ABOVE),
-        "{e:?}"
-    );
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
 }
