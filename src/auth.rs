@@ -92,7 +92,7 @@ pub fn verify_token(store: &Store, presented: &str) -> Result<Option<Caller>, St
     if id.is_empty() || id.len() > 32 || secret.is_empty() || secret.len() > 128 {
         return Ok(None);
     }
-    let Some(rec) = store.get_token(id)? else {
+    let Some((rec, page_session_expiry)) = store.token_for_auth(id)? else {
         // Same work as a real comparison, so that unknown ids are not faster.
         let _ = Sha256::digest(secret.as_bytes())
             .as_slice()
@@ -105,8 +105,8 @@ pub fn verify_token(store: &Store, presented: &str) -> Result<Option<Caller>, St
         return Ok(None);
     }
     // A kiosk page session (`keygate kiosk-url`) also ends at its server-side expiry.
-    if let Some(s) = store.kiosk_session(&rec.id)? {
-        if s.expires_at <= time::OffsetDateTime::now_utc().unix_timestamp() {
+    if let Some(expires_at) = page_session_expiry {
+        if expires_at <= time::OffsetDateTime::now_utc().unix_timestamp() {
             return Ok(None);
         }
     }

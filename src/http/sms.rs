@@ -2,6 +2,8 @@
 //! provider delivery callbacks (signature-verified, no bearer token), and under `--simulate`
 //! the simulated phones' inbox.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -68,8 +70,8 @@ pub fn sim_routes() -> Router<SharedState> {
     Router::new().route("/v1/sim/sms", get(sim_inbox))
 }
 
-fn service(st: &SharedState) -> ApiResult<&SmsService> {
-    st.sms.as_deref().ok_or_else(ApiError::not_found)
+fn service(st: &SharedState) -> ApiResult<&Arc<SmsService>> {
+    st.sms.as_ref().ok_or_else(ApiError::not_found)
 }
 
 fn admin_only(caller: &Caller) -> ApiResult<()> {

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::store::{
     NewAudit, OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, Store,
-    StoreError,
+    StoreError, Tx,
 };
 use code::{Code, CodeKeys};
 use dispatch::{Dispatched, Dispatcher, ProviderHealth};
@@ -209,6 +209,12 @@ fn request_hash(user: &str, phone_id: &str, locale: Locale) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+#[derive(Clone)]
+struct NumberFacts {
+    parsed: Result<phone::ParsedPhone, SmsError>,
+    masked: String,
+}
+
 /// A new challenge that passed every check (lock, providers, budgets), with the rows that
 /// must be stored together with it; nothing is stored yet.
 struct Prepared {
@@ -246,7 +252,9 @@ pub struct SmsService {
     dispatcher: Dispatcher,
     /// Present under `--simulate`: what the console provider "sent".
     pub inbox: Option<Arc<SimInbox>>,
-    guard: Mutex<()>,
+    /// Per stored number: the policy check of [`phone::parse`] and the masked form, so that
+    /// the hot path does not run libphonenumber again. Cleared when it grows past a bound.
+    numbers: std::sync::Mutex<std::collections::HashMap<String, NumberFacts>>,
     wake: Notify,
     /// Sends of the last hour (time, country code), oldest first: the global and per-country
     /// budgets are counted here instead of scanning the send log on every request.
@@ -290,7 +298,7 @@ impl SmsService {
             clock,
             dispatcher,
             inbox,
-            guard: Mutex::new(()),
+            numbers: std::sync::Mutex::new(std::collections::HashMap::new()),
             wake: Notify::new(),
             recent: std::sync::Mutex::new(recent),
         }))
@@ -313,7 +321,7 @@ impl SmsService {
             phone_id: ch.phone_id.clone(),
             purpose: ch.purpose.clone(),
             state,
-            masked_number: phone::mask(&ch.e164),
+            masked_number: self.masked(&ch.e164),
             locale: ch.locale.clone(),
             expires_at: ms_to_time(ch.expires_at),
             resend_available_at: ms_to_time(
@@ -327,6 +335,34 @@ impl SmsService {
         }
     }
 
+    /// A stored number checked again under the current policy (the allow-list may have changed
+    /// since it was registered).
+    fn stored_number(&self, e164: &str) -> Result<phone::ParsedPhone, SmsError> {
+        self.number_facts(e164).parsed
+    }
+
+    /// A number as clients and logs may see it.
+    fn masked(&self, e164: &str) -> String {
+        self.number_facts(e164).masked
+    }
+
+    fn number_facts(&self, e164: &str) -> NumberFacts {
+        const KEEP_AT_MOST: usize = 100_000;
+        let mut numbers = self.numbers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = numbers.get(e164) {
+            return f.clone();
+        }
+        let facts = NumberFacts {
+            parsed: self.parse_number(e164),
+            masked: phone::mask(e164),
+        };
+        if numbers.len() >= KEEP_AT_MOST {
+            numbers.clear();
+        }
+        numbers.insert(e164.to_string(), facts.clone());
+        facts
+    }
+
     fn parse_number(&self, number: &str) -> Result<phone::ParsedPhone, SmsError> {
         phone::parse(
             number,
@@ -335,8 +371,8 @@ impl SmsService {
         )
     }
 
-    fn check_lock(&self, user: &str, now: i64) -> Result<SmsUserState, SmsError> {
-        let st = self.store.sms_user_state(user)?;
+    fn check_lock(&self, tx: &Tx<'_>, user: &str, now: i64) -> Result<SmsUserState, SmsError> {
+        let st = tx.sms_user_state(user)?;
         if st.locked_until > now {
             return Err(SmsError::UserLocked {
                 retry_after_secs: secs_until(now, st.locked_until),
@@ -346,10 +382,16 @@ impl SmsService {
     }
 
     /// SMS-pumping guards: per number per window, per country per hour, in all per hour.
-    fn check_budgets(&self, e164: &str, country_code: u16, now: i64) -> Result<(), SmsError> {
+    fn check_budgets(
+        &self,
+        tx: &Tx<'_>,
+        e164: &str,
+        country_code: u16,
+        now: i64,
+    ) -> Result<(), SmsError> {
         let s = &self.cfg.sms;
         let window = s.per_number_window_secs as i64 * 1000;
-        let (count, oldest) = self.store.sms_sends_since(now - window, Some(e164), None)?;
+        let (count, oldest) = tx.sms_sends_since(now - window, Some(e164), None)?;
         let mut exhausted =
             (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
         if exhausted.is_none() {
@@ -371,7 +413,7 @@ impl SmsService {
             }
         }
         if let Some((free_at, which)) = exhausted {
-            tracing::warn!(budget = which, masked = %phone::mask(e164), "SMS budget exhausted");
+            tracing::warn!(budget = which, masked = %self.masked(e164), "SMS budget exhausted");
             return Err(SmsError::RateLimited {
                 retry_after_secs: secs_until(now, free_at),
             });
@@ -394,7 +436,7 @@ impl SmsService {
     /// Start a challenge: a code to a verified phone of the user (sign-in), or to a phone being
     /// registered (`verify_phone`, used by [`SmsService::add_phone`]).
     pub async fn create_challenge(
-        &self,
+        self: &Arc<Self>,
         req: NewChallenge,
         idempotency_key: Option<&str>,
         actor: &str,
@@ -407,31 +449,55 @@ impl SmsService {
                 ));
             }
         }
-        let _g = self.guard.lock().await;
-        let phone = match (&req.phone_id, &req.number) {
-            (Some(id), None) => self
-                .store
-                .get_phone(id)?
-                .filter(|p| p.user == req.user)
-                .ok_or(SmsError::NotFound)?,
-            (None, Some(n)) => {
-                let parsed = self.parse_number(n)?;
-                self.store
-                    .list_phones(&req.user)?
-                    .into_iter()
-                    .find(|p| p.e164 == parsed.e164)
-                    .ok_or(SmsError::PhoneNotVerified)?
-            }
+        let by_number = match (&req.phone_id, &req.number) {
+            (Some(_), None) => None,
+            (None, Some(n)) => Some(self.parse_number(n)?.e164),
             _ => {
                 return Err(SmsError::Invalid(
                     "give exactly one of `phone_id` and `number`".into(),
                 ))
             }
         };
+        let (svc, key, actor) = (
+            self.clone(),
+            idempotency_key.map(str::to_string),
+            actor.to_string(),
+        );
+        let (view, created) = self
+            .store
+            .atomic(move |tx| svc.create_in(tx, req, by_number, key.as_deref(), &actor))
+            .await?;
+        if created {
+            self.wake.notify_one();
+        }
+        Ok((view, created))
+    }
+
+    /// [`SmsService::create_challenge`] as one atomic unit.
+    fn create_in(
+        &self,
+        tx: &Tx<'_>,
+        req: NewChallenge,
+        by_number: Option<String>,
+        idempotency_key: Option<&str>,
+        actor: &str,
+    ) -> Result<(ChallengeView, bool), SmsError> {
+        let phone = match (&req.phone_id, by_number) {
+            (Some(id), _) => tx
+                .get_phone(id)?
+                .filter(|p| p.user == req.user)
+                .ok_or(SmsError::NotFound)?,
+            (None, Some(e164)) => tx
+                .list_phones(&req.user)?
+                .into_iter()
+                .find(|p| p.e164 == e164)
+                .ok_or(SmsError::PhoneNotVerified)?,
+            (None, None) => return Err(SmsError::NotFound),
+        };
         let locale = req.locale.unwrap_or_default();
         let idempotency = idempotency_key.map(|k| (k, request_hash(&req.user, &phone.id, locale)));
         if let Some((k, hash)) = &idempotency {
-            if let Some(existing) = self.store.sms_challenge_by_idempotency_key(&req.user, k)? {
+            if let Some(existing) = tx.sms_challenge_by_idempotency_key(&req.user, k)? {
                 // A replay answers the first challenge; the same key with another request is
                 // a client bug. Rows stored before hashes were kept match any request.
                 if existing
@@ -447,8 +513,9 @@ impl SmsService {
         if !phone.verified {
             return Err(SmsError::PhoneNotVerified);
         }
-        let parsed = self.parse_number(&phone.e164)?;
+        let parsed = self.stored_number(&phone.e164)?;
         let p = self.prepare(
+            tx,
             &req.user,
             Some(&phone.id),
             &parsed,
@@ -457,8 +524,7 @@ impl SmsService {
             idempotency,
             actor,
         )?;
-        self.store
-            .sms_insert_challenge(&p.ch, &p.outbox_id, &p.send, &p.audit)?;
+        tx.sms_insert_challenge(&p.ch, &p.outbox_id, &p.send, &p.audit)?;
         Ok((self.started(&p), true))
     }
 
@@ -466,6 +532,7 @@ impl SmsService {
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
+        tx: &Tx<'_>,
         user: &str,
         phone_id: Option<&str>,
         parsed: &phone::ParsedPhone,
@@ -475,11 +542,11 @@ impl SmsService {
         actor: &str,
     ) -> Result<Prepared, SmsError> {
         let now = self.now();
-        self.check_lock(user, now)?;
+        self.check_lock(tx, user, now)?;
         if self.dispatcher.is_empty() || !self.dispatcher.any_available() {
             return Err(SmsError::ProviderUnavailable);
         }
-        self.check_budgets(&parsed.e164, parsed.country_code, now)?;
+        self.check_budgets(tx, &parsed.e164, parsed.country_code, now)?;
         let id = Self::new_id();
         let code = Code::generate();
         let (idempotency_key, idempotency_hash) = idempotency
@@ -509,7 +576,7 @@ impl SmsService {
             .detail(serde_json::json!({
                 "challenge": id,
                 "purpose": purpose,
-                "to": phone::mask(&parsed.e164),
+                "to": self.masked(&parsed.e164),
             }));
         Ok(Prepared {
             ch,
@@ -524,16 +591,16 @@ impl SmsService {
         })
     }
 
-    /// A prepared challenge was stored: count its send and wake the worker.
+    /// A prepared challenge was stored (inside its unit): count its send. The caller wakes
+    /// the worker once the unit committed.
     fn started(&self, p: &Prepared) -> ChallengeView {
         self.count_send(p.send.at, p.country_code);
         tracing::info!(
             challenge = %p.ch.id,
-            to = %phone::mask(&p.ch.e164),
+            to = %self.masked(&p.ch.e164),
             purpose = %p.ch.purpose,
             "SMS challenge created"
         );
-        self.wake.notify_one();
         self.view(&p.ch)
     }
 
@@ -542,7 +609,7 @@ impl SmsService {
         Ok(self.view(&ch))
     }
 
-    fn live(&self, ch: &SmsChallengeRecord, now: i64) -> Result<(), SmsError> {
+    fn live(&self, tx: &Tx<'_>, ch: &SmsChallengeRecord, now: i64) -> Result<(), SmsError> {
         match ch.state.as_str() {
             "verified" => return Err(SmsError::ChallengeUsed),
             "failed" => return Err(SmsError::ChallengeFailed),
@@ -550,7 +617,7 @@ impl SmsService {
             _ => {}
         }
         if now >= ch.expires_at {
-            let _ = self.store.sms_wipe_code(&ch.id);
+            tx.sms_wipe_code(&ch.id)?;
             return Err(SmsError::ChallengeExpired);
         }
         Ok(())
@@ -558,28 +625,48 @@ impl SmsService {
 
     /// Check a typed code. Exactly one concurrent right answer wins.
     pub async fn verify(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         typed: &str,
         actor: &str,
     ) -> Result<ChallengeView, SmsError> {
         let code = Code::parse_typed(typed)
             .ok_or_else(|| SmsError::Invalid("`code` must be 6 digits".into()))?;
-        let _g = self.guard.lock().await;
+        let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
+        self.store
+            .atomic(move |tx| svc.verify_in(tx, &id, &code, &actor))
+            .await?
+    }
+
+    /// [`SmsService::verify`] as one atomic unit. The outer error rolls the unit back; the
+    /// inner one is an outcome whose writes (a counted attempt, a lock, a wiped code) stay.
+    fn verify_in(
+        &self,
+        tx: &Tx<'_>,
+        id: &str,
+        code: &Code,
+        actor: &str,
+    ) -> Result<Result<ChallengeView, SmsError>, SmsError> {
         let now = self.now();
-        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-        self.live(&ch, now)?;
-        let user_state = self.check_lock(&ch.user, now)?;
-        if self.keys.matches(&ch.id, &code, &ch.code_mac) {
+        let ch = tx.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        if let Err(e) = self.live(tx, &ch, now) {
+            return Ok(Err(e));
+        }
+        let user_state = self.check_lock(tx, &ch.user, now)?;
+        if self.keys.matches(&ch.id, code, &ch.code_mac) {
             let audit = NewAudit::new("sms.verified", actor).user(&ch.user).detail(
-                serde_json::json!({ "challenge": ch.id, "purpose": ch.purpose, "to": phone::mask(&ch.e164) }),
+                serde_json::json!({ "challenge": ch.id, "purpose": ch.purpose, "to": self.masked(&ch.e164) }),
             );
-            if !self.store.sms_verified(&ch, &audit)? {
+            if !tx.sms_verified(&ch, &audit)? {
                 return Err(SmsError::ChallengeUsed);
             }
             tracing::info!(challenge = %ch.id, "SMS code verified");
-            let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-            return Ok(self.view(&ch));
+            let ch = SmsChallengeRecord {
+                state: "verified".into(),
+                code_enc: None,
+                ..ch
+            };
+            return Ok(Ok(self.view(&ch)));
         }
         let attempts = ch.attempts + 1;
         let failures = user_state.consecutive_failures + 1;
@@ -606,29 +693,49 @@ impl SmsService {
             .user(&ch.user)
             .detail(serde_json::json!({ "challenge": ch.id, "attempts": attempts }))
         });
-        self.store
-            .sms_wrong_code(&ch, attempts, dead || locked, new_state, audit.as_ref())?;
+        tx.sms_wrong_code(&ch, attempts, dead || locked, new_state, audit.as_ref())?;
         tracing::info!(challenge = %ch.id, attempts, locked, "wrong SMS code");
-        if locked {
-            return Err(SmsError::UserLocked {
+        Ok(Err(if locked {
+            SmsError::UserLocked {
                 retry_after_secs: s.lockout_secs,
-            });
-        }
-        if dead {
-            return Err(SmsError::ChallengeFailed);
-        }
-        Err(SmsError::WrongCode {
-            attempts_left: s.max_attempts - attempts,
-        })
+            }
+        } else if dead {
+            SmsError::ChallengeFailed
+        } else {
+            SmsError::WrongCode {
+                attempts_left: s.max_attempts - attempts,
+            }
+        }))
     }
 
     /// "Resend code": the same code again, after the cooldown, a few times at most.
-    pub async fn resend(&self, id: &str, actor: &str) -> Result<ChallengeView, SmsError> {
-        let _g = self.guard.lock().await;
+    pub async fn resend(
+        self: &Arc<Self>,
+        id: &str,
+        actor: &str,
+    ) -> Result<ChallengeView, SmsError> {
+        let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
+        let view = self
+            .store
+            .atomic(move |tx| svc.resend_in(tx, &id, &actor))
+            .await??;
+        self.wake.notify_one();
+        Ok(view)
+    }
+
+    /// [`SmsService::resend`] as one atomic unit (inner error: the expired code was wiped).
+    fn resend_in(
+        &self,
+        tx: &Tx<'_>,
+        id: &str,
+        actor: &str,
+    ) -> Result<Result<ChallengeView, SmsError>, SmsError> {
         let now = self.now();
-        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-        self.live(&ch, now)?;
-        self.check_lock(&ch.user, now)?;
+        let ch = tx.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        if let Err(e) = self.live(tx, &ch, now) {
+            return Ok(Err(e));
+        }
+        self.check_lock(tx, &ch.user, now)?;
         let s = &self.cfg.sms;
         if ch.resends >= s.max_resends {
             return Err(SmsError::ResendLimit);
@@ -642,49 +749,54 @@ impl SmsService {
         if !self.dispatcher.any_available() {
             return Err(SmsError::ProviderUnavailable);
         }
-        let parsed = self.parse_number(&ch.e164)?;
-        self.check_budgets(&parsed.e164, parsed.country_code, now)?;
+        let parsed = self.stored_number(&ch.e164)?;
+        self.check_budgets(tx, &parsed.e164, parsed.country_code, now)?;
         let audit = NewAudit::new("sms.resent", actor)
             .user(&ch.user)
             .detail(serde_json::json!({ "challenge": ch.id, "resends": ch.resends + 1 }));
-        self.store
-            .sms_resend(
-                &ch,
-                now,
-                &Self::new_id(),
-                &SendLog {
-                    e164: parsed.e164,
-                    country_code: parsed.country_code,
-                    at: now,
-                },
-                &audit,
-            )
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => SmsError::ChallengeFailed,
-                other => other.into(),
-            })?;
+        tx.sms_resend(
+            &ch,
+            now,
+            &Self::new_id(),
+            &SendLog {
+                e164: parsed.e164,
+                country_code: parsed.country_code,
+                at: now,
+            },
+            &audit,
+        )
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => SmsError::ChallengeFailed,
+            other => other.into(),
+        })?;
         self.count_send(now, parsed.country_code);
-        self.wake.notify_one();
-        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-        Ok(self.view(&ch))
+        let ch = tx.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        Ok(Ok(self.view(&ch)))
     }
 
-    pub async fn cancel(&self, id: &str, actor: &str) -> Result<ChallengeView, SmsError> {
-        let _g = self.guard.lock().await;
-        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-        let audit = NewAudit::new("sms.cancelled", actor)
-            .user(&ch.user)
-            .detail(serde_json::json!({ "challenge": ch.id }));
+    pub async fn cancel(
+        self: &Arc<Self>,
+        id: &str,
+        actor: &str,
+    ) -> Result<ChallengeView, SmsError> {
+        let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
         self.store
-            .sms_end_challenge(id, "cancelled", Some(&audit))?;
-        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
-        Ok(self.view(&ch))
+            .atomic(move |tx| {
+                let ch = tx.sms_challenge(&id)?.ok_or(SmsError::NotFound)?;
+                let audit = NewAudit::new("sms.cancelled", &actor)
+                    .user(&ch.user)
+                    .detail(serde_json::json!({ "challenge": ch.id }));
+                tx.sms_end_challenge(&id, "cancelled", Some(&audit))?;
+                let ch = tx.sms_challenge(&id)?.ok_or(SmsError::NotFound)?;
+                Ok(svc.view(&ch))
+            })
+            .await
     }
 
     /// Register a phone (unverified) and send it a verification code. Atomic: when the code
     /// cannot be sent (locked user, budgets, no provider) no phone is registered either.
     pub async fn add_phone(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         number: &str,
         label: Option<&str>,
@@ -700,29 +812,50 @@ impl SmsService {
             }
         }
         let parsed = self.parse_number(number)?;
-        let _g = self.guard.lock().await;
-        let mut p = self.prepare(user, None, &parsed, "verify_phone", locale, None, actor)?;
-        let phone_audit = NewAudit::new("phone.added", actor)
-            .user(user)
-            .detail(serde_json::json!({ "to": phone::mask(&parsed.e164) }));
-        let phone = self.store.sms_add_phone_with_challenge(
-            &parsed.e164,
-            label,
-            &phone_audit,
-            &p.ch,
-            &p.outbox_id,
-            &p.send,
-            &p.audit,
-        )?;
-        p.ch.phone_id = Some(phone.id.clone());
-        let ch = self.started(&p);
-        Ok((self.phone_view(phone), ch))
+        let svc = self.clone();
+        let (user, label, actor) = (
+            user.to_string(),
+            label.map(str::to_string),
+            actor.to_string(),
+        );
+        let out = self
+            .store
+            .atomic(move |tx| {
+                let mut p = svc.prepare(
+                    tx,
+                    &user,
+                    None,
+                    &parsed,
+                    "verify_phone",
+                    locale,
+                    None,
+                    &actor,
+                )?;
+                let phone_audit = NewAudit::new("phone.added", &actor)
+                    .user(&user)
+                    .detail(serde_json::json!({ "to": svc.masked(&parsed.e164) }));
+                let phone = tx.sms_add_phone_with_challenge(
+                    &parsed.e164,
+                    label.as_deref(),
+                    &phone_audit,
+                    &p.ch,
+                    &p.outbox_id,
+                    &p.send,
+                    &p.audit,
+                )?;
+                p.ch.phone_id = Some(phone.id.clone());
+                let ch = svc.started(&p);
+                Ok::<_, SmsError>((svc.phone_view(phone), ch))
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(out)
     }
 
     fn phone_view(&self, p: PhoneRecord) -> PhoneView {
         PhoneView {
             id: p.id.clone(),
-            masked_number: phone::mask(&p.e164),
+            masked_number: self.masked(&p.e164),
             record: p,
         }
     }
@@ -737,18 +870,31 @@ impl SmsService {
             .collect())
     }
 
-    pub async fn delete_phone(&self, user: &str, id: &str, actor: &str) -> Result<(), SmsError> {
-        let _g = self.guard.lock().await;
-        let p = self
-            .store
-            .get_phone(id)?
-            .filter(|p| p.user == user)
-            .ok_or(SmsError::NotFound)?;
-        let audit = NewAudit::new("phone.removed", actor)
-            .user(user)
-            .detail(serde_json::json!({ "phone": id, "to": phone::mask(&p.e164) }));
-        self.store.delete_phone(user, id, &audit)?;
-        Ok(())
+    pub async fn delete_phone(
+        self: &Arc<Self>,
+        user: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<(), SmsError> {
+        let (svc, user, id, actor) = (
+            self.clone(),
+            user.to_string(),
+            id.to_string(),
+            actor.to_string(),
+        );
+        self.store
+            .atomic(move |tx| {
+                let p = tx
+                    .get_phone(&id)?
+                    .filter(|p| p.user == user)
+                    .ok_or(SmsError::NotFound)?;
+                let audit = NewAudit::new("phone.removed", &actor)
+                    .user(&user)
+                    .detail(serde_json::json!({ "phone": id, "to": svc.masked(&p.e164) }));
+                tx.delete_phone(&user, &id, &audit)?;
+                Ok(())
+            })
+            .await
     }
 
     pub fn providers(&self) -> Vec<ProviderHealth> {
@@ -817,6 +963,18 @@ impl SmsService {
         Ok(n)
     }
 
+    /// Store an outbox row's new state (and its challenge's delivery status) as one unit.
+    async fn save_outbox(
+        &self,
+        ob: OutboxRecord,
+        delivery: Option<&'static str>,
+    ) -> Result<(), SmsError> {
+        Ok(self
+            .store
+            .atomic(move |tx| tx.sms_outbox_update(&ob, delivery))
+            .await?)
+    }
+
     async fn send_one(&self, mut ob: OutboxRecord) -> Result<(), SmsError> {
         let now = self.now();
         let ch = self
@@ -831,7 +989,9 @@ impl SmsService {
             // The challenge ended before its message went out: nothing to send any more, and
             // no reason to keep its code.
             ob.state = "dropped".into();
-            self.store.sms_outbox_drop(&ob, now)?;
+            self.store
+                .atomic(move |tx| tx.sms_outbox_drop(&ob, now))
+                .await?;
             return Ok(());
         };
         // No "sending" write before the call: a crash mid-send leaves the row pending and the
@@ -849,7 +1009,7 @@ impl SmsService {
                 self.cfg.sms.webotp_domain.as_deref(),
             ),
         };
-        let masked = phone::mask(&ch.e164);
+        let masked = self.masked(&ch.e164);
         match self.dispatcher.send(&msg).await {
             Dispatched::Sent { provider, receipt } => {
                 tracing::info!(message = %ob.id, challenge = %ch.id, to = %masked, provider, "SMS sent");
@@ -858,14 +1018,14 @@ impl SmsService {
                 ob.provider_message_id = receipt.provider_message_id;
                 ob.sent_at = Some(self.now());
                 ob.last_error = None;
-                self.store.sms_outbox_update(&ob, Some("sent"))?;
+                self.save_outbox(ob, Some("sent")).await?;
             }
             Dispatched::Rejected { provider, detail } => {
                 tracing::warn!(message = %ob.id, to = %masked, provider, %detail, "SMS rejected by the provider");
                 ob.state = "failed".into();
                 ob.provider = Some(provider.to_string());
                 ob.last_error = Some(detail);
-                self.store.sms_outbox_update(&ob, Some("undeliverable"))?;
+                self.save_outbox(ob, Some("undeliverable")).await?;
             }
             Dispatched::Unavailable { detail } => {
                 let next = self.now() + 1000 * (1i64 << ob.attempts.min(6));
@@ -873,12 +1033,12 @@ impl SmsService {
                     tracing::warn!(message = %ob.id, to = %masked, %detail, "SMS could not be sent");
                     ob.state = "failed".into();
                     ob.last_error = Some(detail);
-                    self.store.sms_outbox_update(&ob, Some("failed"))?;
+                    self.save_outbox(ob, Some("failed")).await?;
                 } else {
                     ob.state = "pending".into();
                     ob.next_attempt_at = next;
                     ob.last_error = Some(detail);
-                    self.store.sms_outbox_update(&ob, None)?;
+                    self.save_outbox(ob, None).await?;
                 }
             }
         }
@@ -911,7 +1071,7 @@ mod tests {
         (svc, store, clock)
     }
 
-    async fn challenge(svc: &SmsService, user: &str, number: &str) -> String {
+    async fn challenge(svc: &Arc<SmsService>, user: &str, number: &str) -> String {
         svc.add_phone(user, number, None, Locale::default(), "test")
             .await
             .unwrap()

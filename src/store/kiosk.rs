@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{fmt_time, now, Result, Store};
+use super::{exec, fmt_time, now, row, Result, Store};
 
 /// A kiosk page session: the API token behind one `keygate kiosk-url` cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,8 @@ pub struct KioskSessionRecord {
 
 impl Store {
     pub fn insert_kiosk_code(&self, code_hash: &[u8], expires_at: OffsetDateTime) -> Result<()> {
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "INSERT INTO kiosk_codes (code_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
             params![code_hash, fmt_time(now()), fmt_time(expires_at)],
         )?;
@@ -28,7 +29,7 @@ impl Store {
 
     /// Use a code once: true only for the first use of an unexpired code.
     pub fn consume_kiosk_code(&self, code_hash: &[u8]) -> Result<bool> {
-        let n = self.conn().execute(
+        let n = exec(&self.conn(),
             "UPDATE kiosk_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
             params![code_hash, fmt_time(now())],
         )?;
@@ -38,7 +39,8 @@ impl Store {
     /// Mark `token_id` as a kiosk page session valid until `expires_at` (Unix seconds), bound
     /// to nobody. Rows are never deleted: a token with a row stays a page session for good.
     pub fn insert_kiosk_session(&self, token_id: &str, expires_at: i64) -> Result<()> {
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, ?2, ?3)",
             params![token_id, fmt_time(now()), expires_at],
         )?;
@@ -47,9 +49,8 @@ impl Store {
 
     /// The page session behind `token_id`; None for every other token.
     pub fn kiosk_session(&self, token_id: &str) -> Result<Option<KioskSessionRecord>> {
-        Ok(self
-            .conn()
-            .query_row(
+        Ok(row(
+            &self.conn(),
                 "SELECT token_id, expires_at, bound_user, bound_display_name FROM kiosk_sessions WHERE token_id = ?1",
                 params![token_id],
                 |r| {
@@ -68,7 +69,7 @@ impl Store {
     /// False when `token_id` is no page session.
     pub fn bind_kiosk_session(&self, token_id: &str, user: Option<(&str, &str)>) -> Result<bool> {
         let (u, d) = user.unzip();
-        let n = self.conn().execute(
+        let n = exec(&self.conn(),
             "UPDATE kiosk_sessions SET bound_user = ?2, bound_display_name = ?3, bound_at = ?4 WHERE token_id = ?1",
             params![token_id, u, d, user.map(|_| fmt_time(now()))],
         )?;
@@ -85,11 +86,13 @@ impl Store {
         now_unix: i64,
     ) -> Result<bool> {
         let conn = self.conn();
-        conn.execute(
+        exec(
+            &conn,
             "DELETE FROM kiosk_handoffs_used WHERE expires_at <= ?1",
             params![now_unix],
         )?;
-        let n = conn.execute(
+        let n = exec(
+            &conn,
             "INSERT OR IGNORE INTO kiosk_handoffs_used (token_hash, expires_at) VALUES (?1, ?2)",
             params![token_hash, expires_at],
         )?;

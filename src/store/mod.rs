@@ -12,7 +12,7 @@ mod sms;
 pub use sms::{OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(String),
@@ -213,15 +213,112 @@ pub struct ResetReceipt {
 }
 
 /// Handle to the database; cheap to clone.
+///
+/// One connection writes; a few more (file databases only) serve the reads on every request's
+/// path (token checks), so that those never wait behind a write. Async callers hand whole
+/// read-check-write units to the writer thread with [`Store::atomic`]; it runs every unit that
+/// queued up meanwhile in one transaction (group commit), each in its own savepoint.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    writer: mpsc::Sender<BatchJob>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")
     }
+}
+
+/// The statements a connection keeps prepared (rusqlite's default of 16 is fewer than the
+/// SMS path alone uses, and a miss re-parses and re-plans the SQL).
+const STATEMENT_CACHE: usize = 256;
+
+/// At most this many units share one group commit.
+const MAX_BATCH: usize = 128;
+
+/// Read connections of a file database.
+const READERS: usize = 2;
+
+/// Delivers a unit's outcome once its batch committed (`Ok`) or failed to (`Err`).
+type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
+/// A unit of work for the writer thread: runs inside the batch's transaction, returns its reply.
+type BatchJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// The store seen from inside one atomic unit ([`Store::atomic`]): every call runs in the
+/// unit's savepoint, so the unit's checks and writes land together or not at all.
+pub struct Tx<'a>(&'a Connection);
+
+/// Run `f` in a savepoint: kept when it returns Ok, rolled back when it fails or panics.
+fn in_savepoint<T, E: From<StoreError>>(
+    c: &Connection,
+    f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let sql = |c: &Connection, q: &str| exec(c, q, []).map_err(|e| E::from(e.into()));
+    sql(c, "SAVEPOINT unit")?;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Tx(c))))
+        .unwrap_or_else(|_| Err(StoreError::Db("a store unit panicked".into()).into()));
+    if out.is_err() {
+        sql(c, "ROLLBACK TO unit")?;
+    }
+    sql(c, "RELEASE unit")?;
+    out
+}
+
+/// The writer thread: takes every unit queued so far, runs them in one transaction, commits
+/// once, then answers them all. When the transaction cannot start (another process holds the
+/// write lock past the busy timeout), each unit's savepoint is its own transaction instead.
+/// Ends when the last [`Store`] handle is dropped.
+fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let c = lock_conn(&conn);
+        let in_tx = exec(&c, "BEGIN IMMEDIATE", []).is_ok();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&c)).collect();
+        let committed = if in_tx {
+            let r = exec(&c, "COMMIT", []).map(|_| ()).map_err(StoreError::from);
+            if r.is_err() {
+                let _ = exec(&c, "ROLLBACK", []);
+            }
+            r
+        } else {
+            Ok(())
+        };
+        drop(c);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "a group commit failed; its units were rolled back");
+        }
+        for reply in replies {
+            reply(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn lock_conn(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+    // back on drop), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Statements are prepared once per connection (rusqlite's statement cache).
+pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+pub(crate) fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
 }
 
 const CRED_COLS: &str = "id, user_name, rp_credential, public_key_cose, counter, aaguid, \
@@ -331,7 +428,8 @@ fn set_ceremony_state(
     state: &str,
     error_code: Option<&str>,
 ) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE ceremonies SET state = ?2, error_code = ?3, updated_at = ?4 WHERE id = ?1",
         params![id, state, error_code, fmt_time(now())],
     )?;
@@ -342,7 +440,15 @@ impl Store {
     /// Open (creating if needed) the database file and run pending migrations.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
-        let store = Self::init(conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open(path)?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            r.pragma_update(None, "query_only", "ON")?;
+            readers.push(Mutex::new(r));
+        }
+        let store = Self::init(conn, readers)?;
         // Checkpoint the WAL from a second connection on a background thread, so that no
         // request pays for copying pages back into the database file (tail latency). The
         // thread ends with the store.
@@ -363,26 +469,80 @@ impl Store {
         Ok(store)
     }
 
-    /// A private in-memory database (unit tests).
+    /// A private in-memory database (unit tests). Reads use the one connection.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, Vec::new())
     }
 
-    fn init(mut conn: Connection) -> Result<Store> {
+    fn init(mut conn: Connection, readers: Vec<Mutex<Connection>>) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::run(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (writer, jobs) = mpsc::channel();
+        let thread_conn = conn.clone();
+        std::thread::Builder::new()
+            .name("keygate-store-writer".into())
+            .spawn(move || writer_loop(thread_conn, jobs))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
+            readers: Arc::new(readers),
+            writer,
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
-        // back on drop), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock_conn(&self.conn)
+    }
+
+    /// A connection for a read that must not wait behind writes: a free reader, else the
+    /// first one; the writing connection when there are none (in-memory).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in self.readers.iter() {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
+        }
+        match self.readers.first() {
+            Some(r) => lock_conn(r),
+            None => self.conn(),
+        }
+    }
+
+    /// Run the read `f` on a reader connection (sees everything committed before it starts).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.reader())
+    }
+
+    /// Run `f` as one atomic unit on the writer thread (see [`Store`]); for async callers,
+    /// which must not block on the connection. `f` runs to completion before any other
+    /// unit or writer, so a read-check-write inside it cannot race. The reply comes after the
+    /// commit: Ok means durable.
+    pub async fn atomic<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let job: BatchJob = Box::new(move |c: &Connection| -> Reply {
+            let out = in_savepoint(c, f);
+            Box::new(move |committed: std::result::Result<(), &StoreError>| {
+                let _ = reply_tx.send(match committed {
+                    Ok(()) => out,
+                    Err(e) => Err(e.clone().into()),
+                });
+            })
+        });
+        let stopped = || StoreError::Db("the store writer has stopped".into());
+        self.writer.send(job).map_err(|_| E::from(stopped()))?;
+        reply_rx.await.map_err(|_| E::from(stopped()))?
     }
 
     /// Run `f` inside one transaction (committed when `f` returns Ok). For layers above the
@@ -415,7 +575,8 @@ impl Store {
 
     pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
         let c = self.conn();
-        c.query_row(
+        row(
+            &c,
             "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
             params![name],
             user_from_row,
@@ -427,7 +588,8 @@ impl Store {
 
     pub fn find_user_by_handle(&self, handle: &[u8]) -> Result<Option<UserRecord>> {
         let c = self.conn();
-        c.query_row(
+        row(
+            &c,
             "SELECT name, display_name, user_handle, created_at FROM users WHERE user_handle = ?1",
             params![handle],
             user_from_row,
@@ -446,12 +608,12 @@ impl Store {
         new_handle: &[u8],
     ) -> Result<UserRecord> {
         self.tx(|c| {
-            c.execute(
+            exec(c,
                 "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
                 params![name, display_name, new_handle, fmt_time(now())],
             )?;
-            let t = c.query_row(
+            let t = row(c,
                 "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
                 params![name],
                 user_from_row,
@@ -489,7 +651,8 @@ impl Store {
 
     pub fn get_credential(&self, id: &[u8]) -> Result<Option<CredentialRecord>> {
         let c = self.conn();
-        c.query_row(
+        row(
+            &c,
             &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
             params![id],
             cred_from_row,
@@ -507,7 +670,7 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
-            c.execute(
+            exec(c,
                 &format!(
                     "INSERT INTO credentials ({CRED_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
                 ),
@@ -551,7 +714,8 @@ impl Store {
             // Compare-and-set on the counter: two ceremonies racing on two devices (a key and
             // its clone) cannot both move it from the same stored value. A key that always
             // reports 0 stays at 0.
-            let n = c.execute(
+            let n = exec(
+                c,
                 "UPDATE credentials SET counter = ?2, rp_credential = ?3, last_used_at = ?4 \
                  WHERE id = ?1 AND state = 'active' AND (counter < ?2 OR (counter = 0 AND ?2 = 0))",
                 params![cred_id, counter as i64, rp_credential, fmt_time(now())],
@@ -584,7 +748,7 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
-            c.execute(
+            exec(c,
                 "UPDATE credentials SET state = 'quarantined', state_reason = ?2 WHERE id = ?1 AND state = 'active'",
                 params![cred_id, reason],
             )?;
@@ -620,12 +784,14 @@ impl Store {
                     state.as_str()
                 )));
             }
-            c.execute(
+            exec(
+                c,
                 "UPDATE credentials SET state = ?2, state_reason = ?3 WHERE id = ?1",
                 params![cred_id, to.as_str(), reason],
             )?;
             insert_audit(c, audit)?;
-            let raw = c.query_row(
+            let raw = row(
+                c,
                 &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
                 params![cred_id],
                 cred_from_row,
@@ -642,7 +808,7 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<CredentialRecord> {
         self.tx(|c| {
-            let n = c.execute(
+            let n = exec(c,
                 "UPDATE credentials SET nickname = ?3 WHERE id = ?1 AND user_name = ?2 AND state != 'revoked'",
                 params![cred_id, user, nickname],
             )?;
@@ -650,7 +816,7 @@ impl Store {
                 return Err(StoreError::NotFound);
             }
             insert_audit(c, audit)?;
-            let raw = c.query_row(
+            let raw = row(c,
                 &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
                 params![cred_id],
                 cred_from_row,
@@ -671,14 +837,15 @@ impl Store {
                 )
                 .optional()?;
             exists.ok_or(StoreError::NotFound)?;
-            let creds = c.execute(
+            let creds = exec(
+                c,
                 "UPDATE credentials SET state = 'revoked', state_reason = 'service desk reset' \
                  WHERE user_name = ?1 AND state != 'revoked'",
                 params![user],
             )? as u64;
-            let phones =
-                c.execute("DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
-            c.execute(
+            let phones = exec(c, "DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
+            exec(
+                c,
                 "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL \
                  WHERE user_name = ?1 AND state = 'pending'",
                 params![user],
@@ -707,7 +874,7 @@ impl Store {
 
     pub fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
         self.tx(|c| {
-            c.execute(
+            exec(c,
                 "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
@@ -746,7 +913,7 @@ impl Store {
 
     pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>> {
         let c = self.conn();
-        c.query_row(
+        row(&c,
             "SELECT id, kind, user_name, state, error_code, created_at, updated_at, expires_at FROM ceremonies WHERE id = ?1",
             params![id],
             |r| {
@@ -803,7 +970,7 @@ impl Store {
     /// Delete finished ceremonies older than `before` (the audit log keeps their story).
     pub fn prune_ceremonies(&self, before: OffsetDateTime) -> Result<u64> {
         let c = self.conn();
-        Ok(c.execute(
+        Ok(exec(&c,
             "DELETE FROM ceremonies WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_at < ?1",
             params![fmt_time(before)],
         )? as u64)
@@ -859,7 +1026,7 @@ impl Store {
 
     pub fn insert_token(&self, rec: &TokenRecord, audit: &NewAudit) -> Result<()> {
         self.tx(|c| {
-            c.execute(
+            exec(c,
                 "INSERT INTO tokens (id, role, hash, label, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
                 params![rec.id, rec.role, rec.hash, rec.label, fmt_time(rec.created_at)],
             )?;
@@ -869,12 +1036,19 @@ impl Store {
     }
 
     pub fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let c = self.conn();
-        let row = c
-            .prepare_cached(
-                "SELECT id, role, hash, label, created_at, revoked FROM tokens WHERE id = ?1",
-            )?
-            .query_row(params![id], |r| {
+        Ok(self.token_for_auth(id)?.map(|(t, _)| t))
+    }
+
+    /// A token and, when it is a kiosk page session, that session's expiry (Unix seconds):
+    /// one read on a reader connection, on every request's path.
+    pub fn token_for_auth(&self, id: &str) -> Result<Option<(TokenRecord, Option<i64>)>> {
+        let c = self.reader();
+        let found = row(
+            &c,
+            "SELECT t.id, t.role, t.hash, t.label, t.created_at, t.revoked, s.expires_at \
+             FROM tokens t LEFT JOIN kiosk_sessions s ON s.token_id = t.id WHERE t.id = ?1",
+            params![id],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -882,25 +1056,32 @@ impl Store {
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, bool>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                ))
+            },
+        )
+        .optional()?;
+        found
+            .map(|t| {
+                Ok((
+                    TokenRecord {
+                        id: t.0,
+                        role: t.1,
+                        hash: t.2,
+                        label: t.3,
+                        created_at: parse_time(&t.4)?,
+                        revoked: t.5,
+                    },
+                    t.6,
                 ))
             })
-            .optional()?;
-        row.map(|t| {
-            Ok(TokenRecord {
-                id: t.0,
-                role: t.1,
-                hash: t.2,
-                label: t.3,
-                created_at: parse_time(&t.4)?,
-                revoked: t.5,
-            })
-        })
-        .transpose()
+            .transpose()
     }
 
     pub fn revoke_token(&self, id: &str, audit: &NewAudit) -> Result<bool> {
         self.tx(|c| {
-            let n = c.execute(
+            let n = exec(
+                c,
                 "UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
                 params![id],
             )?;

@@ -7,7 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{
-    fmt_time, insert_audit, now, parse_opt_time, parse_time, NewAudit, Result, Store, StoreError,
+    exec, fmt_time, insert_audit, now, parse_opt_time, parse_time, row, NewAudit, Result, Store,
+    StoreError, Tx,
 };
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -157,20 +158,6 @@ fn to_phone(t: PhoneTuple) -> Result<PhoneRecord> {
     })
 }
 
-/// Statements are prepared once per connection (rusqlite's statement cache).
-fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(p)
-}
-
-fn row<T>(
-    c: &Connection,
-    sql: &str,
-    p: impl rusqlite::Params,
-    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    c.prepare_cached(sql)?.query_row(p, f)
-}
-
 const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, verified_at";
 
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
@@ -235,7 +222,7 @@ fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Resul
 
 impl Store {
     /// Create the user row when the first method is a phone (no key enrolled yet).
-    fn ensure_user(c: &Connection, name: &str) -> Result<()> {
+    pub(crate) fn ensure_user(c: &Connection, name: &str) -> Result<()> {
         exec(
             c,
             "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
@@ -248,7 +235,10 @@ impl Store {
         )?;
         Ok(())
     }
+}
 
+/// The SMS rows, inside one atomic unit ([`Store::atomic`]) or one call of the [`Store`] wrappers below.
+impl Tx<'_> {
     /// Register a phone (unverified; an existing row of the user for that number is reused,
     /// its label updated when one is given) together with its verification challenge, the
     /// challenge's first outbox message, send-log line and audits: all in one transaction, or
@@ -265,50 +255,58 @@ impl Store {
         send: &SendLog,
         challenge_audit: &NewAudit,
     ) -> Result<PhoneRecord> {
-        self.tx(|c| {
-            Self::ensure_user(c, &ch.user)?;
-            let existing: Option<String> = row(
-                c,
-                "SELECT id FROM phones WHERE user_name = ?1 AND e164 = ?2",
-                params![ch.user, e164],
-                |r| r.get(0),
-            )
-            .optional()?;
-            let phone_id = match existing {
-                Some(id) => {
-                    if label.is_some() {
-                        exec(c, "UPDATE phones SET label = ?2 WHERE id = ?1", params![id, label])?;
-                    }
-                    id
-                }
-                None => {
-                    let id = uuid::Uuid::new_v4().to_string();
-                    exec(c,
-                        "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                        params![id, ch.user, e164, label, fmt_time(now())],
+        let c = self.0;
+        Store::ensure_user(c, &ch.user)?;
+        let existing: Option<String> = row(
+            c,
+            "SELECT id FROM phones WHERE user_name = ?1 AND e164 = ?2",
+            params![ch.user, e164],
+            |r| r.get(0),
+        )
+        .optional()?;
+        let phone_id = match existing {
+            Some(id) => {
+                if label.is_some() {
+                    exec(
+                        c,
+                        "UPDATE phones SET label = ?2 WHERE id = ?1",
+                        params![id, label],
                     )?;
-                    insert_audit(c, phone_audit)?;
-                    id
                 }
-            };
-            let ch = SmsChallengeRecord {
-                phone_id: Some(phone_id.clone()),
-                ..ch.clone()
-            };
-            insert_challenge(c, &ch)?;
-            insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
-            insert_send(c, send)?;
-            insert_audit(c, challenge_audit)?;
-            row(c, &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"), params![phone_id], phone_row)
-                .map_err(StoreError::from)
-                .and_then(to_phone)
-        })
+                id
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                exec(c,
+                    "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                    params![id, ch.user, e164, label, fmt_time(now())],
+                )?;
+                insert_audit(c, phone_audit)?;
+                id
+            }
+        };
+        let ch = SmsChallengeRecord {
+            phone_id: Some(phone_id.clone()),
+            ..ch.clone()
+        };
+        insert_challenge(c, &ch)?;
+        insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
+        insert_send(c, send)?;
+        insert_audit(c, challenge_audit)?;
+        row(
+            c,
+            &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"),
+            params![phone_id],
+            phone_row,
+        )
+        .map_err(StoreError::from)
+        .and_then(to_phone)
     }
 
     pub fn get_phone(&self, id: &str) -> Result<Option<PhoneRecord>> {
-        let c = self.conn();
+        let c = self.0;
         row(
-            &c,
+            c,
             &format!("SELECT {PHONE_COLS} FROM phones WHERE id = ?1"),
             params![id],
             phone_row,
@@ -319,7 +317,7 @@ impl Store {
     }
 
     pub fn list_phones(&self, user: &str) -> Result<Vec<PhoneRecord>> {
-        let c = self.conn();
+        let c = self.0;
         let mut st = c.prepare_cached(&format!(
             "SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 ORDER BY created_at"
         ))?;
@@ -331,18 +329,21 @@ impl Store {
 
     /// Remove a phone and end its live challenges.
     pub fn delete_phone(&self, user: &str, id: &str, audit: &NewAudit) -> Result<()> {
-        self.tx(|c| {
-            let n = exec(c, "DELETE FROM phones WHERE id = ?1 AND user_name = ?2", params![id, user])?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            exec(c,
-                "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL WHERE phone_id = ?1 AND state = 'pending'",
-                params![id],
-            )?;
-            insert_audit(c, audit)?;
-            Ok(())
-        })
+        let c = self.0;
+        let n = exec(
+            c,
+            "DELETE FROM phones WHERE id = ?1 AND user_name = ?2",
+            params![id, user],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        exec(c,
+            "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL WHERE phone_id = ?1 AND state = 'pending'",
+            params![id],
+        )?;
+        insert_audit(c, audit)?;
+        Ok(())
     }
 
     /// A new challenge, its first outbox message and its send-log line, in one transaction.
@@ -353,20 +354,19 @@ impl Store {
         send: &SendLog,
         audit: &NewAudit,
     ) -> Result<()> {
-        self.tx(|c| {
-            Self::ensure_user(c, &ch.user)?;
-            insert_challenge(c, ch)?;
-            insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
-            insert_send(c, send)?;
-            insert_audit(c, audit)?;
-            Ok(())
-        })
+        let c = self.0;
+        Store::ensure_user(c, &ch.user)?;
+        insert_challenge(c, ch)?;
+        insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
+        insert_send(c, send)?;
+        insert_audit(c, audit)?;
+        Ok(())
     }
 
     pub fn sms_challenge(&self, id: &str) -> Result<Option<SmsChallengeRecord>> {
-        let c = self.conn();
+        let c = self.0;
         Ok(row(
-            &c,
+            c,
             &format!("SELECT {CH_COLS} FROM sms_challenges WHERE id = ?1"),
             params![id],
             challenge_row,
@@ -379,8 +379,8 @@ impl Store {
         user: &str,
         key: &str,
     ) -> Result<Option<SmsChallengeRecord>> {
-        let c = self.conn();
-        Ok(row(&c,
+        let c = self.0;
+        Ok(row(c,
             &format!("SELECT {CH_COLS} FROM sms_challenges WHERE user_name = ?1 AND idempotency_key = ?2"),
             params![user, key],
             challenge_row,
@@ -395,22 +395,22 @@ impl Store {
         e164: Option<&str>,
         country_code: Option<u16>,
     ) -> Result<(u32, Option<i64>)> {
-        let c = self.conn();
+        let c = self.0;
         let (n, oldest): (u32, Option<i64>) = match (e164, country_code) {
             (Some(n), _) => row(
-                &c,
+                c,
                 "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE e164 = ?1 AND at > ?2",
                 params![n, since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?,
             (None, Some(cc)) => row(
-                &c,
+                c,
                 "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE country_code = ?1 AND at > ?2",
                 params![cc, since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?,
             (None, None) => row(
-                &c,
+                c,
                 "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE at > ?1",
                 params![since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -421,7 +421,7 @@ impl Store {
 
     /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).
     pub fn sms_recent_sends(&self, since: i64) -> Result<Vec<(i64, u16)>> {
-        let c = self.conn();
+        let c = self.0;
         let mut st =
             c.prepare_cached("SELECT at, country_code FROM sms_sends WHERE at > ?1 ORDER BY at")?;
         let rows = st
@@ -431,9 +431,9 @@ impl Store {
     }
 
     pub fn sms_user_state(&self, user: &str) -> Result<SmsUserState> {
-        let c = self.conn();
+        let c = self.0;
         Ok(row(
-            &c,
+            c,
             "SELECT consecutive_failures, locked_until FROM sms_user_state WHERE user_name = ?1",
             params![user],
             |r| {
@@ -457,49 +457,48 @@ impl Store {
         user: SmsUserState,
         audit: Option<&NewAudit>,
     ) -> Result<()> {
-        self.tx(|c| {
-            exec(c,
-                "UPDATE sms_challenges SET attempts = ?2, state = CASE WHEN ?3 THEN 'failed' ELSE state END, \
-                 code_enc = CASE WHEN ?3 THEN NULL ELSE code_enc END WHERE id = ?1 AND state = 'pending'",
-                params![ch.id, attempts, fail],
-            )?;
-            exec(c,
-                "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = ?2, locked_until = ?3",
-                params![ch.user, user.consecutive_failures, user.locked_until],
-            )?;
-            if let Some(a) = audit {
-                insert_audit(c, a)?;
-            }
-            Ok(())
-        })
+        let c = self.0;
+        exec(c,
+            "UPDATE sms_challenges SET attempts = ?2, state = CASE WHEN ?3 THEN 'failed' ELSE state END, \
+             code_enc = CASE WHEN ?3 THEN NULL ELSE code_enc END WHERE id = ?1 AND state = 'pending'",
+            params![ch.id, attempts, fail],
+        )?;
+        exec(c,
+            "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = ?2, locked_until = ?3",
+            params![ch.user, user.consecutive_failures, user.locked_until],
+        )?;
+        if let Some(a) = audit {
+            insert_audit(c, a)?;
+        }
+        Ok(())
     }
 
     /// The right code. Only the first caller wins (`state = 'pending'` guard): returns false
     /// for every later one. Verifies the phone when that was the purpose; resets the streak.
     pub fn sms_verified(&self, ch: &SmsChallengeRecord, audit: &NewAudit) -> Result<bool> {
-        self.tx(|c| {
-            let n = exec(c,
-                "UPDATE sms_challenges SET state = 'verified', code_enc = NULL WHERE id = ?1 AND state = 'pending'",
-                params![ch.id],
+        let c = self.0;
+        let n = exec(c,
+            "UPDATE sms_challenges SET state = 'verified', code_enc = NULL WHERE id = ?1 AND state = 'pending'",
+            params![ch.id],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
+            exec(
+                c,
+                "UPDATE phones SET verified = 1, verified_at = ?2 WHERE id = ?1",
+                params![phone, fmt_time(now())],
             )?;
-            if n == 0 {
-                return Ok(false);
-            }
-            if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
-                exec(c,
-                    "UPDATE phones SET verified = 1, verified_at = ?2 WHERE id = ?1",
-                    params![phone, fmt_time(now())],
-                )?;
-            }
-            exec(c,
-                "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, 0, 0) \
-                 ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = 0, locked_until = 0",
-                params![ch.user],
-            )?;
-            insert_audit(c, audit)?;
-            Ok(true)
-        })
+        }
+        exec(c,
+            "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, 0, 0) \
+             ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = 0, locked_until = 0",
+            params![ch.user],
+        )?;
+        insert_audit(c, audit)?;
+        Ok(true)
     }
 
     /// Resend: bump the counter and queue the message again, in one transaction.
@@ -511,20 +510,19 @@ impl Store {
         send: &SendLog,
         audit: &NewAudit,
     ) -> Result<()> {
-        self.tx(|c| {
-            let n = exec(c,
-                "UPDATE sms_challenges SET resends = resends + 1, last_sent_at = ?2, delivery_status = 'queued' \
-                 WHERE id = ?1 AND state = 'pending'",
-                params![ch.id, at],
-            )?;
-            if n == 0 {
-                return Err(StoreError::Conflict("challenge ended".into()));
-            }
-            insert_outbox(c, outbox_id, &ch.id, at)?;
-            insert_send(c, send)?;
-            insert_audit(c, audit)?;
-            Ok(())
-        })
+        let c = self.0;
+        let n = exec(c,
+            "UPDATE sms_challenges SET resends = resends + 1, last_sent_at = ?2, delivery_status = 'queued' \
+             WHERE id = ?1 AND state = 'pending'",
+            params![ch.id, at],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict("challenge ended".into()));
+        }
+        insert_outbox(c, outbox_id, &ch.id, at)?;
+        insert_send(c, send)?;
+        insert_audit(c, audit)?;
+        Ok(())
     }
 
     /// End a challenge without success (`cancelled`, or `failed` when it expired); wipes the code.
@@ -534,24 +532,23 @@ impl Store {
         state: &str,
         audit: Option<&NewAudit>,
     ) -> Result<bool> {
-        self.tx(|c| {
-            let n = exec(c,
-                "UPDATE sms_challenges SET state = ?2, code_enc = NULL WHERE id = ?1 AND state = 'pending'",
-                params![id, state],
-            )?;
-            if n > 0 {
-                if let Some(a) = audit {
-                    insert_audit(c, a)?;
-                }
+        let c = self.0;
+        let n = exec(c,
+            "UPDATE sms_challenges SET state = ?2, code_enc = NULL WHERE id = ?1 AND state = 'pending'",
+            params![id, state],
+        )?;
+        if n > 0 {
+            if let Some(a) = audit {
+                insert_audit(c, a)?;
             }
-            Ok(n > 0)
-        })
+        }
+        Ok(n > 0)
     }
 
     /// Forget the encrypted code of an expired challenge.
     pub fn sms_wipe_code(&self, id: &str) -> Result<()> {
         exec(
-            &self.conn(),
+            self.0,
             "UPDATE sms_challenges SET code_enc = NULL WHERE id = ?1",
             params![id],
         )?;
@@ -562,7 +559,7 @@ impl Store {
     /// expired), whether or not anyone touched it since; returns how many were wiped.
     pub fn sms_wipe_ended_codes(&self, at: i64) -> Result<usize> {
         Ok(exec(
-            &self.conn(),
+            self.0,
             &format!("UPDATE sms_challenges SET code_enc = NULL WHERE code_enc IS NOT NULL AND {ENDED_AT}"),
             params![at],
         )?)
@@ -571,32 +568,31 @@ impl Store {
     /// An outbox message that will not be sent because its challenge ended: the row is marked
     /// and, in the same transaction, the challenge's code is wiped if it ended by `at`.
     pub fn sms_outbox_drop(&self, ob: &OutboxRecord, at: i64) -> Result<()> {
-        self.tx(|c| {
-            exec(
-                c,
-                "UPDATE sms_outbox SET state = 'dropped', attempts = ?2 WHERE id = ?1",
-                params![ob.id, ob.attempts],
-            )?;
-            exec(
-                c,
-                &format!("UPDATE sms_challenges SET code_enc = NULL WHERE id = ?2 AND {ENDED_AT}"),
-                params![at, ob.challenge_id],
-            )?;
-            Ok(())
-        })
+        let c = self.0;
+        exec(
+            c,
+            "UPDATE sms_outbox SET state = 'dropped', attempts = ?2 WHERE id = ?1",
+            params![ob.id, ob.attempts],
+        )?;
+        exec(
+            c,
+            &format!("UPDATE sms_challenges SET code_enc = NULL WHERE id = ?2 AND {ENDED_AT}"),
+            params![at, ob.challenge_id],
+        )?;
+        Ok(())
     }
 
     /// After a restart: messages caught mid-send go back to the queue (sent at most once more).
     pub fn sms_outbox_recover(&self) -> Result<u64> {
         Ok(exec(
-            &self.conn(),
+            self.0,
             "UPDATE sms_outbox SET state = 'pending' WHERE state = 'sending'",
             [],
         )? as u64)
     }
 
     pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
-        let c = self.conn();
+        let c = self.0;
         let mut st = c.prepare_cached(&format!(
             "SELECT {OB_COLS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
              ORDER BY next_attempt_at LIMIT ?2"
@@ -608,9 +604,9 @@ impl Store {
     }
 
     pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
-        let c = self.conn();
+        let c = self.0;
         Ok(row(
-            &c,
+            c,
             &format!("SELECT {OB_COLS} FROM sms_outbox WHERE id = ?1"),
             params![id],
             outbox_row,
@@ -625,23 +621,22 @@ impl Store {
         ob: &OutboxRecord,
         delivery_status: Option<&str>,
     ) -> Result<()> {
-        self.tx(|c| {
+        let c = self.0;
+        exec(c,
+            "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
+             provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
+            params![
+                ob.id, ob.state, ob.attempts, ob.next_attempt_at, ob.provider, ob.provider_message_id,
+                ob.last_error, ob.sent_at
+            ],
+        )?;
+        if let Some(d) = delivery_status {
             exec(c,
-                "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
-                 provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
-                params![
-                    ob.id, ob.state, ob.attempts, ob.next_attempt_at, ob.provider, ob.provider_message_id,
-                    ob.last_error, ob.sent_at
-                ],
+                &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
+                params![ob.challenge_id, d],
             )?;
-            if let Some(d) = delivery_status {
-                exec(c,
-                    &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
-                    params![ob.challenge_id, d],
-                )?;
-            }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// A provider's delivery report; false when no message has that provider id. A report that
@@ -652,21 +647,61 @@ impl Store {
         provider_message_id: &str,
         status: &str,
     ) -> Result<bool> {
-        self.tx(|c| {
-            let challenge: Option<String> = row(c,
-                    "SELECT challenge_id FROM sms_outbox WHERE provider = ?1 AND provider_message_id = ?2",
-                    params![provider, provider_message_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(ch) = challenge else {
-                return Ok(false);
-            };
-            exec(c,
-                &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
-                params![ch, status],
-            )?;
-            Ok(true)
-        })
+        let c = self.0;
+        let challenge: Option<String> = row(
+            c,
+            "SELECT challenge_id FROM sms_outbox WHERE provider = ?1 AND provider_message_id = ?2",
+            params![provider, provider_message_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+        let Some(ch) = challenge else {
+            return Ok(false);
+        };
+        exec(c,
+            &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
+            params![ch, status],
+        )?;
+        Ok(true)
+    }
+}
+
+/// The same, outside an atomic unit: one transaction (writes) or one read per call.
+impl Store {
+    pub fn list_phones(&self, user: &str) -> Result<Vec<PhoneRecord>> {
+        self.read(|c| Tx(c).list_phones(user))
+    }
+
+    pub fn sms_challenge(&self, id: &str) -> Result<Option<SmsChallengeRecord>> {
+        self.read(|c| Tx(c).sms_challenge(id))
+    }
+
+    pub fn sms_recent_sends(&self, since: i64) -> Result<Vec<(i64, u16)>> {
+        self.read(|c| Tx(c).sms_recent_sends(since))
+    }
+
+    pub fn sms_wipe_ended_codes(&self, at: i64) -> Result<usize> {
+        self.tx(|c| Tx(c).sms_wipe_ended_codes(at))
+    }
+
+    pub fn sms_outbox_recover(&self) -> Result<u64> {
+        self.tx(|c| Tx(c).sms_outbox_recover())
+    }
+
+    pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
+        self.read(|c| Tx(c).sms_outbox_due(at, limit))
+    }
+
+    pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
+        self.read(|c| Tx(c).sms_outbox(id))
+    }
+
+    pub fn sms_delivery_report(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+        status: &str,
+    ) -> Result<bool> {
+        self.tx(|c| Tx(c).sms_delivery_report(provider, provider_message_id, status))
     }
 }

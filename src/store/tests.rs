@@ -151,3 +151,54 @@ fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
         .unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
 }
+
+/// Units that queue up together share one commit, but each lands or fails alone: a failing or
+/// panicking unit takes back only its own writes, and every caller hears after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_units_in_one_group_commit_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("k.db")).unwrap();
+    let mut units = Vec::new();
+    for i in 0..60u32 {
+        let s = s.clone();
+        units.push(tokio::spawn(async move {
+            s.atomic(move |t| {
+                insert_audit(t.0, &NewAudit::new("unit.test", "test").detail(i.into()))?;
+                match i % 3 {
+                    0 => Ok(i),
+                    1 => Err(StoreError::Conflict(format!("unit {i} refused"))),
+                    _ if i == 2 => panic!("unit 2 panics"),
+                    _ => Ok(i),
+                }
+            })
+            .await
+        }));
+    }
+    let mut kept = Vec::new();
+    for (i, u) in units.into_iter().enumerate() {
+        match u.await.unwrap() {
+            Ok(v) => kept.push(v),
+            Err(StoreError::Conflict(m)) => assert_eq!(m, format!("unit {i} refused")),
+            Err(StoreError::Db(m)) => {
+                assert_eq!(i, 2, "only the panicking unit fails this way: {m}")
+            }
+            Err(e) => panic!("unit {i}: {e}"),
+        }
+    }
+    let expected: Vec<u32> = (0..60).filter(|i| i % 3 != 1 && *i != 2).collect();
+    assert_eq!(kept, expected);
+    let details: Vec<u32> = s
+        .list_audit(None, None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.event == "unit.test")
+        .map(|a| a.detail.as_u64().unwrap() as u32)
+        .collect();
+    let mut sorted = details.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, expected,
+        "exactly the kept units' writes are stored"
+    );
+    s.check_integrity().unwrap();
+}
