@@ -370,7 +370,7 @@ impl CeremonyService {
         let actor = tokio::task::spawn_blocking(move || devices.select(requested.as_deref()))
             .await
             .map_err(|e| RpError::Internal(e.to_string()))??;
-        let status = actor.status().await?;
+        let status = actor.ceremony_status().await?;
         if status.busy {
             return Err(DeviceError::Busy.into());
         }
@@ -478,12 +478,30 @@ impl CeremonyService {
             return Err(CeremonyError::DiscoverableUnsupported);
         }
 
-        let mut handle = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut handle);
-        let user = self
-            .store
-            .upsert_user(&req.user, &req.display_name, &handle)?;
-        let existing = self.store.list_credentials(&user.name, false)?;
+        // The user row is written with the credential (one commit; no row for an enrollment
+        // that fails). A new user gets a random handle: the key stores it, and a discoverable
+        // verification identifies the user by it.
+        let (user, existing) = match self.store.get_user(&req.user)? {
+            Some(u) => {
+                let existing = self.store.list_credentials(&u.name, false)?;
+                let user = crate::store::UserRecord {
+                    display_name: req.display_name.clone(),
+                    ..u
+                };
+                (user, existing)
+            }
+            None => {
+                let mut handle = [0u8; 16];
+                rand::rngs::OsRng.fill_bytes(&mut handle);
+                let user = crate::store::UserRecord {
+                    name: req.user.clone(),
+                    display_name: req.display_name.clone(),
+                    user_handle: handle.to_vec(),
+                    created_at: OffsetDateTime::now_utc(),
+                };
+                (user, Vec::new())
+            }
+        };
         let (options, reg_state) =
             self.rp
                 .start_registration(&user, &existing, uv, discoverable, timeout)?;
@@ -509,7 +527,7 @@ impl CeremonyService {
             let result = match outcome {
                 Ok(out) => svc.finish_enrollment(
                     &c,
-                    &user.name,
+                    &user,
                     &cdj,
                     &out,
                     &reg_state,
@@ -664,7 +682,10 @@ impl CeremonyService {
             });
             let ctx = OpContext::new(deadline, progress);
             let call_args = args.clone();
-            let r = c.actor.run(ctx, move |a, ctx| op(a, &call_args, ctx)).await;
+            let r = c
+                .actor
+                .run_ceremony(ctx, move |a, ctx| op(a, &call_args, ctx))
+                .await;
             match r {
                 Ok(t) => return Ok(t),
                 Err(DeviceError::PinRequired) if !args.has_pin() => {
@@ -722,7 +743,7 @@ impl CeremonyService {
     fn finish_enrollment(
         &self,
         c: &Ceremony,
-        user: &str,
+        user: &crate::store::UserRecord,
         cdj: &[u8],
         out: &crate::device::MakeCredentialOutput,
         reg_state: &rp::RegistrationState,
@@ -744,7 +765,7 @@ impl CeremonyService {
         let id = c.view.borrow().id.clone();
         let record = CredentialRecord {
             id: verified.credential_id.clone(),
-            user: user.to_string(),
+            user: user.name.clone(),
             rp_credential: verified.serialised.clone(),
             public_key_cose: cose_key,
             counter: summary.sign_count,
@@ -762,7 +783,7 @@ impl CeremonyService {
         };
         let cred_b64 = b64(&record.id);
         let audit = NewAudit::new("credential.enrolled", who)
-            .user(user)
+            .user(&user.name)
             .credential(&cred_b64)
             .ceremony(&id)
             .detail(serde_json::json!({
@@ -770,7 +791,7 @@ impl CeremonyService {
                 "attested": record.attested, "discoverable": discoverable,
                 "user_verified": record.user_verified, "device": c.actor.id(),
             }));
-        match self.store.insert_credential(&record, &id, &audit) {
+        match self.store.insert_credential(user, &record, &id, &audit) {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
                 return Err(DeviceError::CredentialExcluded.into());

@@ -28,6 +28,9 @@ pub struct DeviceActor {
     busy: Arc<AtomicBool>,
     current: Arc<Mutex<Option<OpContext>>>,
     last_info: Mutex<Option<DeviceInfo>>,
+    /// `last_info` still describes the key: no operation that could have changed what it
+    /// reports (PIN set or not, UV, discoverable support) has run since it was read.
+    info_fresh: AtomicBool,
 }
 
 /// A device as the API reports it.
@@ -58,6 +61,7 @@ impl DeviceActor {
             busy: Arc::new(AtomicBool::new(false)),
             current: Arc::new(Mutex::new(None)),
             last_info: Mutex::new(None),
+            info_fresh: AtomicBool::new(false),
         })
     }
 
@@ -69,8 +73,33 @@ impl DeviceActor {
         self.busy.load(Ordering::SeqCst)
     }
 
-    /// Run `op` on the device thread, bounded by `ctx.deadline`.
+    /// Run `op` on the device thread, bounded by `ctx.deadline`. The cached info is dropped:
+    /// `op` may change it (a PIN set, a reset).
     pub async fn run<T, F>(&self, ctx: OpContext, op: F) -> Result<T, DeviceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Authenticator, &OpContext) -> Result<T, DeviceError> + Send + 'static,
+    {
+        self.info_fresh.store(false, Ordering::SeqCst);
+        self.run_inner(ctx, op).await
+    }
+
+    /// [`DeviceActor::run`] for a ceremony's MakeCredential or GetAssertion, which cannot
+    /// change what [`DeviceActor::ceremony_status`] reports: the cached info stays unless the
+    /// operation failed (then the key is asked again next time).
+    pub async fn run_ceremony<T, F>(&self, ctx: OpContext, op: F) -> Result<T, DeviceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Authenticator, &OpContext) -> Result<T, DeviceError> + Send + 'static,
+    {
+        let r = self.run_inner(ctx, op).await;
+        if r.is_err() {
+            self.info_fresh.store(false, Ordering::SeqCst);
+        }
+        r
+    }
+
+    async fn run_inner<T, F>(&self, ctx: OpContext, op: F) -> Result<T, DeviceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Authenticator, &OpContext) -> Result<T, DeviceError> + Send + 'static,
@@ -119,9 +148,10 @@ impl DeviceActor {
     /// Fresh info when the device is idle; the last known info when it is busy.
     pub async fn status(&self) -> Result<DeviceStatus, DeviceError> {
         let ctx = OpContext::new(Instant::now() + Duration::from_secs(5), Arc::new(|_| {}));
-        match self.run(ctx, |a, _| a.info()).await {
+        match self.run_inner(ctx, |a, _| a.info()).await {
             Ok(info) => {
                 *lock(&self.last_info) = Some(info.clone());
+                self.info_fresh.store(true, Ordering::SeqCst);
                 Ok(DeviceStatus { info, busy: false })
             }
             Err(DeviceError::Busy) => match lock(&self.last_info).clone() {
@@ -130,6 +160,23 @@ impl DeviceActor {
             },
             Err(e) => Err(e),
         }
+    }
+}
+
+impl DeviceActor {
+    /// What a ceremony needs to know before it starts (PIN set, UV, discoverable support):
+    /// the cached info while it is fresh, else [`DeviceActor::status`]. Saves a getInfo and a
+    /// getPinRetries round trip (USB) per ceremony on a key that has not changed.
+    pub async fn ceremony_status(&self) -> Result<DeviceStatus, DeviceError> {
+        if self.info_fresh.load(Ordering::SeqCst) {
+            if let Some(info) = lock(&self.last_info).clone() {
+                return Ok(DeviceStatus {
+                    info,
+                    busy: self.is_busy(),
+                });
+            }
+        }
+        self.status().await
     }
 }
 
@@ -202,7 +249,129 @@ impl DeviceManager {
         Ok(out)
     }
 
+    /// A key changed behind the actors' backs (the simulator's controls): every actor asks
+    /// its key again before the next ceremony.
+    pub fn forget_info(&self) {
+        for a in lock(&self.actors).values() {
+            a.info_fresh.store(false, Ordering::SeqCst);
+        }
+    }
+
     pub fn ids(&self) -> Vec<DeviceId> {
         lock(&self.actors).keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::sim::{SimBench, SimKeyOptions, Touch};
+    use crate::device::{AssertionOutput, GetAssertionArgs, MakeCredentialArgs};
+    use crate::device::{MakeCredentialOutput, Pin};
+    use std::sync::atomic::AtomicU32;
+
+    /// A simulated key that counts the getInfo round trips it is asked for.
+    struct CountingKey {
+        inner: Arc<dyn Authenticator>,
+        infos: AtomicU32,
+    }
+
+    impl Authenticator for CountingKey {
+        fn id(&self) -> DeviceId {
+            self.inner.id()
+        }
+        fn info(&self) -> Result<DeviceInfo, DeviceError> {
+            self.infos.fetch_add(1, Ordering::SeqCst);
+            self.inner.info()
+        }
+        fn make_credential(
+            &self,
+            args: &MakeCredentialArgs,
+            ctx: &OpContext,
+        ) -> Result<MakeCredentialOutput, DeviceError> {
+            self.inner.make_credential(args, ctx)
+        }
+        fn get_assertion(
+            &self,
+            args: &GetAssertionArgs,
+            ctx: &OpContext,
+        ) -> Result<Vec<AssertionOutput>, DeviceError> {
+            self.inner.get_assertion(args, ctx)
+        }
+        fn pin_retries(&self) -> Result<u32, DeviceError> {
+            self.inner.pin_retries()
+        }
+        fn set_pin(&self, new_pin: &Pin) -> Result<(), DeviceError> {
+            self.inner.set_pin(new_pin)
+        }
+        fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError> {
+            self.inner.change_pin(current_pin, new_pin)
+        }
+        fn cancel(&self) {
+            self.inner.cancel()
+        }
+    }
+
+    fn ctx() -> OpContext {
+        OpContext::new(Instant::now() + Duration::from_secs(5), Arc::new(|_| {}))
+    }
+
+    #[tokio::test]
+    async fn ceremonies_reuse_the_info_until_an_operation_may_have_changed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bench = SimBench::open(dir.path(), Some(3)).unwrap();
+        bench
+            .configure(
+                "sim:1",
+                SimKeyOptions {
+                    touch: Some(Touch::AutoAfterMs(0)),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let key = Arc::new(CountingKey {
+            inner: bench.enumerate().unwrap().remove(0),
+            infos: AtomicU32::new(0),
+        });
+        let actor = DeviceActor::spawn(key.clone());
+        let asked = || key.infos.load(Ordering::SeqCst);
+
+        assert_eq!(
+            actor.ceremony_status().await.unwrap().info.pin_set,
+            Some(false)
+        );
+        assert_eq!(
+            actor.ceremony_status().await.unwrap().info.pin_set,
+            Some(false)
+        );
+        assert_eq!(asked(), 1, "the second ceremony used the cached info");
+
+        // A PIN set through the actor: the next ceremony asks the key again and sees it.
+        actor
+            .run(ctx(), |a, _| a.set_pin(&Pin::new("1234")))
+            .await
+            .unwrap();
+        assert_eq!(
+            actor.ceremony_status().await.unwrap().info.pin_set,
+            Some(true)
+        );
+        assert_eq!(asked(), 2);
+
+        // A failed ceremony operation drops the cache too.
+        let failed = actor
+            .run_ceremony(ctx(), |_, _| Err::<(), _>(DeviceError::PinRequired))
+            .await;
+        assert!(matches!(failed, Err(DeviceError::PinRequired)));
+        actor.ceremony_status().await.unwrap();
+        assert_eq!(asked(), 3);
+
+        // A successful one keeps it.
+        actor.run_ceremony(ctx(), |_, _| Ok(())).await.unwrap();
+        actor.ceremony_status().await.unwrap();
+        assert_eq!(asked(), 3);
+
+        // GET /v1/devices always asks the key.
+        actor.status().await.unwrap();
+        assert_eq!(asked(), 4);
     }
 }

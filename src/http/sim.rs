@@ -26,6 +26,17 @@ fn bench(st: &SharedState) -> ApiResult<&SimBench> {
     st.sim.as_deref().ok_or_else(ApiError::not_found)
 }
 
+/// Run a simulator control. The controls change keys outside their device actors, so what
+/// the actors cached about them is dropped afterwards. Every control but `list` goes here.
+fn control<T>(
+    st: &SharedState,
+    f: impl FnOnce(&SimBench) -> Result<T, DeviceError>,
+) -> ApiResult<T> {
+    let out = f(bench(st)?).map_err(sim_error);
+    st.ceremonies.devices().forget_info();
+    out
+}
+
 fn sim_error(e: DeviceError) -> ApiError {
     match e {
         DeviceError::NoDevice => {
@@ -48,7 +59,8 @@ async fn plug(
     State(st): State<SharedState>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let key = bench(&st)?.plug(parse(body)?).map_err(sim_error)?;
+    let options = parse(body)?;
+    let key = control(&st, |b| b.plug(options))?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key }))))
 }
 
@@ -57,24 +69,23 @@ async fn configure(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    let key = bench(&st)?
-        .configure(&id, parse(body)?)
-        .map_err(sim_error)?;
+    let options = parse(body)?;
+    let key = control(&st, |b| b.configure(&id, options))?;
     Ok(Json(json!({ "key": key })))
 }
 
 async fn remove(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    bench(&st)?.remove(&id).map_err(sim_error)?;
+    control(&st, |b| b.remove(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn unplug(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let key = bench(&st)?.unplug(&id).map_err(sim_error)?;
+    let key = control(&st, |b| b.unplug(&id))?;
     Ok(Json(json!({ "key": key })))
 }
 
 async fn replug(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let key = bench(&st)?.replug(&id).map_err(sim_error)?;
+    let key = control(&st, |b| b.replug(&id))?;
     Ok(Json(json!({ "key": key })))
 }
 
@@ -82,6 +93,6 @@ async fn clone_key(
     State(st): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let key = bench(&st)?.clone_key(&id).map_err(sim_error)?;
+    let key = control(&st, |b| b.clone_key(&id))?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key }))))
 }

@@ -663,13 +663,35 @@ impl Store {
     }
 
     /// Store a new credential, end its ceremony as `succeeded` and audit it, atomically.
+    /// A new credential of `user`, stored together with the user row (created, or its display
+    /// name updated), its ceremony's success and the audit line. Fails without storing anything
+    /// when the user row exists with another user handle than the one the key was given (two
+    /// first enrollments of one user raced).
     pub fn insert_credential(
         &self,
+        user: &UserRecord,
         cred: &CredentialRecord,
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
+            exec(c,
+                "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
+                params![user.name, user.display_name, user.user_handle, fmt_time(user.created_at)],
+            )?;
+            let handle: Vec<u8> = row(
+                c,
+                "SELECT user_handle FROM users WHERE name = ?1",
+                params![user.name],
+                |r| r.get(0),
+            )?;
+            if handle != user.user_handle {
+                return Err(StoreError::Db(format!(
+                    "user {} was created by a concurrent enrollment",
+                    user.name
+                )));
+            }
             exec(c,
                 &format!(
                     "INSERT INTO credentials ({CRED_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"

@@ -42,9 +42,10 @@ fn ceremony(s: &Store, id: &str) {
 #[test]
 fn credential_lifecycle_and_audit() {
     let s = Store::open_in_memory().unwrap();
-    s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
+    let alice = s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
     ceremony(&s, "c1");
     s.insert_credential(
+        &alice,
         &cred(b"k1", "alice"),
         "c1",
         &NewAudit::new("credential.enrolled", "test"),
@@ -54,7 +55,12 @@ fn credential_lifecycle_and_audit() {
     // Same credential twice is a conflict and leaves the first intact.
     ceremony(&s, "c2");
     let e = s
-        .insert_credential(&cred(b"k1", "alice"), "c2", &NewAudit::new("x", "test"))
+        .insert_credential(
+            &alice,
+            &cred(b"k1", "alice"),
+            "c2",
+            &NewAudit::new("x", "test"),
+        )
         .unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)));
     assert_eq!(s.get_ceremony("c2").unwrap().unwrap().state, "pending");
@@ -124,10 +130,15 @@ fn interrupted_ceremonies_fail_on_start() {
 #[test]
 fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
     let s = Store::open_in_memory().unwrap();
-    s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
+    let alice = s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
     ceremony(&s, "c1");
-    s.insert_credential(&cred(b"k1", "alice"), "c1", &NewAudit::new("e", "test"))
-        .unwrap();
+    s.insert_credential(
+        &alice,
+        &cred(b"k1", "alice"),
+        "c1",
+        &NewAudit::new("e", "test"),
+    )
+    .unwrap();
     let audit = NewAudit::new("credential.verified", "test");
     for id in ["a1", "a2", "a3", "a4"] {
         ceremony(&s, id);
@@ -201,4 +212,45 @@ async fn atomic_units_in_one_group_commit_fail_alone() {
         "exactly the kept units' writes are stored"
     );
     s.check_integrity().unwrap();
+}
+
+/// The first credential of a user creates the user row in its own transaction; a second
+/// "first" enrollment that gave the key another user handle stores nothing.
+#[test]
+fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
+    let s = Store::open_in_memory().unwrap();
+    let bob = UserRecord {
+        name: "bob".into(),
+        display_name: "Bob".into(),
+        user_handle: vec![7; 16],
+        created_at: now(),
+    };
+    assert_eq!(s.get_user("bob").unwrap(), None);
+    ceremony(&s, "c1");
+    s.insert_credential(&bob, &cred(b"k1", "bob"), "c1", &NewAudit::new("e", "test"))
+        .unwrap();
+    let stored = s.get_user("bob").unwrap().unwrap();
+    assert_eq!(stored.user_handle, vec![7; 16]);
+    let raced = UserRecord {
+        user_handle: vec![8; 16],
+        display_name: "Bob B.".into(),
+        ..bob
+    };
+    ceremony(&s, "c2");
+    let e = s
+        .insert_credential(
+            &raced,
+            &cred(b"k2", "bob"),
+            "c2",
+            &NewAudit::new("e", "test"),
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Db(_)), "{e:?}");
+    assert_eq!(
+        s.get_user("bob").unwrap().unwrap(),
+        stored,
+        "display name unchanged too"
+    );
+    assert!(s.get_credential(b"k2").unwrap().is_none());
+    assert_eq!(s.get_ceremony("c2").unwrap().unwrap().state, "pending");
 }
