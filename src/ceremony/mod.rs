@@ -508,7 +508,7 @@ impl CeremonyService {
         let (cdj, args) =
             client::make_credential_args(&options, &self.rp.origin, key_can_verify, pin);
 
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::store::new_row_id();
         let (c, pin_rx) =
             self.register(&id, Kind::Enrollment, Some(&user.name), actor, timeout, who)?;
         let svc = self.clone();
@@ -589,7 +589,7 @@ impl CeremonyService {
         let (options, auth_state) = self.rp.start_authentication(&creds, uv, timeout)?;
         let (cdj, args) =
             client::get_assertion_args(&options, &self.rp.origin, key_can_verify, pin);
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::store::new_row_id();
         let (c, pin_rx) = self.register(
             &id,
             Kind::Assertion,

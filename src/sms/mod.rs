@@ -391,7 +391,7 @@ impl SmsService {
     ) -> Result<(), SmsError> {
         let s = &self.cfg.sms;
         let window = s.per_number_window_secs as i64 * 1000;
-        let (count, oldest) = tx.sms_sends_since(now - window, Some(e164), None)?;
+        let (count, oldest) = tx.sms_number_sends_since(now - window, e164, s.per_number_limit)?;
         let mut exhausted =
             (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
         if exhausted.is_none() {
@@ -430,7 +430,7 @@ impl SmsService {
     }
 
     fn new_id() -> String {
-        uuid::Uuid::new_v4().to_string()
+        crate::store::new_row_id()
     }
 
     /// Start a challenge: a code to a verified phone of the user (sign-in), or to a phone being

@@ -162,6 +162,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sms_challenges ADD COLUMN idempotency_hash BLOB;
     CREATE INDEX sms_challenges_code_kept ON sms_challenges (expires_at) WHERE code_enc IS NOT NULL;
     "#,
+    // 6: `sms_challenges_user` duplicates the prefix of the UNIQUE (user_name,
+    // idempotency_key) index; each challenge paid for both.
+    r#"
+    DROP INDEX sms_challenges_user;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

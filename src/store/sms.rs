@@ -276,7 +276,7 @@ impl Tx<'_> {
                 id
             }
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = super::new_row_id();
                 exec(c,
                     "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                     params![id, ch.user, e164, label, fmt_time(now())],
@@ -388,35 +388,21 @@ impl Tx<'_> {
         .optional()?)
     }
 
-    /// Sends since `since`: (count, time of the oldest), to one number / one country / all.
-    pub fn sms_sends_since(
+    /// Sends to `e164` after `since`, counted up to `cap`: (count, time of the oldest). The
+    /// cap keeps the check's cost at the policy's limit, however many sends a number has had.
+    pub fn sms_number_sends_since(
         &self,
         since: i64,
-        e164: Option<&str>,
-        country_code: Option<u16>,
+        e164: &str,
+        cap: u32,
     ) -> Result<(u32, Option<i64>)> {
-        let c = self.0;
-        let (n, oldest): (u32, Option<i64>) = match (e164, country_code) {
-            (Some(n), _) => row(
-                c,
-                "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE e164 = ?1 AND at > ?2",
-                params![n, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?,
-            (None, Some(cc)) => row(
-                c,
-                "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE country_code = ?1 AND at > ?2",
-                params![cc, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?,
-            (None, None) => row(
-                c,
-                "SELECT COUNT(*), MIN(at) FROM sms_sends WHERE at > ?1",
-                params![since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?,
-        };
-        Ok((n, oldest))
+        Ok(row(
+            self.0,
+            "SELECT COUNT(*), MIN(at) FROM \
+             (SELECT at FROM sms_sends WHERE e164 = ?1 AND at > ?2 ORDER BY at LIMIT ?3)",
+            params![e164, since, cap],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
     }
 
     /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).

@@ -163,10 +163,36 @@ fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
     assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
 }
 
-/// Units that queue up together share one commit, but each lands or fails alone: a failing or
-/// panicking unit takes back only its own writes, and every caller hears after the commit.
+fn audited(s: &Store) -> Vec<u32> {
+    let mut v: Vec<u32> = s
+        .list_audit(None, None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.event == "unit.test")
+        .map(|a| a.detail.as_u64().unwrap() as u32)
+        .collect();
+    v.sort();
+    v
+}
+
+fn unit(s: &Store, i: u32, fail_after_write: bool) -> tokio::task::JoinHandle<Result<u32>> {
+    let s = s.clone();
+    tokio::spawn(async move {
+        s.atomic(move |t| {
+            insert_audit(t.0, &NewAudit::new("unit.test", "test").detail(i.into()))?;
+            if fail_after_write {
+                return Err(StoreError::Db(format!("unit {i} failed after writing")));
+            }
+            Ok(i)
+        })
+        .await
+    })
+}
+
+/// Units that queue up together share one commit; a unit that refuses before writing (as
+/// every unit must when it refuses) or panics before writing leaves the others alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn atomic_units_in_one_group_commit_fail_alone() {
+async fn atomic_units_share_a_commit_and_refuse_alone() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("k.db")).unwrap();
     let mut units = Vec::new();
@@ -174,13 +200,13 @@ async fn atomic_units_in_one_group_commit_fail_alone() {
         let s = s.clone();
         units.push(tokio::spawn(async move {
             s.atomic(move |t| {
-                insert_audit(t.0, &NewAudit::new("unit.test", "test").detail(i.into()))?;
                 match i % 3 {
-                    0 => Ok(i),
-                    1 => Err(StoreError::Conflict(format!("unit {i} refused"))),
-                    _ if i == 2 => panic!("unit 2 panics"),
-                    _ => Ok(i),
+                    1 => return Err(StoreError::Conflict(format!("unit {i} refused"))),
+                    2 if i == 2 => panic!("unit 2 panics"),
+                    _ => {}
                 }
+                insert_audit(t.0, &NewAudit::new("unit.test", "test").detail(i.into()))?;
+                Ok(i)
             })
             .await
         }));
@@ -198,19 +224,41 @@ async fn atomic_units_in_one_group_commit_fail_alone() {
     }
     let expected: Vec<u32> = (0..60).filter(|i| i % 3 != 1 && *i != 2).collect();
     assert_eq!(kept, expected);
-    let details: Vec<u32> = s
-        .list_audit(None, None, 1000)
-        .unwrap()
-        .into_iter()
-        .filter(|a| a.event == "unit.test")
-        .map(|a| a.detail.as_u64().unwrap() as u32)
-        .collect();
-    let mut sorted = details.clone();
-    sorted.sort();
     assert_eq!(
-        sorted, expected,
+        audited(&s),
+        expected,
         "exactly the kept units' writes are stored"
     );
+    s.check_integrity().unwrap();
+}
+
+/// A unit that fails after writing takes its whole group commit down with it: nothing of that
+/// group is stored and every unit in it hears an error; the groups before and after are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_failing_after_a_write_rolls_back_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("k.db")).unwrap();
+    let pause = std::time::Duration::from_millis(100);
+    // Hold the connection so that the writer takes unit 1 alone, then waits; units 2-4
+    // queue up meanwhile and form the next group.
+    let held = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let _c = s.conn();
+            std::thread::sleep(3 * pause);
+        })
+    };
+    tokio::time::sleep(pause / 4).await;
+    let first = unit(&s, 1, false);
+    tokio::time::sleep(pause).await;
+    let group = [unit(&s, 2, false), unit(&s, 3, true), unit(&s, 4, false)];
+    held.join().unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    for u in group {
+        assert!(matches!(u.await.unwrap(), Err(StoreError::Db(_))));
+    }
+    assert_eq!(unit(&s, 5, false).await.unwrap().unwrap(), 5);
+    assert_eq!(audited(&s), vec![1, 5]);
     s.check_integrity().unwrap();
 }
 
@@ -253,4 +301,21 @@ fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
     );
     assert!(s.get_credential(b"k2").unwrap().is_none());
     assert_eq!(s.get_ceremony("c2").unwrap().unwrap().state, "pending");
+}
+
+#[test]
+fn row_ids_sort_in_creation_order_and_differ() {
+    let ids: Vec<String> = (0..200).map(|_| new_row_id()).collect();
+    let parsed: Vec<Uuid> = ids.iter().map(|i| Uuid::parse_str(i).unwrap()).collect();
+    assert!(parsed.iter().all(|u| u.get_version_num() == 7));
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+    // Same millisecond: random order within it; across milliseconds: ordered.
+    let later = {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        new_row_id()
+    };
+    assert!(ids.iter().all(|i| *i < later));
 }
