@@ -45,6 +45,9 @@ impl Role {
 pub struct Caller {
     pub token_id: String,
     pub role: Role,
+    /// The token is a kiosk page session (`keygate kiosk-url`), whose requests are bound to
+    /// one student.
+    pub page_session: bool,
 }
 
 impl Caller {
@@ -113,6 +116,7 @@ pub fn verify_token(store: &Store, presented: &str) -> Result<Option<Caller>, St
     Ok(Role::parse(&rec.role).map(|role| Caller {
         token_id: rec.id,
         role,
+        page_session: page_session_expiry.is_some(),
     }))
 }
 

@@ -312,6 +312,8 @@ pub struct CeremonyService {
     store: Store,
     devices: Arc<DeviceManager>,
     live: Mutex<HashMap<String, Arc<Ceremony>>>,
+    /// When [`CeremonyService::prune`] last walked `live`.
+    pruned_at: Mutex<Option<Instant>>,
 }
 
 enum Waited {
@@ -328,6 +330,7 @@ impl CeremonyService {
             store,
             devices,
             live: Mutex::new(HashMap::new()),
+            pruned_at: Mutex::new(None),
         }
     }
 
@@ -350,9 +353,18 @@ impl CeremonyService {
         Ok(Duration::from_millis(ms))
     }
 
-    /// Drop finished ceremonies older than the retention period from memory.
+    /// Drop finished ceremonies older than the retention period from memory. Walks the map at
+    /// most every tenth of the retention period (and at most every second), not on every
+    /// ceremony: a busy bench keeps thousands of ended ceremonies around.
     fn prune(&self) {
         let keep = Duration::from_secs(self.cfg.ceremony.retention_secs);
+        {
+            let mut at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
+            if at.is_some_and(|t| t.elapsed() < (keep / 10).min(Duration::from_secs(1))) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
         self.live().retain(|_, c| {
             c.ended_at
                 .lock()

@@ -193,7 +193,7 @@ fn body_user(route: &str, body: &[u8]) -> Option<String> {
 /// [`PageSession`] extension and refuse (`forbidden`) a `{user}` path parameter or a body user
 /// other than the bound one. Other callers' requests pass unchanged. Runs after routing.
 pub async fn bind_page_session(st: &AppState, req: Request) -> Result<Request, ApiError> {
-    let Some(caller) = req.extensions().get::<Caller>() else {
+    let Some(caller) = req.extensions().get::<Caller>().filter(|c| c.page_session) else {
         return Ok(req);
     };
     let Some(rec) = st.store.kiosk_session(&caller.token_id)? else {

@@ -50,7 +50,7 @@ impl Store {
     /// The page session behind `token_id`; None for every other token.
     pub fn kiosk_session(&self, token_id: &str) -> Result<Option<KioskSessionRecord>> {
         Ok(row(
-            &self.conn(),
+            &self.reader(),
                 "SELECT token_id, expires_at, bound_user, bound_display_name FROM kiosk_sessions WHERE token_id = ?1",
                 params![token_id],
                 |r| {

@@ -354,8 +354,8 @@ impl Tx<'_> {
         send: &SendLog,
         audit: &NewAudit,
     ) -> Result<()> {
+        // The user exists: the challenge goes to one of their phones (phones reference users).
         let c = self.0;
-        Store::ensure_user(c, &ch.user)?;
         insert_challenge(c, ch)?;
         insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
         insert_send(c, send)?;
@@ -478,9 +478,11 @@ impl Tx<'_> {
                 params![phone, fmt_time(now())],
             )?;
         }
-        exec(c,
-            "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, 0, 0) \
-             ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = 0, locked_until = 0",
+        // No row is the same as a clean streak: only a user with failures has one to reset.
+        exec(
+            c,
+            "UPDATE sms_user_state SET consecutive_failures = 0, locked_until = 0 \
+             WHERE user_name = ?1 AND (consecutive_failures != 0 OR locked_until != 0)",
             params![ch.user],
         )?;
         insert_audit(c, audit)?;
