@@ -3,8 +3,9 @@
 //! (a message is queued in the same transaction as its challenge and sent by a worker).
 //!
 //! Policy decisions take the time from a [`Clock`], so tests drive expiry and lockouts with a
-//! [`ManualClock`]. Every state change runs under one mutex (the daemon is one process) and,
-//! in the store, under `state = 'pending'` guards, so concurrent verifies cannot both win.
+//! [`ManualClock`]. Every state change (its reads, checks and writes) is one atomic unit on the
+//! store's writer thread ([`Store::atomic`]), so concurrent verifies cannot both win; the
+//! `state = 'pending'` guards in the SQL hold the same line.
 
 pub mod code;
 pub mod dispatch;
