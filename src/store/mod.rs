@@ -577,6 +577,9 @@ impl Store {
     /// Contract: `f` makes all its checks before its first write, so that refusing (returning
     /// Err) leaves nothing to undo. An error after a write (storage trouble, a panic) rolls
     /// back the whole group commit, and every unit in it gets an error.
+    ///
+    /// `f` runs on the writer thread while it holds the writing connection: it must use only
+    /// the [`Tx`] it is given, never another `Store` method (a write would deadlock).
     pub async fn atomic<T, E>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send + 'static,
