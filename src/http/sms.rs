@@ -352,7 +352,7 @@ async fn callback(
     let Some(status) = status else {
         return Ok(StatusCode::NO_CONTENT);
     };
-    if sms.delivery_report(&provider, &message_id, status)? {
+    if sms.delivery_report(&provider, &message_id, status).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found())

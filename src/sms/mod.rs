@@ -903,22 +903,32 @@ impl SmsService {
     }
 
     /// A provider's delivery report (already authenticated by the caller).
-    pub fn delivery_report(
+    pub async fn delivery_report(
         &self,
         provider: &str,
         message_id: &str,
         status: &str,
     ) -> Result<bool, SmsError> {
+        let (provider, message_id, status) = (
+            provider.to_string(),
+            message_id.to_string(),
+            status.to_string(),
+        );
         Ok(self
             .store
-            .sms_delivery_report(provider, message_id, status)?)
+            .atomic(move |tx| tx.sms_delivery_report(&provider, &message_id, &status))
+            .await?)
     }
 
     /// Wipe the encrypted code of every challenge that has ended (expired, verified, failed,
     /// cancelled), touched or not. The worker runs it every [`CODE_SWEEP_EVERY`]; public for
     /// tests.
-    pub fn sweep_codes(&self) -> Result<usize, SmsError> {
-        let wiped = self.store.sms_wipe_ended_codes(self.now())?;
+    pub async fn sweep_codes(&self) -> Result<usize, SmsError> {
+        let now = self.now();
+        let wiped = self
+            .store
+            .atomic(move |tx| tx.sms_wipe_ended_codes(now))
+            .await?;
         if wiped > 0 {
             tracing::debug!(wiped, "encrypted codes of ended SMS challenges wiped");
         }
@@ -936,7 +946,7 @@ impl SmsService {
                     tracing::error!(error = %e, "SMS outbox worker");
                 }
                 if last_sweep.is_none_or(|t| t.elapsed() >= CODE_SWEEP_EVERY) {
-                    if let Err(e) = svc.sweep_codes() {
+                    if let Err(e) = svc.sweep_codes().await {
                         tracing::error!(error = %e, "SMS code sweep");
                     }
                     last_sweep = Some(std::time::Instant::now());
@@ -1110,13 +1120,17 @@ mod tests {
         let live = challenge(&svc, "r3", "0475 00 00 03").await;
         let code_of = |id: &str| store.sms_challenge(id).unwrap().unwrap().code_enc;
         assert!(code_of(&expiring).is_some());
-        assert_eq!(svc.sweep_codes().unwrap(), 0, "nothing has expired yet");
+        assert_eq!(
+            svc.sweep_codes().await.unwrap(),
+            0,
+            "nothing has expired yet"
+        );
         clock.advance(Duration::from_secs(200));
-        assert_eq!(svc.sweep_codes().unwrap(), 1);
+        assert_eq!(svc.sweep_codes().await.unwrap(), 1);
         assert_eq!(code_of(&expiring), None, "expired, never touched since");
         assert!(code_of(&live).is_some(), "a live challenge keeps its code");
         clock.advance(Duration::from_secs(100));
-        assert_eq!(svc.sweep_codes().unwrap(), 1);
+        assert_eq!(svc.sweep_codes().await.unwrap(), 1);
         assert_eq!(code_of(&live), None);
     }
 }

@@ -264,7 +264,7 @@ type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
 type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
 
 /// The store seen from inside one atomic unit ([`Store::atomic`]): every call runs in the
-/// unit's savepoint, so the unit's checks and writes land together or not at all.
+/// unit's (group) transaction, so the unit's checks and writes land together or not at all.
 pub struct Tx<'a>(&'a Connection);
 
 /// Run one unit inside the batch's transaction. Returns its outcome and whether it failed
@@ -302,25 +302,13 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
         let c = lock_conn(&conn);
         if exec(&c, "BEGIN IMMEDIATE", []).is_err() {
             for job in batch {
-                let began = exec(&c, "BEGIN IMMEDIATE", []).map_err(StoreError::from);
-                let (reply, dirty) = match began {
-                    Ok(_) => job(Some(&c)),
-                    Err(e) => {
-                        let (reply, _) = job(None);
-                        reply(Err(&e));
-                        continue;
+                match exec(&c, "BEGIN IMMEDIATE", []) {
+                    Ok(_) => {
+                        let (reply, dirty) = job(Some(&c));
+                        reply(end_transaction(&c, dirty).as_ref().map(|_| ()));
                     }
-                };
-                let committed = if dirty {
-                    let _ = exec(&c, "ROLLBACK", []);
-                    Err(StoreError::Db("a unit failed while writing".into()))
-                } else {
-                    exec(&c, "COMMIT", []).map(|_| ()).map_err(StoreError::from)
-                };
-                if committed.is_err() {
-                    let _ = exec(&c, "ROLLBACK", []);
+                    Err(e) => job(None).0(Err(&e.into())),
                 }
-                reply(committed.as_ref().map(|_| ()));
             }
             continue;
         }
@@ -331,17 +319,7 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
             poisoned |= dirty;
             replies.push(reply);
         }
-        let committed = if poisoned {
-            Err(StoreError::Db(
-                "a unit of this group commit failed while writing; the group was rolled back"
-                    .into(),
-            ))
-        } else {
-            exec(&c, "COMMIT", []).map(|_| ()).map_err(StoreError::from)
-        };
-        if committed.is_err() {
-            let _ = exec(&c, "ROLLBACK", []);
-        }
+        let committed = end_transaction(&c, poisoned);
         drop(c);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "a group commit failed; its units were rolled back");
@@ -350,6 +328,22 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
             reply(committed.as_ref().map(|_| ()));
         }
     }
+}
+
+/// Commit the open transaction, or roll it back when a unit in it failed after writing
+/// (`poisoned`) or the commit itself fails.
+fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
+    let committed = if poisoned {
+        Err(StoreError::Db(
+            "a unit failed after writing; its group commit was rolled back".into(),
+        ))
+    } else {
+        exec(c, "COMMIT", []).map(|_| ()).map_err(StoreError::from)
+    };
+    if committed.is_err() {
+        let _ = exec(c, "ROLLBACK", []);
+    }
+    committed
 }
 
 fn lock_conn(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -471,6 +465,30 @@ fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
         a.detail.to_string()
     ])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// The user `name`, created with `new_handle` when absent; an existing user's display name is
+/// updated (the handle never changes).
+fn upsert_user_row(
+    c: &Connection,
+    name: &str,
+    display_name: &str,
+    new_handle: &[u8],
+    created_at: OffsetDateTime,
+) -> Result<UserRecord> {
+    exec(
+        c,
+        "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
+        params![name, display_name, new_handle, fmt_time(created_at)],
+    )?;
+    let t = row(
+        c,
+        "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
+        params![name],
+        user_from_row,
+    )?;
+    to_user(t)
 }
 
 fn set_ceremony_state(
@@ -669,19 +687,7 @@ impl Store {
         display_name: &str,
         new_handle: &[u8],
     ) -> Result<UserRecord> {
-        self.tx(|c| {
-            exec(c,
-                "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
-                params![name, display_name, new_handle, fmt_time(now())],
-            )?;
-            let t = row(c,
-                "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
-                params![name],
-                user_from_row,
-            )?;
-            to_user(t)
-        })
+        self.tx(|c| upsert_user_row(c, name, display_name, new_handle, now()))
     }
 
     pub fn list_users(&self) -> Result<Vec<UserRecord>> {
@@ -737,18 +743,14 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<()> {
         self.tx(|c| {
-            exec(c,
-                "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
-                params![user.name, user.display_name, user.user_handle, fmt_time(user.created_at)],
-            )?;
-            let handle: Vec<u8> = row(
+            let stored = upsert_user_row(
                 c,
-                "SELECT user_handle FROM users WHERE name = ?1",
-                params![user.name],
-                |r| r.get(0),
+                &user.name,
+                &user.display_name,
+                &user.user_handle,
+                user.created_at,
             )?;
-            if handle != user.user_handle {
+            if stored.user_handle != user.user_handle {
                 return Err(StoreError::Db(format!(
                     "user {} was created by a concurrent enrollment",
                     user.name

@@ -220,21 +220,19 @@ fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Resul
     Ok(())
 }
 
-impl Store {
-    /// Create the user row when the first method is a phone (no key enrolled yet).
-    pub(crate) fn ensure_user(c: &Connection, name: &str) -> Result<()> {
-        exec(
-            c,
-            "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
-             VALUES (?1, ?1, ?2, ?3)",
-            params![
-                name,
-                uuid::Uuid::new_v4().as_bytes().to_vec(),
-                fmt_time(now())
-            ],
-        )?;
-        Ok(())
-    }
+/// Create the user row when the first method is a phone (no key enrolled yet).
+fn ensure_user(c: &Connection, name: &str) -> Result<()> {
+    exec(
+        c,
+        "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
+         VALUES (?1, ?1, ?2, ?3)",
+        params![
+            name,
+            uuid::Uuid::new_v4().as_bytes().to_vec(),
+            fmt_time(now())
+        ],
+    )?;
+    Ok(())
 }
 
 /// The SMS rows, inside one atomic unit ([`Store::atomic`]) or one call of the [`Store`] wrappers below.
@@ -256,7 +254,7 @@ impl Tx<'_> {
         challenge_audit: &NewAudit,
     ) -> Result<PhoneRecord> {
         let c = self.0;
-        Store::ensure_user(c, &ch.user)?;
+        ensure_user(c, &ch.user)?;
         let existing: Option<String> = row(
             c,
             "SELECT id FROM phones WHERE user_name = ?1 AND e164 = ?2",
@@ -668,10 +666,6 @@ impl Store {
         self.read(|c| Tx(c).sms_recent_sends(since))
     }
 
-    pub fn sms_wipe_ended_codes(&self, at: i64) -> Result<usize> {
-        self.tx(|c| Tx(c).sms_wipe_ended_codes(at))
-    }
-
     pub fn sms_outbox_recover(&self) -> Result<u64> {
         self.tx(|c| Tx(c).sms_outbox_recover())
     }
@@ -682,14 +676,5 @@ impl Store {
 
     pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
         self.read(|c| Tx(c).sms_outbox(id))
-    }
-
-    pub fn sms_delivery_report(
-        &self,
-        provider: &str,
-        provider_message_id: &str,
-        status: &str,
-    ) -> Result<bool> {
-        self.tx(|c| Tx(c).sms_delivery_report(provider, provider_message_id, status))
     }
 }
