@@ -161,9 +161,7 @@ impl DeviceActor {
             Err(e) => Err(e),
         }
     }
-}
 
-impl DeviceActor {
     /// What a ceremony needs to know before it starts (PIN set, UV, discoverable support):
     /// the cached info while it is fresh, else [`DeviceActor::status`]. Saves a getInfo and a
     /// getPinRetries round trip (USB) per ceremony on a key that has not changed.
