@@ -461,6 +461,16 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     let sms = &cfg.sms;
+    if let Some(region) = sms
+        .allowed_countries
+        .iter()
+        .chain([&sms.default_region])
+        .find(|r| !crate::sms::phone::is_known_region(r))
+    {
+        return Err(ConfigError::Invalid(format!(
+            "sms.allowed_countries / sms.default_region: `{region}` is not an ISO 3166 region libphonenumber knows"
+        )));
+    }
     if sms.code_ttl_secs == 0 || sms.max_attempts == 0 || sms.lockout_failures == 0 {
         return Err(ConfigError::Invalid(
             "sms.code_ttl_secs, sms.max_attempts and sms.lockout_failures must be > 0".into(),

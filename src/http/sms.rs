@@ -370,11 +370,6 @@ async fn sim_inbox(
 ) -> ApiResult<Json<Value>> {
     let sms = service(&st)?;
     let inbox = sms.inbox.as_ref().ok_or_else(ApiError::not_found)?;
-    let parsed = crate::sms::phone::parse(
-        &q.number,
-        &st.cfg.sms.default_region,
-        &st.cfg.sms.allowed_countries,
-    )
-    .map_err(ApiError::from)?;
+    let parsed = sms.parse_number(&q.number).map_err(ApiError::from)?;
     Ok(Json(json!({ "messages": inbox.for_number(&parsed.e164) })))
 }

@@ -253,13 +253,21 @@ pub struct SmsService {
     dispatcher: Dispatcher,
     /// Present under `--simulate`: what the console provider "sent".
     pub inbox: Option<Arc<SimInbox>>,
-    /// Per stored number: the policy check of [`phone::parse`] and the masked form, so that
+    /// Per stored number: the policy check of [`phone::Numbering::parse`] and the masked form, so that
     /// the hot path does not run libphonenumber again. Cleared when it grows past a bound.
     numbers: std::sync::Mutex<std::collections::HashMap<String, NumberFacts>>,
+    /// The allowed countries' numbering plans; see [`SmsService::numbering`].
+    numbering: Arc<std::sync::OnceLock<phone::Numbering>>,
     wake: Notify,
     /// Sends of the last hour (time, country code), oldest first: the global and per-country
     /// budgets are counted here instead of scanning the send log on every request.
     recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
+}
+
+/// Contract: the regions were checked with [`phone::is_known_region`] (in [`SmsService::new`]).
+fn load_numbering(sms: &crate::config::SmsConfig) -> phone::Numbering {
+    phone::Numbering::new(&sms.default_region, &sms.allowed_countries)
+        .expect("regions checked in SmsService::new")
 }
 
 impl SmsService {
@@ -268,8 +276,27 @@ impl SmsService {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<SmsService>, SmsError> {
-        // The first parse loads libphonenumber metadata (~100 ms): warm it off the start-up path.
-        std::thread::spawn(phone::warm_up);
+        for region in cfg
+            .sms
+            .allowed_countries
+            .iter()
+            .chain([&cfg.sms.default_region])
+        {
+            if !phone::is_known_region(region) {
+                return Err(SmsError::Invalid(format!(
+                    "sms: `{region}` is not a region libphonenumber knows"
+                )));
+            }
+        }
+        // Loading the numbering plans takes a few milliseconds: done off the start-up path, and
+        // a request that needs them first waits for it.
+        let numbering = Arc::new(std::sync::OnceLock::new());
+        {
+            let (numbering, sms_cfg) = (numbering.clone(), cfg.sms.clone());
+            std::thread::spawn(move || {
+                numbering.get_or_init(|| load_numbering(&sms_cfg));
+            });
+        }
         let keys = CodeKeys::load_or_create(&cfg.data_dir)?;
         let inbox = cfg.simulate.then(|| Arc::new(SimInbox::default()));
         let chain = providers::build_chain(&cfg.sms, cfg.simulate, inbox.clone());
@@ -294,6 +321,7 @@ impl SmsService {
         }
         Ok(Arc::new(SmsService {
             cfg,
+            numbering,
             store,
             keys,
             clock,
@@ -355,7 +383,7 @@ impl SmsService {
         }
         let facts = NumberFacts {
             parsed: self.parse_number(e164),
-            masked: phone::mask(e164),
+            masked: self.numbering().mask(e164),
         };
         if numbers.len() >= KEEP_AT_MOST {
             numbers.clear();
@@ -364,12 +392,13 @@ impl SmsService {
         facts
     }
 
-    fn parse_number(&self, number: &str) -> Result<phone::ParsedPhone, SmsError> {
-        phone::parse(
-            number,
-            &self.cfg.sms.default_region,
-            &self.cfg.sms.allowed_countries,
-        )
+    /// Parse and check a number as typed (national, international, "00..." forms).
+    pub fn parse_number(&self, number: &str) -> Result<phone::ParsedPhone, SmsError> {
+        self.numbering().parse(number)
+    }
+
+    fn numbering(&self) -> &phone::Numbering {
+        self.numbering.get_or_init(|| load_numbering(&self.cfg.sms))
     }
 
     fn check_lock(&self, tx: &Tx<'_>, user: &str, now: i64) -> Result<SmsUserState, SmsError> {

@@ -1,10 +1,24 @@
 //! Phone numbers: parsed with the `phonenumber` crate (a libphonenumber port), stored in E.164,
 //! shown masked. Only mobile numbers from allowed countries are accepted.
+//!
+//! The crate's built-in database holds every territory (~3 MiB of heap once loaded). keygate
+//! loads only what its config needs: the allowed countries, the default region and every
+//! territory sharing a calling code with them (so that a Jersey number is recognised as
+//! Jersey's, not mistaken for an invalid British one), from the same metadata packed by
+//! `build.rs`. Numbers with any other assigned calling code are `country_not_allowed` without
+//! looking further.
 
 use phonenumber::country::Id;
+use phonenumber::metadata::Database;
 use phonenumber::{Mode, PhoneNumber, Type};
 
 use super::SmsError;
+
+mod packed {
+    include!(concat!(env!("OUT_DIR"), "/phone_territories.rs"));
+    pub(crate) const DEFLATED: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/phone_territories.deflate"));
+}
 
 /// A number that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,64 +30,180 @@ pub struct ParsedPhone {
     pub country: String,
 }
 
-/// The first parse loads the metadata (slow): do it once at start-up.
-pub fn warm_up() {
-    let _ = phonenumber::parse(Some(Id::BE), "0475 34 56 78");
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a region in libphonenumber's metadata")]
+pub struct UnknownRegion(pub String);
+
+fn calling_code(region: &str) -> Option<u16> {
+    packed::TERRITORIES
+        .iter()
+        .find(|(id, ..)| id.eq_ignore_ascii_case(region))
+        .map(|&(_, code, ..)| code)
 }
 
-fn region(code: &str) -> Option<Id> {
-    code.to_ascii_uppercase().parse().ok()
+/// Whether libphonenumber knows `region` (ISO 3166 alpha-2, any case).
+pub fn is_known_region(region: &str) -> bool {
+    region.len() == 2 && calling_code(region).is_some()
 }
 
-/// Parse what a student typed ("0475/34.56.78", "+32 475 34 56 78", "0032475345678", ...).
-pub fn parse(
-    input: &str,
-    default_region: &str,
-    allowed: &[String],
-) -> Result<ParsedPhone, SmsError> {
-    let trimmed = input.trim();
-    if trimmed.is_empty() || trimmed.len() > 32 {
-        return Err(SmsError::InvalidPhoneNumber);
+/// The numbering plans keygate accepts numbers from, parsed once (at start-up: the parse costs
+/// a few milliseconds) and then only read.
+pub struct Numbering {
+    db: Database,
+    default_region: Id,
+    /// Upper case.
+    allowed: Vec<String>,
+    /// Calling codes whose territories are in `db`.
+    loaded_codes: Vec<u16>,
+}
+
+impl std::fmt::Debug for Numbering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Numbering")
+            .field("allowed", &self.allowed)
+            .field("loaded_codes", &self.loaded_codes)
+            .finish_non_exhaustive()
     }
-    // "00" is the international prefix in all allowed countries; libphonenumber only applies it
-    // for the default region, so normalise it first.
-    let normalised = match trimmed.strip_prefix("00") {
-        Some(rest) => format!("+{rest}"),
-        None => trimmed.to_string(),
-    };
-    let number: PhoneNumber = phonenumber::parse(region(default_region), &normalised)
-        .map_err(|_| SmsError::InvalidPhoneNumber)?;
-    if !phonenumber::is_valid(&number) {
-        return Err(SmsError::InvalidPhoneNumber);
+}
+
+impl Numbering {
+    pub fn new(default_region: &str, allowed: &[String]) -> Result<Numbering, UnknownRegion> {
+        let mut regions: Vec<String> = allowed.iter().map(|r| r.to_ascii_uppercase()).collect();
+        regions.push(default_region.to_ascii_uppercase());
+        let mut loaded_codes = Vec::new();
+        for r in &regions {
+            if !is_known_region(r) {
+                return Err(UnknownRegion(r.clone()));
+            }
+            loaded_codes.extend(calling_code(r));
+        }
+        loaded_codes.sort_unstable();
+        loaded_codes.dedup();
+        let default_id: Id = default_region
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|_| UnknownRegion(default_region.to_string()))?;
+        // Contract: build.rs packed this blob from the same metadata file; inflating or parsing
+        // it can only fail if the build is broken (the unit tests load every territory).
+        let inflated = miniz_oxide::inflate::decompress_to_vec_with_limit(
+            packed::DEFLATED,
+            packed::INFLATED_LEN,
+        )
+        .expect("the packed phone metadata inflates");
+        let inflated = std::str::from_utf8(&inflated).expect("the phone metadata is UTF-8");
+        let mut xml = String::from("<phoneNumberMetadata><territories>");
+        for &(_, code, from, to) in packed::TERRITORIES {
+            if loaded_codes.binary_search(&code).is_ok() {
+                xml.push_str(&inflated[from..to]);
+            }
+        }
+        xml.push_str("</territories></phoneNumberMetadata>");
+        let db = Database::parse(&xml).expect("the packed phone metadata parses");
+        Ok(Numbering {
+            db,
+            default_region: default_id,
+            allowed: allowed.iter().map(|r| r.to_ascii_uppercase()).collect(),
+            loaded_codes,
+        })
     }
-    let country = number
-        .country()
-        .id()
-        .map(|id| format!("{id:?}"))
-        .ok_or(SmsError::InvalidPhoneNumber)?;
-    if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&country)) {
-        return Err(SmsError::CountryNotAllowed);
+
+    /// Parse what a student typed ("0475/34.56.78", "+32 475 34 56 78", "0032475345678", ...).
+    pub fn parse(&self, input: &str) -> Result<ParsedPhone, SmsError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() || trimmed.len() > 32 {
+            return Err(SmsError::InvalidPhoneNumber);
+        }
+        // "00" is the international prefix in all allowed countries; libphonenumber only applies
+        // it for the default region, so normalise it first.
+        let normalised = match trimmed.strip_prefix("00") {
+            Some(rest) => format!("+{rest}"),
+            None => trimmed.to_string(),
+        };
+        if let Some(code) = international_calling_code(&normalised) {
+            if self.loaded_codes.binary_search(&code).is_err() {
+                return Err(SmsError::CountryNotAllowed);
+            }
+        }
+        let number: PhoneNumber =
+            phonenumber::parse_with(&self.db, Some(self.default_region), &normalised)
+                .map_err(|_| SmsError::InvalidPhoneNumber)?;
+        if !phonenumber::is_valid_with(&self.db, &number) {
+            return Err(SmsError::InvalidPhoneNumber);
+        }
+        let country = number
+            .metadata(&self.db)
+            .map(|m| m.id().to_string())
+            .ok_or(SmsError::InvalidPhoneNumber)?;
+        if !self.allowed.contains(&country) {
+            return Err(SmsError::CountryNotAllowed);
+        }
+        match number.number_type(&self.db) {
+            Type::Mobile | Type::FixedLineOrMobile => {}
+            _ => return Err(SmsError::NotAMobileNumber),
+        }
+        Ok(ParsedPhone {
+            e164: number.format_with(&self.db).mode(Mode::E164).to_string(),
+            country_code: number.code().value(),
+            country,
+        })
     }
-    match number.number_type(&phonenumber::metadata::DATABASE) {
-        Type::Mobile | Type::FixedLineOrMobile => {}
-        _ => return Err(SmsError::NotAMobileNumber),
+
+    /// "+32 412 34 56 78" -> "+32 4•• •• •• 78": country code, the first national digit and
+    /// the last two digits stay; enough for a student to recognise their number, useless to
+    /// anyone else. A number outside the loaded plans is masked ungrouped.
+    pub fn mask(&self, e164: &str) -> String {
+        let international = phonenumber::parse_with(&self.db, None, e164)
+            .map(|n| {
+                n.format_with(&self.db)
+                    .mode(Mode::International)
+                    .to_string()
+            })
+            .unwrap_or_else(|_| e164.to_string());
+        mask_international(&international)
     }
-    Ok(ParsedPhone {
-        e164: number.format().mode(Mode::E164).to_string(),
-        country_code: number.code().value(),
-        country,
+}
+
+/// The assigned calling code a "+..." number starts with (E.164 codes are prefix-free), or
+/// None when it does not start with "+" or with any assigned code.
+fn international_calling_code(number: &str) -> Option<u16> {
+    let digits: String = number
+        .strip_prefix('+')?
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(3)
+        .collect();
+    (1..=digits.len()).find_map(|len| {
+        let code: u16 = digits[..len].parse().ok()?;
+        packed::TERRITORIES
+            .iter()
+            .any(|&(_, c, ..)| c == code)
+            .then_some(code)
     })
 }
 
-/// "+32 412 34 56 78" -> "+32 4•• •• •• 78": country code, the first national digit and the last
-/// two digits stay; enough for a student to recognise their number, useless to anyone else.
-pub fn mask(e164: &str) -> String {
-    let international = phonenumber::parse(None, e164)
-        .map(|n| n.format().mode(Mode::International).to_string())
-        .unwrap_or_else(|_| e164.to_string());
+/// For `Debug` output, where no numbering plan is at hand: "+•••••••••78".
+pub fn redact(e164: &str) -> String {
+    let digits = e164.chars().filter(|c| c.is_ascii_digit()).count();
+    let mut seen = 0;
+    e164.chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if seen + 2 > digits {
+                c
+            } else {
+                '•'
+            }
+        })
+        .collect()
+}
+
+fn mask_international(international: &str) -> String {
     let (cc, national) = match international.split_once(' ') {
         Some((cc, rest)) => (cc.to_string(), rest.to_string()),
-        None => (String::new(), international.clone()),
+        None => (String::new(), international.to_string()),
     };
     let digits = national.chars().filter(|c| c.is_ascii_digit()).count();
     let mut seen = 0;
@@ -106,6 +236,10 @@ mod tests {
         ["BE", "NL", "LU", "FR", "DE"].map(String::from).to_vec()
     }
 
+    fn plans() -> Numbering {
+        Numbering::new("BE", &allowed()).unwrap()
+    }
+
     #[test]
     fn belgian_formats_table() {
         for input in [
@@ -119,7 +253,9 @@ mod tests {
             " 0475-34-56-78 ",
             "(0475) 34 56 78",
         ] {
-            let p = parse(input, "BE", &allowed()).unwrap_or_else(|e| panic!("{input}: {e:?}"));
+            let p = plans()
+                .parse(input)
+                .unwrap_or_else(|e| panic!("{input}: {e:?}"));
             assert_eq!(p.e164, "+32475345678", "{input}");
             assert_eq!(p.country_code, 32);
             assert_eq!(p.country, "BE");
@@ -140,13 +276,17 @@ mod tests {
             "0032412345678",
         ] {
             assert_eq!(
-                parse(input, "BE", &allowed()).unwrap_err(),
+                plans().parse(input).unwrap_err(),
                 SmsError::InvalidPhoneNumber,
                 "{input}"
             );
         }
-        let n = phonenumber::parse(Some(Id::BE), "0412345678").unwrap();
-        assert!(!phonenumber::is_valid(&n), "the metadata has no 041x range");
+        let db = &plans().db;
+        let n = phonenumber::parse_with(db, Some(Id::BE), "0412345678").unwrap();
+        assert!(
+            !phonenumber::is_valid_with(db, &n),
+            "the metadata has no 041x range"
+        );
         // The same formats with the lowest mobile prefix the metadata knows.
         for input in [
             "0450 34 56 78",
@@ -155,7 +295,7 @@ mod tests {
             "0032450345678",
         ] {
             assert_eq!(
-                parse(input, "BE", &allowed()).unwrap().e164,
+                plans().parse(input).unwrap().e164,
                 "+32450345678",
                 "{input}"
             );
@@ -165,20 +305,24 @@ mod tests {
     #[test]
     fn other_countries_and_rejections() {
         assert_eq!(
-            parse("+31 6 12345678", "BE", &allowed()).unwrap().e164,
+            plans().parse("+31 6 12345678").unwrap().e164,
             "+31612345678"
         );
         assert_eq!(
-            parse("06 12 34 56 78", "FR", &allowed()).unwrap().e164,
+            Numbering::new("FR", &allowed())
+                .unwrap()
+                .parse("06 12 34 56 78")
+                .unwrap()
+                .e164,
             "+33612345678"
         );
         assert_eq!(
-            parse("+1 415 555 2671", "BE", &allowed()).unwrap_err(),
+            plans().parse("+1 415 555 2671").unwrap_err(),
             SmsError::CountryNotAllowed
         );
         // A Belgian landline (Brussels) is not a mobile number.
         assert_eq!(
-            parse("02 555 12 34", "BE", &allowed()).unwrap_err(),
+            plans().parse("02 555 12 34").unwrap_err(),
             SmsError::NotAMobileNumber
         );
         for bad in [
@@ -189,7 +333,7 @@ mod tests {
             "04123456789012345678901234567890123",
         ] {
             assert_eq!(
-                parse(bad, "BE", &allowed()).unwrap_err(),
+                plans().parse(bad).unwrap_err(),
                 SmsError::InvalidPhoneNumber,
                 "{bad}"
             );
@@ -198,11 +342,65 @@ mod tests {
 
     #[test]
     fn masking_keeps_only_what_a_student_recognises() {
-        assert_eq!(mask("+32475345678"), "+32 4•• •• •• 78");
-        let nl = mask("+31612345678");
+        assert_eq!(plans().mask("+32475345678"), "+32 4•• •• •• 78");
+        let nl = plans().mask("+31612345678");
         assert!(
             nl.starts_with("+31 6") && nl.ends_with("78") && !nl.contains("2345"),
             "{nl}"
         );
+    }
+
+    #[test]
+    fn only_the_needed_plans_are_loaded() {
+        let p = plans();
+        assert_eq!(p.loaded_codes, vec![31, 32, 33, 49, 352]);
+        assert!(is_known_region("be") && is_known_region("JE"));
+        assert!(!is_known_region("XX") && !is_known_region("001"));
+        assert_eq!(
+            Numbering::new("BE", &["BE".into(), "XX".into()]).unwrap_err(),
+            UnknownRegion("XX".into())
+        );
+        // An unassigned calling code is not a number; an assigned one not loaded is refused.
+        assert_eq!(
+            p.parse("+999 123 4567").unwrap_err(),
+            SmsError::InvalidPhoneNumber
+        );
+        assert_eq!(
+            p.parse("0044 7400 123456").unwrap_err(),
+            SmsError::CountryNotAllowed
+        );
+    }
+
+    /// Territories sharing a calling code are loaded together, so a Jersey number is Jersey's.
+    #[test]
+    fn a_shared_calling_code_still_tells_the_territories_apart() {
+        let gb = Numbering::new("GB", &["GB".into()]).unwrap();
+        assert_eq!(gb.parse("07400 123456").unwrap().e164, "+447400123456");
+        assert_eq!(
+            gb.parse("+44 7797 712345").unwrap_err(),
+            SmsError::CountryNotAllowed
+        );
+        let je = Numbering::new("GB", &["JE".into()]).unwrap();
+        assert_eq!(je.parse("+44 7797 712345").unwrap().country, "JE");
+    }
+
+    /// Every packed territory inflates and parses: loading them all must work.
+    #[test]
+    fn every_packed_territory_parses() {
+        let all: Vec<String> = packed::TERRITORIES
+            .iter()
+            .filter(|(id, ..)| id.len() == 2)
+            .map(|(id, ..)| id.to_string())
+            .collect();
+        assert!(all.len() > 240, "{}", all.len());
+        let world = Numbering::new("BE", &all).unwrap();
+        let us = world.parse("+1 201 555 0123").unwrap();
+        assert_eq!((us.country.as_str(), us.country_code), ("US", 1));
+        assert_eq!(world.parse("+32 475 34 56 78").unwrap().country, "BE");
+    }
+
+    #[test]
+    fn redaction_keeps_the_last_two_digits() {
+        assert_eq!(redact("+32475345678"), "+•••••••••78");
     }
 }

@@ -30,7 +30,7 @@ impl std::fmt::Debug for OutgoingSms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutgoingSms")
             .field("id", &self.id)
-            .field("to", &super::phone::mask(&self.to))
+            .field("to", &super::phone::redact(&self.to))
             .finish_non_exhaustive()
     }
 }
