@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use ciborium::value::{Integer, Value};
 use hmac::{Hmac, Mac};
-use p256::ecdh::EphemeralSecret;
 use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use p256::{EncodedPoint, PublicKey};
+use ring::agreement;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -392,10 +392,29 @@ impl Ctap2Authenticator {
             (0x02, int(pin_sub::GET_KEY_AGREEMENT as i64)),
         ])?;
         let peer = parse_cose_ec2(need(get_int_key(&resp, 0x01), "keyAgreement")?)?;
-        let ours = EphemeralSecret::random(&mut rand::rngs::OsRng);
-        let shared = ours.diffie_hellman(&peer);
-        let secret = pp1::kdf(shared.raw_secret_bytes());
-        Ok((secret, cose_ec2(&ours.public_key(), -25)))
+        // The platform's half of the key agreement runs in the daemon for every PIN use, real
+        // key or simulated: ring's P-256 (assembly, constant time) does it in a fraction of
+        // the pure-Rust curve's time. The ephemeral key comes from the OS CSPRNG.
+        let ours = agreement::EphemeralPrivateKey::generate(
+            &agreement::ECDH_P256,
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|_| DeviceError::Protocol("no ephemeral key agreement key".into()))?;
+        let our_public = ours
+            .compute_public_key()
+            .map_err(|_| DeviceError::Protocol("no ephemeral public key".into()))?;
+        let our_public = PublicKey::from_sec1_bytes(our_public.as_ref())
+            .map_err(|_| DeviceError::Protocol("ephemeral public key".into()))?;
+        let secret = agreement::agree_ephemeral(
+            ours,
+            &agreement::UnparsedPublicKey::new(
+                &agreement::ECDH_P256,
+                peer.to_encoded_point(false).as_bytes(),
+            ),
+            pp1::kdf,
+        )
+        .map_err(|_| DeviceError::Protocol("the key's keyAgreement point is unusable".into()))?;
+        Ok((secret, cose_ec2(&our_public, -25)))
     }
 
     /// getPinToken (§6.5.5.7.1 with protocol 1): the decrypted pinUvAuthToken.

@@ -93,6 +93,8 @@ struct SimKey {
     /// Bumped on every unplug, so an operation that began before it notices.
     plug_generation: AtomicU64,
     cancel_requested: AtomicBool,
+    /// Total time spent inside this key's requests, in nanoseconds: see [`SimBench::time_in_keys`].
+    busy_nanos: AtomicU64,
     cloned_from: Option<String>,
     /// Last known status, readable while an operation holds the key.
     snapshot: Mutex<SimKeyStatus>,
@@ -189,8 +191,8 @@ struct SimTransport {
     capture: Arc<Mutex<Option<Arc<CaptureSink>>>>,
 }
 
-impl CtapTransport for SimTransport {
-    fn transact(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
+impl SimTransport {
+    fn transact_timed(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
         let key = &self.key;
         if !key.plugged.load(Ordering::SeqCst) {
             return Err(DeviceError::Removed);
@@ -212,6 +214,16 @@ impl CtapTransport for SimTransport {
             sink.record(&key.id, request, &response);
         }
         Ok(response)
+    }
+}
+
+impl CtapTransport for SimTransport {
+    fn transact(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
+        let started = std::time::Instant::now();
+        let result = self.transact_timed(request, ctx);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.key.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        result
     }
 
     fn cancel(&self) {
@@ -338,6 +350,7 @@ impl SimBench {
             plugged: AtomicBool::new(true),
             plug_generation: AtomicU64::new(0),
             cancel_requested: AtomicBool::new(false),
+            busy_nanos: AtomicU64::new(0),
             cloned_from,
             file,
         });
@@ -477,6 +490,19 @@ impl SimBench {
     pub fn capture_to(&self, path: &Path) -> Result<(), DeviceError> {
         *lock(&self.capture) = Some(Arc::new(CaptureSink::create(path).map_err(io)?));
         Ok(())
+    }
+
+    /// Total time spent inside the simulated keys' requests since they were plugged: their
+    /// CTAP processing, P-256 operations, state-file writes and any wait for a scripted touch.
+    /// What an operation costs that is the key's and not keygate's (the ceremony benchmark
+    /// subtracts it per ceremony); the platform side (our CTAP client, PIN protocol) is not in it.
+    pub fn time_in_keys(&self) -> Duration {
+        Duration::from_nanos(
+            lock(&self.keys)
+                .iter()
+                .map(|p| p.key.busy_nanos.load(Ordering::Relaxed))
+                .sum(),
+        )
     }
 
     /// PEM of the CA that issued the simulated keys' attestation certificate.

@@ -80,6 +80,29 @@ fn seeded_keys_are_deterministic() {
     assert_ne!(c1.credential_id, c3.credential_id);
 }
 
+/// The time inside the key grows with each request and stays below the caller's wall time
+/// (the platform's CTAP client and PIN protocol run outside it).
+#[test]
+fn time_in_keys_counts_only_the_keys_side() {
+    let (_d, b, a) = bench(Some(1));
+    let before = b.time_in_keys();
+    let started = Instant::now();
+    a.set_pin(&Pin::new("1234")).unwrap();
+    let c = a
+        .make_credential(&mc_args(false, Some("1234")), &ctx())
+        .unwrap();
+    let wall = started.elapsed();
+    let inside = b.time_in_keys() - before;
+    assert!(
+        inside > Duration::ZERO && inside < wall,
+        "{inside:?} of {wall:?}"
+    );
+    let mid = b.time_in_keys();
+    a.get_assertion(&ga_args(vec![c.credential_id], None), &ctx())
+        .unwrap();
+    assert!(b.time_in_keys() > mid);
+}
+
 #[test]
 fn counter_increments_and_foreign_ids_are_unknown() {
     let (_d, _b, a) = bench(Some(1));
