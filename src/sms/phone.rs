@@ -240,6 +240,20 @@ mod tests {
         Numbering::new("BE", &allowed()).unwrap()
     }
 
+    /// Every territory allowed (slow to load: shared by the tests that need it).
+    fn world() -> &'static Numbering {
+        static WORLD: std::sync::OnceLock<Numbering> = std::sync::OnceLock::new();
+        WORLD.get_or_init(|| {
+            let all: Vec<String> = packed::TERRITORIES
+                .iter()
+                .filter(|(id, ..)| id.len() == 2)
+                .map(|(id, ..)| id.to_string())
+                .collect();
+            assert!(all.len() > 240, "{}", all.len());
+            Numbering::new("BE", &all).unwrap()
+        })
+    }
+
     #[test]
     fn belgian_formats_table() {
         for input in [
@@ -387,16 +401,45 @@ mod tests {
     /// Every packed territory inflates and parses: loading them all must work.
     #[test]
     fn every_packed_territory_parses() {
-        let all: Vec<String> = packed::TERRITORIES
-            .iter()
-            .filter(|(id, ..)| id.len() == 2)
-            .map(|(id, ..)| id.to_string())
-            .collect();
-        assert!(all.len() > 240, "{}", all.len());
-        let world = Numbering::new("BE", &all).unwrap();
+        let world = world();
         let us = world.parse("+1 201 555 0123").unwrap();
         assert_eq!((us.country.as_str(), us.country_code), ("US", 1));
         assert_eq!(world.parse("+32 475 34 56 78").unwrap().country, "BE");
+    }
+
+    /// The vendored metadata is the one the crate was built from: for example numbers of every
+    /// territory, our packed plans and the crate's own database agree on validity and
+    /// type (a crate upgrade without the matching `data/libphonenumber` file shows up here).
+    #[test]
+    fn packed_metadata_agrees_with_the_crates_own() {
+        let inflated = miniz_oxide::inflate::decompress_to_vec(packed::DEFLATED).unwrap();
+        let inflated = std::str::from_utf8(&inflated).unwrap();
+        let world = world();
+        let mut compared = 0;
+        for &(id, _, from, to) in packed::TERRITORIES {
+            let Ok(region) = id.parse::<Id>() else {
+                continue;
+            };
+            // The first two (fixed line, mobile): all of them thrash the crates' regex caches.
+            for chunk in inflated[from..to].split("<exampleNumber>").skip(1).take(2) {
+                let example = &chunk[..chunk.find('<').unwrap()];
+                let ours = phonenumber::parse_with(&world.db, Some(region), example).unwrap();
+                let theirs = phonenumber::parse(Some(region), example).unwrap();
+                assert_eq!(
+                    (
+                        phonenumber::is_valid_with(&world.db, &ours),
+                        ours.number_type(&world.db)
+                    ),
+                    (
+                        phonenumber::is_valid(&theirs),
+                        theirs.number_type(&phonenumber::metadata::DATABASE)
+                    ),
+                    "{id} {example}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 400, "{compared}");
     }
 
     #[test]
