@@ -318,7 +318,7 @@ impl RelyingParty {
             let validity: Vec<_> = chain
                 .iter()
                 .chain([ca.ca()])
-                .map(|c| c.tbs_certificate().validity().clone())
+                .map(|c| *c.tbs_certificate().validity())
                 .collect();
             let valid_from = validity.iter().map(|v| v.not_before.to_system_time()).max();
             let valid_until = validity.iter().map(|v| v.not_after.to_system_time()).min();
