@@ -400,49 +400,16 @@ impl RelyingParty {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Instant;
-
     use crypto_glue::der::Decode;
 
     use super::*;
     use crate::device::ctap2::{decode, get_text_key};
-    use crate::device::sim::{SimBench, SimKeyOptions, Touch};
-    use crate::device::{DeviceSource, MakeCredentialArgs, OpContext};
+    use crate::device::sim::fixtures::{bench, ctx, mc_args};
 
     /// The attestation certificate a simulated key puts in its packed statement, and its CA.
     fn sim_attestation(seed: u64) -> (crypto_glue::x509::Certificate, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let bench = SimBench::open(dir.path(), Some(seed)).unwrap();
-        bench
-            .configure(
-                "sim:1",
-                SimKeyOptions {
-                    touch: Some(Touch::AutoAfterMs(0)),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let key = bench.enumerate().unwrap().remove(0);
-        let out = key
-            .make_credential(
-                &MakeCredentialArgs {
-                    client_data_hash: [1; 32],
-                    client_data_json: vec![],
-                    rp_id: "keygate.local".into(),
-                    rp_name: "keygate".into(),
-                    user_id: vec![1],
-                    user_name: "r1".into(),
-                    user_display_name: "R".into(),
-                    algorithms: vec![-7],
-                    exclude_list: vec![],
-                    resident_key: false,
-                    user_verification: false,
-                    pin: None,
-                },
-                &OpContext::new(Instant::now() + Duration::from_secs(5), Arc::new(|_| {})),
-            )
-            .unwrap();
+        let (_dir, bench, key) = bench(Some(seed));
+        let out = key.make_credential(&mc_args(false, None), &ctx()).unwrap();
         let obj = decode(&out.attestation_object).unwrap();
         let x5c = get_text_key(get_text_key(&obj, "attStmt").unwrap(), "x5c").unwrap();
         let leaf = x5c.as_array().unwrap()[0].as_bytes().unwrap().clone();

@@ -263,7 +263,7 @@ impl DeviceManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::sim::{SimBench, SimKeyOptions, Touch};
+    use crate::device::sim::fixtures::{bench, ctx};
     use crate::device::{AssertionOutput, GetAssertionArgs, MakeCredentialArgs};
     use crate::device::{MakeCredentialOutput, Pin};
     use std::sync::atomic::AtomicU32;
@@ -310,25 +310,11 @@ mod tests {
         }
     }
 
-    fn ctx() -> OpContext {
-        OpContext::new(Instant::now() + Duration::from_secs(5), Arc::new(|_| {}))
-    }
-
     #[tokio::test]
     async fn ceremonies_reuse_the_info_until_an_operation_may_have_changed_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let bench = SimBench::open(dir.path(), Some(3)).unwrap();
-        bench
-            .configure(
-                "sim:1",
-                SimKeyOptions {
-                    touch: Some(Touch::AutoAfterMs(0)),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let (_dir, _bench, inner) = bench(Some(3));
         let key = Arc::new(CountingKey {
-            inner: bench.enumerate().unwrap().remove(0),
+            inner,
             infos: AtomicU32::new(0),
         });
         let actor = DeviceActor::spawn(key.clone());

@@ -646,4 +646,6 @@ fn create_attestation(seed: Option<u64>) -> Result<AttestationFile, DeviceError>
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;

@@ -6,56 +6,10 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::fixtures::{bench, ctx, ga_args, mc_args, open_bench};
 use super::*;
 use crate::device::ctap2::{self, attestation_object, GetInfo};
-use crate::device::{GetAssertionArgs, MakeCredentialArgs, Pin};
-
-fn ctx() -> OpContext {
-    OpContext::new(Instant::now() + Duration::from_secs(5), Arc::new(|_| {}))
-}
-
-fn bench(seed: Option<u64>) -> (tempfile::TempDir, SimBench, Arc<dyn Authenticator>) {
-    let dir = tempfile::tempdir().unwrap();
-    let b = SimBench::open(dir.path(), seed).unwrap();
-    b.configure(
-        "sim:1",
-        SimKeyOptions {
-            touch: Some(Touch::AutoAfterMs(0)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let a = b.enumerate().unwrap().remove(0);
-    (dir, b, a)
-}
-
-fn mc_args(rk: bool, pin: Option<&str>) -> MakeCredentialArgs {
-    MakeCredentialArgs {
-        client_data_hash: [7; 32],
-        client_data_json: vec![],
-        rp_id: "keygate.local".into(),
-        rp_name: "keygate".into(),
-        user_id: vec![1, 2, 3],
-        user_name: "r1".into(),
-        user_display_name: "R One".into(),
-        algorithms: vec![-7],
-        exclude_list: vec![],
-        resident_key: rk,
-        user_verification: pin.is_some(),
-        pin: pin.map(Pin::new),
-    }
-}
-
-fn ga_args(allow: Vec<Vec<u8>>, pin: Option<&str>) -> GetAssertionArgs {
-    GetAssertionArgs {
-        client_data_hash: [9; 32],
-        client_data_json: vec![],
-        rp_id: "keygate.local".into(),
-        allow_list: allow,
-        user_verification: pin.is_some(),
-        pin: pin.map(Pin::new),
-    }
-}
+use crate::device::Pin;
 
 #[test]
 fn seeded_keys_are_deterministic() {
@@ -203,16 +157,7 @@ fn discoverable_credentials_persist_and_are_listed_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let id_a;
     {
-        let b = SimBench::open(dir.path(), None).unwrap();
-        b.configure(
-            "sim:1",
-            SimKeyOptions {
-                touch: Some(Touch::AutoAfterMs(0)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let a = b.enumerate().unwrap().remove(0);
+        let (_b, a) = open_bench(dir.path(), None);
         id_a = a
             .make_credential(&mc_args(true, None), &ctx())
             .unwrap()
@@ -222,18 +167,9 @@ fn discoverable_credentials_persist_and_are_listed_newest_first() {
         a.make_credential(&second, &ctx()).unwrap();
     }
     // A restart: the same key, with its credentials, from the data dir.
-    let b = SimBench::open(dir.path(), None).unwrap();
+    let (b, a) = open_bench(dir.path(), None);
     assert_eq!(b.list().len(), 1);
     assert_eq!(b.list()[0].discoverable_credentials, 2);
-    b.configure(
-        "sim:1",
-        SimKeyOptions {
-            touch: Some(Touch::AutoAfterMs(0)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let a = b.enumerate().unwrap().remove(0);
     let all = a.get_assertion(&ga_args(vec![], None), &ctx()).unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].user_handle.as_deref(), Some(&[4u8, 5, 6][..]));
