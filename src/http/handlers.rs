@@ -80,9 +80,12 @@ fn wait_duration(q: &WaitQuery, view: &CeremonyView) -> ApiResult<Option<Duratio
     match w {
         "false" | "0" => Ok(None),
         "true" => {
+            // The ceremony ends at its deadline (the key is cancelled then); the grace covers
+            // the cancel's round trip, which a slow key or a loaded machine can stretch to
+            // seconds: `wait=true` must not hand back a ceremony still waiting for a touch.
             let left = view.expires_at - time::OffsetDateTime::now_utc();
-            let secs = left.whole_milliseconds().max(0) as u64 + 2_000;
-            Ok(Some(Duration::from_millis(secs.min(125_000))))
+            let secs = left.whole_milliseconds().max(0) as u64 + 10_000;
+            Ok(Some(Duration::from_millis(secs.min(135_000))))
         }
         n => match n.parse::<u64>() {
             Ok(s) if s <= 120 => Ok(Some(Duration::from_secs(s))),
