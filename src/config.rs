@@ -461,11 +461,8 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     let sms = &cfg.sms;
-    if let Some(region) = sms
-        .allowed_countries
-        .iter()
-        .chain([&sms.default_region])
-        .find(|r| !crate::sms::phone::is_known_region(r))
+    if let Some(region) =
+        crate::sms::phone::unknown_region(&sms.default_region, &sms.allowed_countries)
     {
         return Err(ConfigError::Invalid(format!(
             "sms.allowed_countries / sms.default_region: `{region}` is not an ISO 3166 region libphonenumber knows"
@@ -585,5 +582,14 @@ mod tests {
         assert!(e.to_string().contains("suffix"));
         assert!(parse_config(Some("max_body_bytes = 10"), &[], &Overrides::default()).is_err());
         assert!(parse_config(Some("listen = \"nope\""), &[], &Overrides::default()).is_err());
+        for sms in [
+            "[sms]\nallowed_countries = [\"BE\", \"XX\"]\n",
+            "[sms]\ndefault_region = \"ZZ\"\n",
+        ] {
+            let e = parse_config(Some(sms), &[], &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("libphonenumber knows"), "{e}");
+        }
+        let nl = "[sms]\ndefault_region = \"nl\"\nallowed_countries = [\"nl\", \"BE\"]\n";
+        assert!(parse_config(Some(nl), &[], &Overrides::default()).is_ok());
     }
 }

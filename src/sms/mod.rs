@@ -264,7 +264,7 @@ pub struct SmsService {
     recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
 }
 
-/// Contract: the regions were checked with [`phone::is_known_region`] (in [`SmsService::new`]).
+/// Contract: the regions were checked with [`phone::unknown_region`] (in [`SmsService::new`]).
 fn load_numbering(sms: &crate::config::SmsConfig) -> phone::Numbering {
     phone::Numbering::new(&sms.default_region, &sms.allowed_countries)
         .expect("regions checked in SmsService::new")
@@ -276,17 +276,12 @@ impl SmsService {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<SmsService>, SmsError> {
-        for region in cfg
-            .sms
-            .allowed_countries
-            .iter()
-            .chain([&cfg.sms.default_region])
+        if let Some(region) =
+            phone::unknown_region(&cfg.sms.default_region, &cfg.sms.allowed_countries)
         {
-            if !phone::is_known_region(region) {
-                return Err(SmsError::Invalid(format!(
-                    "sms: `{region}` is not a region libphonenumber knows"
-                )));
-            }
+            return Err(SmsError::Invalid(format!(
+                "sms: `{region}` is not a region libphonenumber knows"
+            )));
         }
         // Loading the numbering plans takes a few milliseconds: done off the start-up path, and
         // a request that needs them first waits for it.

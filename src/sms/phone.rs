@@ -46,6 +46,16 @@ pub fn is_known_region(region: &str) -> bool {
     region.len() == 2 && calling_code(region).is_some()
 }
 
+/// The first of `allowed` and `default_region` that libphonenumber does not know, if any: what
+/// config validation and [`Numbering::new`] refuse.
+pub fn unknown_region<'a>(default_region: &'a str, allowed: &'a [String]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(String::as_str)
+        .chain([default_region])
+        .find(|r| !is_known_region(r))
+}
+
 /// The numbering plans keygate accepts numbers from, parsed once (at start-up: the parse costs
 /// a few milliseconds) and then only read.
 pub struct Numbering {
@@ -68,15 +78,15 @@ impl std::fmt::Debug for Numbering {
 
 impl Numbering {
     pub fn new(default_region: &str, allowed: &[String]) -> Result<Numbering, UnknownRegion> {
-        let mut regions: Vec<String> = allowed.iter().map(|r| r.to_ascii_uppercase()).collect();
-        regions.push(default_region.to_ascii_uppercase());
-        let mut loaded_codes = Vec::new();
-        for r in &regions {
-            if !is_known_region(r) {
-                return Err(UnknownRegion(r.clone()));
-            }
-            loaded_codes.extend(calling_code(r));
+        if let Some(r) = unknown_region(default_region, allowed) {
+            return Err(UnknownRegion(r.to_ascii_uppercase()));
         }
+        let mut loaded_codes: Vec<u16> = allowed
+            .iter()
+            .map(String::as_str)
+            .chain([default_region])
+            .filter_map(calling_code)
+            .collect();
         loaded_codes.sort_unstable();
         loaded_codes.dedup();
         let default_id: Id = default_region
