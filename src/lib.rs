@@ -12,3 +12,4 @@ pub mod hwbench;
 pub mod kiosk;
 pub mod sms;
 pub mod store;
+pub(crate) mod sync;

@@ -24,6 +24,7 @@ use crate::device::{DeviceError, OpContext, Pin, Progress};
 use crate::store::{
     CeremonyRecord, CredentialRecord, CredentialState, NewAudit, Store, StoreError,
 };
+use crate::sync::lock;
 use client::b64;
 use rp::{RelyingParty, RpError};
 
@@ -339,7 +340,7 @@ impl CeremonyService {
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Ceremony>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.live)
     }
 
     fn timeout(&self, requested: Option<u64>) -> Result<Duration, CeremonyError> {
@@ -359,18 +360,14 @@ impl CeremonyService {
     fn prune(&self) {
         let keep = Duration::from_secs(self.cfg.ceremony.retention_secs);
         {
-            let mut at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
+            let mut at = lock(&self.pruned_at);
             if at.is_some_and(|t| t.elapsed() < (keep / 10).min(Duration::from_secs(1))) {
                 return;
             }
             *at = Some(Instant::now());
         }
-        self.live().retain(|_, c| {
-            c.ended_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none_or(|t| t.elapsed() < keep)
-        });
+        self.live()
+            .retain(|_, c| lock(&c.ended_at).is_none_or(|t| t.elapsed() < keep));
     }
 
     async fn select_device(
@@ -978,7 +975,7 @@ impl CeremonyService {
                 });
             }
         }
-        *c.ended_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *lock(&c.ended_at) = Some(Instant::now());
     }
 
     fn find(&self, id: &str, kind: Kind) -> Option<Arc<Ceremony>> {

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crypto_glue::der::Encode;
-use sha2::{Digest, Sha256};
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use crypto_glue::der::Encode;
+use sha2::{Digest, Sha256};
 use webauthn_rs_core::error::WebauthnError;
 use webauthn_rs_core::proto::{
     AttestationCa, AttestationCaList, AttestationConveyancePreference, AttestationMetadata,
@@ -23,6 +22,7 @@ use webauthn_rs_core::WebauthnCore;
 
 use crate::config::UserVerification;
 use crate::store::{CredentialRecord, UserRecord};
+use crate::sync::lock;
 
 pub use webauthn_rs_core::proto::{AuthenticationState, RegistrationState};
 
@@ -301,12 +301,7 @@ impl RelyingParty {
             hash.update(&der);
         }
         let key: [u8; 32] = hash.finalize().into();
-        let known = self
-            .trusted_chains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied();
+        let known = lock(&self.trusted_chains).get(&key).copied();
         if let Some(t) = known {
             if t.valid_from <= now && now <= t.valid_until {
                 return Ok(list.cas().values().nth(t.ca));
@@ -325,10 +320,7 @@ impl RelyingParty {
             if let (Some(ca), Some(valid_from), Some(valid_until)) =
                 (position, valid_from, valid_until)
             {
-                let mut chains = self
-                    .trusted_chains
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut chains = lock(&self.trusted_chains);
                 if chains.len() >= TRUSTED_CHAINS_KEPT {
                     chains.clear();
                 }

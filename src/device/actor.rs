@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{Authenticator, DeviceError, DeviceId, DeviceInfo, DeviceSource, OpContext};
+use crate::sync::lock;
 
 type Job = Box<dyn FnOnce(&dyn Authenticator) + Send>;
 
@@ -176,10 +177,6 @@ impl DeviceActor {
         }
         self.status().await
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// All plugged devices from all sources, each behind its actor.

@@ -19,6 +19,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sync::lock;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Exchange {
     pub device: String,
@@ -83,7 +85,7 @@ impl CaptureSink {
             return;
         };
         line.push('\n');
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = lock(&self.file);
         if let Err(e) = f.write_all(line.as_bytes()) {
             tracing::warn!(error = %e, "cannot write the CTAP capture");
         }

@@ -30,6 +30,7 @@ use super::{
     AssertionOutput, Authenticator, CtapStatus, DeviceError, DeviceId, DeviceInfo, DeviceSource,
     GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput, OpContext, Pin, Progress,
 };
+use crate::sync::lock;
 
 fn lib_cfg() -> LibCfg {
     let mut cfg = LibCfg::init();
@@ -311,7 +312,7 @@ impl DeviceSource for HidSource {
         let found = catch_unwind(ctap_hid_fido2::get_fidokey_devices).map_err(|_| {
             DeviceError::Io("cannot enumerate HID devices (hidapi failed to initialise)".into())
         })?;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = lock(&self.open);
         let mut paths = Vec::new();
         for dev in found {
             let HidParam::Path(path) = &dev.param else {

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::providers::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use super::Clock;
+use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -247,10 +248,6 @@ impl Dispatcher {
         }
         Dispatched::Unavailable { detail: last }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::store::{
     NewAudit, OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, Store,
     StoreError, Tx,
 };
+use crate::sync::lock;
 use code::{Code, CodeKeys};
 use dispatch::{Dispatched, Dispatcher, ProviderHealth};
 use providers::{OutgoingSms, SimInbox};
@@ -372,7 +373,7 @@ impl SmsService {
 
     fn number_facts(&self, e164: &str) -> NumberFacts {
         const KEEP_AT_MOST: usize = 100_000;
-        let mut numbers = self.numbers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut numbers = lock(&self.numbers);
         if let Some(f) = numbers.get(e164) {
             return f.clone();
         }
@@ -420,7 +421,7 @@ impl SmsService {
         let mut exhausted =
             (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
         if exhausted.is_none() {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let mut recent = lock(&self.recent);
             while recent.front().is_some_and(|(at, _)| *at <= now - HOUR_MS) {
                 recent.pop_front();
             }
@@ -448,10 +449,7 @@ impl SmsService {
 
     /// Count a send against the in-memory budgets (the store logged it in the same breath).
     fn count_send(&self, at: i64, country_code: u16) {
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((at, country_code));
+        lock(&self.recent).push_back((at, country_code));
     }
 
     fn new_id() -> String {

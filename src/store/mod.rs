@@ -20,6 +20,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::sync::lock;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -299,7 +301,7 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
                 Err(_) => break,
             }
         }
-        let c = lock_conn(&conn);
+        let c = lock(&conn);
         if exec(&c, "BEGIN IMMEDIATE", []).is_err() {
             for job in batch {
                 match exec(&c, "BEGIN IMMEDIATE", []) {
@@ -344,12 +346,6 @@ fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
         let _ = exec(c, "ROLLBACK", []);
     }
     committed
-}
-
-fn lock_conn(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic while holding the lock cannot leave SQLite half-written (transactions roll
-    // back on drop), so a poisoned lock is safe to reuse.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Statements are prepared once per connection (rusqlite's statement cache).
@@ -565,7 +561,7 @@ impl Store {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        lock_conn(&self.conn)
+        lock(&self.conn)
     }
 
     /// A connection for a read that must not wait behind writes: a free reader, else the
@@ -577,7 +573,7 @@ impl Store {
             }
         }
         match self.readers.first() {
-            Some(r) => lock_conn(r),
+            Some(r) => lock(r),
             None => self.conn(),
         }
     }

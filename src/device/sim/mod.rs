@@ -8,7 +8,7 @@ pub mod core;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -23,6 +23,7 @@ pub use self::core::{
 use super::capture::CaptureSink;
 use super::ctap2::{Ctap2Authenticator, CtapTransport};
 use super::{Authenticator, CtapStatus, DeviceError, DeviceSource, OpContext, Progress};
+use crate::sync::lock;
 
 /// How the simulated user touches the key.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,10 +100,6 @@ struct SimKey {
     /// Last known status, readable while an operation holds the key.
     snapshot: Mutex<SimKeyStatus>,
     file: PathBuf,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SimKey {

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
+use crate::sync::lock;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SimMessage {
@@ -27,14 +28,11 @@ pub struct SimInbox {
 impl SimInbox {
     /// Newest first.
     pub fn for_number(&self, e164: &str) -> Vec<SimMessage> {
-        let all = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        let all = lock(&self.messages);
         all.iter().rev().filter(|m| m.to == e164).cloned().collect()
     }
     fn push(&self, m: SimMessage) {
-        self.messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(m);
+        lock(&self.messages).push(m);
     }
 }
 
