@@ -132,13 +132,17 @@ pub fn split_response(raw: &[u8]) -> Result<(CtapStatus, &[u8]), DeviceError> {
 /// COSE_Key for an EC2 P-256 public key with the given `alg` (-7 ES256 for credentials,
 /// -25 ECDH-ES+HKDF-256 for PIN key agreement, per §6.5.6).
 pub fn cose_ec2(pk: &PublicKey, alg: i64) -> Value {
-    let point = pk.to_encoded_point(false);
+    cose_ec2_sec1(pk.to_encoded_point(false).as_bytes(), alg)
+}
+
+/// COSE_Key for an uncompressed SEC1 P-256 point (`04 || x || y`, 65 bytes).
+fn cose_ec2_sec1(point: &[u8], alg: i64) -> Value {
     int_map(vec![
         (1, int(2)),
         (3, int(alg)),
         (-1, int(1)),
-        (-2, bytes(point.x().expect("uncompressed point has x"))),
-        (-3, bytes(point.y().expect("uncompressed point has y"))),
+        (-2, bytes(&point[1..33])),
+        (-3, bytes(&point[33..65])),
     ])
 }
 
@@ -400,11 +404,10 @@ impl Ctap2Authenticator {
             &ring::rand::SystemRandom::new(),
         )
         .map_err(|_| DeviceError::Protocol("no ephemeral key agreement key".into()))?;
+        // ring gives it uncompressed (65 bytes), as COSE wants it.
         let our_public = ours
             .compute_public_key()
             .map_err(|_| DeviceError::Protocol("no ephemeral public key".into()))?;
-        let our_public = PublicKey::from_sec1_bytes(our_public.as_ref())
-            .map_err(|_| DeviceError::Protocol("ephemeral public key".into()))?;
         let secret = agreement::agree_ephemeral(
             ours,
             &agreement::UnparsedPublicKey::new(
@@ -414,7 +417,7 @@ impl Ctap2Authenticator {
             pp1::kdf,
         )
         .map_err(|_| DeviceError::Protocol("the key's keyAgreement point is unusable".into()))?;
-        Ok((secret, cose_ec2(&our_public, -25)))
+        Ok((secret, cose_ec2_sec1(our_public.as_ref(), -25)))
     }
 
     /// getPinToken (§6.5.5.7.1 with protocol 1): the decrypted pinUvAuthToken.

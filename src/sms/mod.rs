@@ -254,8 +254,9 @@ pub struct SmsService {
     dispatcher: Dispatcher,
     /// Present under `--simulate`: what the console provider "sent".
     pub inbox: Option<Arc<SimInbox>>,
-    /// Per stored number: the policy check of [`phone::Numbering::parse`] and the masked form, so that
-    /// the hot path does not run libphonenumber again. Cleared when it grows past a bound.
+    /// Per stored number: the policy check of [`phone::Numbering::parse`] and the masked form,
+    /// so that the hot path does not run libphonenumber again. Cleared when it grows past a
+    /// bound.
     numbers: std::sync::Mutex<std::collections::HashMap<String, NumberFacts>>,
     /// The allowed countries' numbering plans; see [`SmsService::numbering`].
     numbering: Arc<std::sync::OnceLock<phone::Numbering>>,

@@ -49,11 +49,11 @@ pub fn is_known_region(region: &str) -> bool {
 /// The first of `allowed` and `default_region` that libphonenumber does not know, if any: what
 /// config validation and [`Numbering::new`] refuse.
 pub fn unknown_region<'a>(default_region: &'a str, allowed: &'a [String]) -> Option<&'a str> {
-    allowed
-        .iter()
-        .map(String::as_str)
-        .chain([default_region])
-        .find(|r| !is_known_region(r))
+    regions(default_region, allowed).find(|r| !is_known_region(r))
+}
+
+fn regions<'a>(default_region: &'a str, allowed: &'a [String]) -> impl Iterator<Item = &'a str> {
+    allowed.iter().map(String::as_str).chain([default_region])
 }
 
 /// The numbering plans keygate accepts numbers from, parsed once (at start-up: the parse costs
@@ -81,10 +81,7 @@ impl Numbering {
         if let Some(r) = unknown_region(default_region, allowed) {
             return Err(UnknownRegion(r.to_ascii_uppercase()));
         }
-        let mut loaded_codes: Vec<u16> = allowed
-            .iter()
-            .map(String::as_str)
-            .chain([default_region])
+        let mut loaded_codes: Vec<u16> = regions(default_region, allowed)
             .filter_map(calling_code)
             .collect();
         loaded_codes.sort_unstable();

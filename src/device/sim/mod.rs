@@ -216,7 +216,7 @@ impl SimTransport {
 
 impl CtapTransport for SimTransport {
     fn transact(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self.transact_timed(request, ctx);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.key.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
