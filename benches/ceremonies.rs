@@ -33,6 +33,44 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// One kind of ceremony's timings: wall time, time inside the key, and their difference.
+struct Samples {
+    wall: Vec<Duration>,
+    key: Vec<Duration>,
+    overhead: Vec<Duration>,
+}
+
+impl Samples {
+    fn new(n: usize) -> Samples {
+        Samples {
+            wall: Vec::with_capacity(n),
+            key: Vec::with_capacity(n),
+            overhead: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, wall: Duration, key: Duration) {
+        self.wall.push(wall);
+        self.key.push(key);
+        self.overhead.push(wall.saturating_sub(key));
+    }
+
+    fn report(&mut self, kind: &str) {
+        for (what, d) in [
+            ("end to end through HTTP:       ", &mut self.wall),
+            ("inside the simulated key:      ", &mut self.key),
+            ("daemon overhead (wall - key):  ", &mut self.overhead),
+        ] {
+            d.sort();
+            println!(
+                "{kind}, {what} p50 {:.2} ms  p99 {:.2} ms",
+                ms(pct(d, 0.5)),
+                ms(pct(d, 0.99))
+            );
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n: usize = if full {
@@ -112,49 +150,31 @@ async fn ceremonies(n: usize) {
     // Per ceremony: wall time through HTTP, and that minus the time spent inside the simulated
     // key during it (its CTAP processing, P-256, state-file write): the daemon's overhead, which
     // includes our CTAP client and the PIN protocol's platform half, as with a real key.
-    let (mut enroll, mut verify) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut enroll_over, mut verify_over) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut enroll_key, mut verify_key) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut enroll, mut verify) = (Samples::new(n), Samples::new(n));
     let started = Instant::now();
     for i in 0..n {
-        let in_key = sim.time_in_keys();
-        let t = Instant::now();
-        let v = post(
-            format!("{base}/v1/enrollments?wait=true"),
-            json!({ "user": format!("bench{i}"), "display_name": "Bench", "pin": "1234" }),
-        )
-        .await;
-        let wall = t.elapsed();
-        assert_eq!(v["state"], "succeeded", "{v}");
-        let key = sim.time_in_keys() - in_key;
-        enroll.push(wall);
-        enroll_key.push(key);
-        enroll_over.push(wall.saturating_sub(key));
-        let in_key = sim.time_in_keys();
-        let t = Instant::now();
-        let v = post(
-            format!("{base}/v1/assertions?wait=true"),
-            json!({ "user": format!("bench{i}"), "pin": "1234" }),
-        )
-        .await;
-        let wall = t.elapsed();
-        assert_eq!(v["state"], "succeeded", "{v}");
-        let key = sim.time_in_keys() - in_key;
-        verify.push(wall);
-        verify_key.push(key);
-        verify_over.push(wall.saturating_sub(key));
+        let user = format!("bench{i}");
+        for (samples, path, body) in [
+            (
+                &mut enroll,
+                "enrollments",
+                json!({ "user": user, "display_name": "Bench", "pin": "1234" }),
+            ),
+            (
+                &mut verify,
+                "assertions",
+                json!({ "user": user, "pin": "1234" }),
+            ),
+        ] {
+            let in_key = sim.time_in_keys();
+            let t = Instant::now();
+            let v = post(format!("{base}/v1/{path}?wait=true"), body).await;
+            let wall = t.elapsed();
+            assert_eq!(v["state"], "succeeded", "{v}");
+            samples.push(wall, sim.time_in_keys() - in_key);
+        }
     }
     let total = started.elapsed();
-    for v in [
-        &mut enroll,
-        &mut verify,
-        &mut enroll_key,
-        &mut verify_key,
-        &mut enroll_over,
-        &mut verify_over,
-    ] {
-        v.sort();
-    }
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism()
@@ -167,19 +187,8 @@ async fn ceremonies(n: usize) {
         total.as_secs_f64(),
         (2 * n) as f64 / total.as_secs_f64()
     );
-    let line = |name: &str, d: &[Duration]| {
-        println!(
-            "{name} p50 {:.2} ms  p99 {:.2} ms",
-            ms(pct(d, 0.5)),
-            ms(pct(d, 0.99))
-        )
-    };
-    line("enroll, end to end through HTTP:      ", &enroll);
-    line("verify, end to end through HTTP:      ", &verify);
-    line("enroll, inside the simulated key:     ", &enroll_key);
-    line("verify, inside the simulated key:     ", &verify_key);
-    line("daemon overhead per enroll (wall - key):", &enroll_over);
-    line("daemon overhead per verify (wall - key):", &verify_over);
+    enroll.report("enroll");
+    verify.report("verify");
     let (key_mc, key_ga) = key_only(n);
     println!(
         "for reference, our CTAP client + the simulated key without the daemon (CBOR, ClientPIN both halves, P-256, state file): make_credential p50 {:.2} ms, get_assertion p50 {:.2} ms",
@@ -188,8 +197,8 @@ async fn ceremonies(n: usize) {
     );
 }
 
-/// The same operations straight on the simulated key, without the daemon: what a ceremony
-/// costs that is the key's and not keygate's. Returns the p50s.
+/// The same operations through our CTAP client straight on the simulated key, without the rest
+/// of the daemon (for reference: both halves of the PIN protocol are in it). Returns the p50s.
 fn key_only(n: usize) -> (Duration, Duration) {
     use keygate::device::sim::{SimBench, SimKeyOptions, Touch};
     use keygate::device::{DeviceSource, GetAssertionArgs, MakeCredentialArgs, OpContext, Pin};
