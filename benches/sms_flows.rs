@@ -71,6 +71,20 @@ async fn verify_code(
     assert_eq!(r.status(), 200);
 }
 
+/// POST `body` as JSON with the bench's token; the JSON answer.
+async fn post_json(client: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
+    client
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -157,16 +171,13 @@ async fn run(flows: usize, levels: &[usize]) {
                 }
                 let user = format!("bench{i}");
                 let number = format!("+324750{i:05}");
-                let v: Value = client
-                    .post(format!("{base}/v1/users/{user}/phones"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "number": number }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v = post_json(
+                    &client,
+                    format!("{base}/v1/users/{user}/phones"),
+                    &token,
+                    json!({ "number": number }),
+                )
+                .await;
                 let ch = v["challenge"]["id"]
                     .as_str()
                     .unwrap_or_else(|| panic!("phone added: {v}"))
@@ -211,16 +222,13 @@ async fn run(flows: usize, levels: &[usize]) {
                     let (user, phone, number) = &phones[k % phones.len()];
                     let last = mock.current(number);
                     let t = Instant::now();
-                    let v: Value = client
-                        .post(format!("{base}/v1/sms/challenges"))
-                        .bearer_auth(&token)
-                        .json(&json!({ "user": user, "phone_id": phone }))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let v = post_json(
+                        &client,
+                        format!("{base}/v1/sms/challenges"),
+                        &token,
+                        json!({ "user": user, "phone_id": phone }),
+                    )
+                    .await;
                     let id = v["id"]
                         .as_str()
                         .unwrap_or_else(|| panic!("{v}"))
