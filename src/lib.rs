@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod base;
 pub mod ceremony;
 pub mod config;
 pub mod daemon;
@@ -12,4 +13,3 @@ pub mod hwbench;
 pub mod kiosk;
 pub mod sms;
 pub mod store;
-pub(crate) mod sync;

@@ -18,13 +18,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::base::error::{ErrorCode, PublicError};
+use crate::base::sync::lock;
 use crate::config::{Config, UserVerification};
 use crate::device::actor::{DeviceActor, DeviceManager, DeviceStatus};
 use crate::device::{DeviceError, OpContext, Pin, Progress};
 use crate::store::{
     CeremonyRecord, CredentialRecord, CredentialState, NewAudit, Store, StoreError,
 };
-use crate::sync::lock;
 use client::b64;
 use rp::{RelyingParty, RpError};
 
@@ -63,26 +64,28 @@ pub enum CeremonyError {
 }
 
 impl CeremonyError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             CeremonyError::Device(d) => d.code(),
-            CeremonyError::InvalidRequest(_) => "invalid_request",
-            CeremonyError::NotFound => "not_found",
-            CeremonyError::NoCredentials => "no_credentials",
-            CeremonyError::UnknownCredential => "unknown_credential",
-            CeremonyError::PossibleClonedKey => "possible_cloned_key",
-            CeremonyError::CredentialQuarantined => "credential_quarantined",
-            CeremonyError::AttestationRejected => "attestation_rejected",
-            CeremonyError::CeremonyExpired => "ceremony_expired",
-            CeremonyError::PinNotSet => "pin_not_set",
-            CeremonyError::DiscoverableUnsupported => "discoverable_unsupported",
-            CeremonyError::NotWaitingForPin => "not_waiting_for_pin",
-            CeremonyError::AlreadyEnded => "ceremony_ended",
-            CeremonyError::Rp(RpError::Verification(_)) => "verification_failed",
-            CeremonyError::Rp(RpError::Attestation(_)) => "attestation_rejected",
-            CeremonyError::Rp(RpError::Excluded) => "credential_excluded",
-            CeremonyError::Rp(RpError::ClonedKey) => "possible_cloned_key",
-            CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => "internal",
+            CeremonyError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            CeremonyError::NotFound => ErrorCode::NotFound,
+            CeremonyError::NoCredentials => ErrorCode::NoCredentials,
+            CeremonyError::UnknownCredential => ErrorCode::UnknownCredential,
+            CeremonyError::PossibleClonedKey => ErrorCode::PossibleClonedKey,
+            CeremonyError::CredentialQuarantined => ErrorCode::CredentialQuarantined,
+            CeremonyError::AttestationRejected => ErrorCode::AttestationRejected,
+            CeremonyError::CeremonyExpired => ErrorCode::CeremonyExpired,
+            CeremonyError::PinNotSet => ErrorCode::PinNotSet,
+            CeremonyError::DiscoverableUnsupported => ErrorCode::DiscoverableUnsupported,
+            CeremonyError::NotWaitingForPin => ErrorCode::NotWaitingForPin,
+            CeremonyError::AlreadyEnded => ErrorCode::CeremonyEnded,
+            CeremonyError::Rp(RpError::Verification(_)) => ErrorCode::VerificationFailed,
+            CeremonyError::Rp(RpError::Attestation(_)) => ErrorCode::AttestationRejected,
+            CeremonyError::Rp(RpError::Excluded) => ErrorCode::CredentialExcluded,
+            CeremonyError::Rp(RpError::ClonedKey) => ErrorCode::PossibleClonedKey,
+            CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 
@@ -113,6 +116,20 @@ impl CeremonyError {
             CeremonyError::Device(DeviceError::PinInvalid { retries_left }) => *retries_left,
             _ => None,
         }
+    }
+}
+
+impl PublicError for CeremonyError {
+    fn code(&self) -> ErrorCode {
+        CeremonyError::code(self)
+    }
+    fn public_message(&self) -> String {
+        CeremonyError::public_message(self)
+    }
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.retries_left()
+            .map(|r| vec![("retries_left", r.into())])
+            .unwrap_or_default()
     }
 }
 
@@ -252,29 +269,16 @@ pub struct AssertionRequest {
     pub timeout_ms: Option<u64>,
 }
 
-/// Validate a user name: 1–128 characters from a conservative set (campus ids, e-mail
-/// addresses).
+/// The one user-name rule ([`crate::base::user`]).
 pub fn validate_user_name(u: &str) -> Result<(), CeremonyError> {
-    let ok = !u.is_empty()
-        && u.chars().count() <= 128
-        && u.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(CeremonyError::InvalidRequest(
-            "`user` must be 1-128 characters of letters, digits and . _ @ + -".into(),
-        ))
-    }
+    crate::base::user::UserName::parse(u)
+        .map(|_| ())
+        .map_err(|e| CeremonyError::InvalidRequest(e.to_string()))
 }
 
 fn validate_text(field: &str, v: &str, max: usize) -> Result<(), CeremonyError> {
-    if v.trim().is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
-        return Err(CeremonyError::InvalidRequest(format!(
-            "`{field}` must be 1-{max} printable characters"
-        )));
-    }
-    Ok(())
+    crate::base::text::check_text(v, max)
+        .map_err(|_| CeremonyError::InvalidRequest(crate::base::text::text_message(field, max)))
 }
 
 fn parse_pin(p: Option<String>) -> Result<Option<Pin>, CeremonyError> {

@@ -20,9 +20,9 @@ use webauthn_rs_core::proto::{
 };
 use webauthn_rs_core::WebauthnCore;
 
+use crate::base::sync::lock;
 use crate::config::UserVerification;
 use crate::store::{CredentialRecord, UserRecord};
-use crate::sync::lock;
 
 pub use webauthn_rs_core::proto::{AuthenticationState, RegistrationState};
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{Authenticator, DeviceError, DeviceId, DeviceInfo, DeviceSource, OpContext};
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 type Job = Box<dyn FnOnce(&dyn Authenticator) + Send>;
 

@@ -30,7 +30,7 @@ use super::{
     AssertionOutput, Authenticator, CtapStatus, DeviceError, DeviceId, DeviceInfo, DeviceSource,
     GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput, OpContext, Pin, Progress,
 };
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 fn lib_cfg() -> LibCfg {
     let mut cfg = LibCfg::init();
@@ -427,7 +427,7 @@ mod tests {
         // CI machines have no USB: the source must answer an empty list (or a clean error).
         match HidSource::new().enumerate() {
             Ok(list) => assert!(list.iter().all(|a| a.id().starts_with("hid:"))),
-            Err(e) => assert_eq!(e.code(), "device_error"),
+            Err(e) => assert_eq!(e.code().as_str(), "device_error"),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod models;
 pub mod sim;
 pub mod status;
 
+use crate::base::error::{ErrorCode, PublicError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -231,27 +232,29 @@ pub enum DeviceError {
 
 impl DeviceError {
     /// The stable API error code for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            DeviceError::NoDevice => "no_device",
-            DeviceError::MultipleDevices => "multiple_devices",
-            DeviceError::Busy => "device_busy",
-            DeviceError::Removed => "device_removed",
-            DeviceError::TouchTimeout => "touch_timeout",
-            DeviceError::Cancelled => "cancelled",
-            DeviceError::OperationDenied => "operation_denied",
-            DeviceError::PinRequired => "pin_required",
-            DeviceError::PinInvalid { .. } => "pin_invalid",
-            DeviceError::PinBlocked => "pin_blocked",
-            DeviceError::PinAuthBlocked => "pin_auth_blocked",
-            DeviceError::PinPolicyViolation => "pin_policy_violation",
-            DeviceError::PinAlreadySet => "pin_already_set",
-            DeviceError::PinNotSet => "pin_not_set",
-            DeviceError::UvUnsupported => "uv_unsupported",
-            DeviceError::CredentialExcluded => "credential_excluded",
-            DeviceError::NoCredentials => "no_credentials",
-            DeviceError::KeyStoreFull => "key_store_full",
-            DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_) => "device_error",
+            DeviceError::NoDevice => ErrorCode::NoDevice,
+            DeviceError::MultipleDevices => ErrorCode::MultipleDevices,
+            DeviceError::Busy => ErrorCode::DeviceBusy,
+            DeviceError::Removed => ErrorCode::DeviceRemoved,
+            DeviceError::TouchTimeout => ErrorCode::TouchTimeout,
+            DeviceError::Cancelled => ErrorCode::Cancelled,
+            DeviceError::OperationDenied => ErrorCode::OperationDenied,
+            DeviceError::PinRequired => ErrorCode::PinRequired,
+            DeviceError::PinInvalid { .. } => ErrorCode::PinInvalid,
+            DeviceError::PinBlocked => ErrorCode::PinBlocked,
+            DeviceError::PinAuthBlocked => ErrorCode::PinAuthBlocked,
+            DeviceError::PinPolicyViolation => ErrorCode::PinPolicyViolation,
+            DeviceError::PinAlreadySet => ErrorCode::PinAlreadySet,
+            DeviceError::PinNotSet => ErrorCode::PinNotSet,
+            DeviceError::UvUnsupported => ErrorCode::UvUnsupported,
+            DeviceError::CredentialExcluded => ErrorCode::CredentialExcluded,
+            DeviceError::NoCredentials => ErrorCode::NoCredentials,
+            DeviceError::KeyStoreFull => ErrorCode::KeyStoreFull,
+            DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_) => {
+                ErrorCode::DeviceError
+            }
         }
     }
 
@@ -274,6 +277,28 @@ impl DeviceError {
             CtapStatus::KeyStoreFull => DeviceError::KeyStoreFull,
             CtapStatus::UnsupportedOption => DeviceError::UvUnsupported,
             other => DeviceError::Ctap(other),
+        }
+    }
+}
+
+impl PublicError for DeviceError {
+    fn code(&self) -> ErrorCode {
+        DeviceError::code(self)
+    }
+    fn public_message(&self) -> String {
+        match self {
+            DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_) => {
+                "the security key reported an error".into()
+            }
+            other => other.to_string(),
+        }
+    }
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        match self {
+            DeviceError::PinInvalid {
+                retries_left: Some(r),
+            } => vec![("retries_left", (*r).into())],
+            _ => Vec::new(),
         }
     }
 }

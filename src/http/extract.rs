@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::error::ErrorCode;
 use crate::auth::Caller;
 
 /// `Json<T>` that answers malformed bodies with `invalid_request`, oversized ones with
@@ -52,8 +53,7 @@ where
 fn json_rejection(rej: JsonRejection) -> ApiError {
     match rej {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send a JSON body with `Content-Type: application/json`",
         ),
         JsonRejection::JsonDataError(e) => {
@@ -63,11 +63,7 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
             ApiError::invalid("the request body is not valid JSON")
         }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            )
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
         }
         other => ApiError::invalid(other.body_text()),
     }

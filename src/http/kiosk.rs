@@ -18,6 +18,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::{AppState, SharedState};
@@ -222,11 +223,7 @@ pub async fn bind_page_session(st: &AppState, req: Request) -> Result<Request, A
             let bytes = axum::body::to_bytes(body, st.cfg.max_body_bytes)
                 .await
                 .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is too large",
-                    )
+                    ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
                 })?;
             if let Some(user) = body_user(&route, &bytes) {
                 session.may_act_for(&user)?;
@@ -258,9 +255,7 @@ async fn handoff(
     }
     let secret = kiosk::handoff_secret(&st.cfg).map_err(ApiError::internal)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let invalid = |e: kiosk::HandoffError| {
-        ApiError::new(StatusCode::FORBIDDEN, "handoff_invalid", e.to_string())
-    };
+    let invalid = |e: kiosk::HandoffError| ApiError::new(ErrorCode::HandoffInvalid, e.to_string());
     let token = body.token.trim();
     let h = kiosk::verify_handoff(&secret, token, now).map_err(invalid)?;
     crate::sms::validate_user(&h.user)

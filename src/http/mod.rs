@@ -12,7 +12,7 @@ mod sms;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,7 @@ use crate::ceremony::CeremonyService;
 use crate::config::Config;
 use crate::device::sim::SimBench;
 use crate::store::Store;
+use error::ErrorCode;
 pub use error::{ApiError, ApiResult};
 
 /// Everything the handlers need.
@@ -107,8 +108,7 @@ pub fn router(state: SharedState) -> Router {
     app.fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this resource does not support that method",
             )
         })
@@ -155,8 +155,7 @@ async fn guard_origin(State(st): State<SharedState>, req: Request, next: Next) -
         .unwrap_or("");
     if !host_allowed(&st.cfg, host) {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "host_not_allowed",
+            ErrorCode::HostNotAllowed,
             "the Host header names a host keygate does not serve",
         )
         .into_response();
@@ -165,8 +164,7 @@ async fn guard_origin(State(st): State<SharedState>, req: Request, next: Next) -
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(&st.cfg, origin, host) {
             return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                ErrorCode::OriginNotAllowed,
                 "cross-origin requests are not allowed",
             )
             .into_response();
@@ -177,8 +175,7 @@ async fn guard_origin(State(st): State<SharedState>, req: Request, next: Next) -
         .is_some_and(|v| v == "cross-site")
     {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             "cross-origin requests are not allowed",
         )
         .into_response();

@@ -7,6 +7,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::SharedState;
@@ -39,9 +40,7 @@ fn control<T>(
 
 fn sim_error(e: DeviceError) -> ApiError {
     match e {
-        DeviceError::NoDevice => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such simulated key")
-        }
+        DeviceError::NoDevice => ApiError::new(ErrorCode::NotFound, "no such simulated key"),
         other => other.into(),
     }
 }

@@ -13,35 +13,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::SharedState;
 use crate::auth::{Caller, Role};
 use crate::sms::providers::{twilio_signature, vonage_signature, webhook_signature};
 use crate::sms::template::Locale;
-use crate::sms::{NewChallenge, SmsError, SmsService};
-
-impl From<SmsError> for ApiError {
-    fn from(e: SmsError) -> Self {
-        if let SmsError::Internal(d) = &e {
-            return ApiError::internal(d);
-        }
-        let code = e.code();
-        let status = match e {
-            // The SMS layer's own code; every other code's status is the shared table's.
-            SmsError::IdempotencyConflict => StatusCode::CONFLICT,
-            _ => super::error::status_of(code),
-        };
-        let mut err = ApiError::new(status, code, e.to_string());
-        if let SmsError::WrongCode { attempts_left } = e {
-            err = err.with("attempts_left", attempts_left);
-        }
-        if let Some(s) = e.retry_after_secs() {
-            err = err.with("retry_after", s);
-        }
-        err
-    }
-}
+use crate::sms::{NewChallenge, SmsService};
 
 /// Routes for kiosks (and admins); list/delete of phones check the admin role themselves.
 pub fn kiosk_routes() -> Router<SharedState> {
@@ -206,11 +185,7 @@ async fn providers(State(st): State<SharedState>) -> ApiResult<Json<Value>> {
 }
 
 fn bad_signature() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong signature",
-    )
+    ApiError::new(ErrorCode::Unauthorized, "missing or wrong signature")
 }
 
 fn same(a: &str, b: &str) -> bool {

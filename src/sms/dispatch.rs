@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::providers::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use super::Clock;
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

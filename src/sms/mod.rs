@@ -13,54 +13,25 @@ pub mod phone;
 pub mod providers;
 pub mod template;
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::base::error::{ErrorCode, PublicError};
+use crate::base::sync::lock;
 use crate::config::Config;
 use crate::store::{
     NewAudit, OutboxRecord, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, Store,
     StoreError, Tx,
 };
-use crate::sync::lock;
 use code::{Code, CodeKeys};
 use dispatch::{Dispatched, Dispatcher, ProviderHealth};
 use providers::{OutgoingSms, SimInbox};
 use template::Locale;
 
-/// Milliseconds since the Unix epoch, from a clock tests can drive.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-    }
-}
-
-/// A clock that only moves when told to.
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(start_ms: i64) -> Self {
-        ManualClock(AtomicI64::new(start_ms))
-    }
-    pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::base::clock::{ms_to_time, Clock, ManualClock, SystemClock};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmsError {
@@ -103,26 +74,26 @@ pub enum SmsError {
 }
 
 impl SmsError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            SmsError::WrongCode { .. } => "wrong_code",
-            SmsError::ChallengeExpired => "challenge_expired",
-            SmsError::ChallengeFailed => "challenge_failed",
-            SmsError::ChallengeUsed => "challenge_used",
-            SmsError::ChallengeCancelled => "challenge_cancelled",
-            SmsError::UserLocked { .. } => "user_locked",
-            SmsError::ResendTooSoon { .. } => "resend_too_soon",
-            SmsError::ResendLimit => "resend_limit",
-            SmsError::RateLimited { .. } => "rate_limited",
-            SmsError::InvalidPhoneNumber => "invalid_phone_number",
-            SmsError::CountryNotAllowed => "country_not_allowed",
-            SmsError::NotAMobileNumber => "not_a_mobile_number",
-            SmsError::PhoneNotVerified => "phone_not_verified",
-            SmsError::ProviderUnavailable => "provider_unavailable",
-            SmsError::IdempotencyConflict => "idempotency_conflict",
-            SmsError::NotFound => "not_found",
-            SmsError::Invalid(_) => "invalid_request",
-            SmsError::Internal(_) => "internal",
+            SmsError::WrongCode { .. } => ErrorCode::WrongCode,
+            SmsError::ChallengeExpired => ErrorCode::ChallengeExpired,
+            SmsError::ChallengeFailed => ErrorCode::ChallengeFailed,
+            SmsError::ChallengeUsed => ErrorCode::ChallengeUsed,
+            SmsError::ChallengeCancelled => ErrorCode::ChallengeCancelled,
+            SmsError::UserLocked { .. } => ErrorCode::UserLocked,
+            SmsError::ResendTooSoon { .. } => ErrorCode::ResendTooSoon,
+            SmsError::ResendLimit => ErrorCode::ResendLimit,
+            SmsError::RateLimited { .. } => ErrorCode::RateLimited,
+            SmsError::InvalidPhoneNumber => ErrorCode::InvalidPhoneNumber,
+            SmsError::CountryNotAllowed => ErrorCode::CountryNotAllowed,
+            SmsError::NotAMobileNumber => ErrorCode::NotAMobileNumber,
+            SmsError::PhoneNotVerified => ErrorCode::PhoneNotVerified,
+            SmsError::ProviderUnavailable => ErrorCode::ProviderUnavailable,
+            SmsError::IdempotencyConflict => ErrorCode::IdempotencyConflict,
+            SmsError::NotFound => ErrorCode::NotFound,
+            SmsError::Invalid(_) => ErrorCode::InvalidRequest,
+            SmsError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -133,6 +104,28 @@ impl SmsError {
             | SmsError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
+    }
+}
+
+impl PublicError for SmsError {
+    fn code(&self) -> ErrorCode {
+        SmsError::code(self)
+    }
+    fn public_message(&self) -> String {
+        match self {
+            SmsError::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let mut d = Vec::new();
+        if let SmsError::WrongCode { attempts_left } = self {
+            d.push(("attempts_left", (*attempts_left).into()));
+        }
+        if let Some(s) = self.retry_after_secs() {
+            d.push(("retry_after", s.into()));
+        }
+        d
     }
 }
 
@@ -189,11 +182,6 @@ pub struct NewChallenge {
     pub locale: Option<Locale>,
 }
 
-pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
 const HOUR_MS: i64 = 3_600_000;
 
 /// How often (real time) the outbox worker wipes the encrypted codes of ended challenges.
@@ -231,19 +219,11 @@ fn secs_until(now: i64, at: i64) -> u64 {
     ((at - now).max(0) as u64).div_ceil(1000).max(1)
 }
 
+/// The one user-name rule ([`crate::base::user`]).
 pub fn validate_user(user: &str) -> Result<(), SmsError> {
-    let ok = !user.is_empty()
-        && user.len() <= 64
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SmsError::Invalid(
-            "`user` must be 1-64 characters: letters, digits, . _ - @".into(),
-        ))
-    }
+    crate::base::user::UserName::parse(user)
+        .map(|_| ())
+        .map_err(|e| SmsError::Invalid(e.to_string()))
 }
 
 pub struct SmsService {

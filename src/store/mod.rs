@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -42,30 +42,37 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
             if f.code == rusqlite::ErrorCode::ConstraintViolation {
-                return StoreError::Conflict(msg.clone().unwrap_or_default());
+                tracing::debug!(detail = ?msg, "constraint violation");
+                return StoreError::Conflict("a conflicting record already exists".into());
             }
         }
         StoreError::Db(e.to_string())
     }
 }
 
+impl crate::base::error::PublicError for StoreError {
+    fn code(&self) -> crate::base::error::ErrorCode {
+        use crate::base::error::ErrorCode;
+        match self {
+            StoreError::NotFound => ErrorCode::NotFound,
+            StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Db(_) | StoreError::CounterNotAbove | StoreError::Corrupt(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            StoreError::NotFound => "no such resource".into(),
+            StoreError::Conflict(m) => m.clone(),
+            _ => "internal error".into(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// A new row id: a UUIDv7 (Unix milliseconds, then 74 bits from the OS CSPRNG). Ids made one
-/// after another sort together, so their index gets inserts on its last page instead of a
-/// random one (fewer pages written per commit); the random part keeps them unguessable.
-pub fn new_row_id() -> String {
-    use rand::RngCore;
-    let mut random = [0u8; 10];
-    rand::rngs::OsRng.fill_bytes(&mut random);
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    uuid::Builder::from_unix_timestamp_millis(ms, &random)
-        .into_uuid()
-        .to_string()
-}
+pub use crate::base::ids::new_row_id;
 
 /// Timestamps are stored as RFC 3339 text in UTC.
 pub fn now() -> OffsetDateTime {

@@ -23,7 +23,7 @@ pub use self::core::{
 use super::capture::CaptureSink;
 use super::ctap2::{Ctap2Authenticator, CtapTransport};
 use super::{Authenticator, CtapStatus, DeviceError, DeviceSource, OpContext, Progress};
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 /// How the simulated user touches the key.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

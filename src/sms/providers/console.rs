@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SimMessage {
