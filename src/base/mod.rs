@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod fs;
 pub mod ids;
 pub mod sync;
 pub mod text;

@@ -55,10 +55,7 @@ pub struct CaptureSink {
 
 impl CaptureSink {
     pub fn create(path: &Path) -> std::io::Result<CaptureSink> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = crate::base::fs::append_private(path)?;
         Ok(CaptureSink {
             file: Mutex::new(file),
         })

@@ -6,9 +6,8 @@
 //! sign-in (which knows who the student is) signs it and sends the kiosk browser to
 //! `/kiosk/#handoff=<token>`. A token is accepted at most [`MAX_HANDOFF_TTL_SECS`] before its
 //! `exp` and only once (the HTTP layer records each used payload's [`handoff_hash`] until its
-//! `exp`); the optional `jti` keeps two hand-offs of one student in one second apart.
-
-use std::path::Path;
+//! `exp`); the required `jti` keeps two hand-offs of one student in one second apart. The
+//! display name is bounded and clean like every text field ([`crate::base::text`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -32,8 +31,23 @@ pub struct Handoff {
     pub exp: i64,
 }
 
+/// The payload as signed: a handoff plus its required `jti` (what keeps two hand-offs of one
+/// student in one second apart, and single use meaningful).
+#[derive(Deserialize)]
+struct SignedHandoff {
+    #[serde(flatten)]
+    handoff: Handoff,
+    jti: String,
+}
+
+/// Longest `display_name` a handoff may carry (characters), like every text field.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 128;
+const MAX_JTI_BYTES: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandoffError {
+    #[error("the sign-in handoff's display name must be 1-128 printable characters")]
+    BadDisplayName,
     #[error("the sign-in handoff is malformed")]
     Malformed,
     #[error("the sign-in handoff signature is wrong")]
@@ -76,7 +90,15 @@ pub fn verify_handoff(secret: &[u8], token: &str, now_unix: i64) -> Result<Hando
     m.update(&payload);
     m.verify_slice(&sig)
         .map_err(|_| HandoffError::BadSignature)?;
-    let h: Handoff = serde_json::from_slice(&payload).map_err(|_| HandoffError::Malformed)?;
+    let signed: SignedHandoff =
+        serde_json::from_slice(&payload).map_err(|_| HandoffError::Malformed)?;
+    if signed.jti.is_empty() || signed.jti.len() > MAX_JTI_BYTES {
+        return Err(HandoffError::Malformed);
+    }
+    let h = signed.handoff;
+    if crate::base::text::check_text(&h.display_name, MAX_DISPLAY_NAME_CHARS).is_err() {
+        return Err(HandoffError::BadDisplayName);
+    }
     if h.exp <= now_unix {
         return Err(HandoffError::Expired);
     }
@@ -107,22 +129,11 @@ pub fn handoff_secret(cfg: &crate::config::Config) -> std::io::Result<Vec<u8>> {
             let mut k = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut k);
             let hexed = hex::encode(k).into_bytes();
-            write_private(&path, &hexed)?;
+            crate::base::fs::write_new_private(&path, &hexed)?;
             Ok(hexed)
         }
         Err(e) => Err(e),
     }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
 }
 
 /// A fresh one-time code and its hash (only the hash is stored).
@@ -170,6 +181,47 @@ mod tests {
             verify_handoff(b"k", &format!("{forged_payload}.{sig}"), 0).unwrap_err(),
             HandoffError::BadSignature
         );
+    }
+
+    /// A token signed with the right key over any payload (what a careless upstream could send).
+    fn signed_raw(payload: &serde_json::Value) -> String {
+        let p = serde_json::to_vec(payload).unwrap();
+        format!("{}.{}", B64.encode(&p), B64.encode(mac(b"k", &p)))
+    }
+
+    #[test]
+    fn a_handoff_needs_a_jti_and_a_clean_bounded_display_name() {
+        let now = 1_000;
+        let ok = serde_json::json!({"user":"r1","display_name":"An","exp":now + 60,"jti":"a"});
+        assert!(verify_handoff(b"k", &signed_raw(&ok), now).is_ok());
+        let mut no_jti = ok.clone();
+        no_jti.as_object_mut().unwrap().remove("jti");
+        assert_eq!(
+            verify_handoff(b"k", &signed_raw(&no_jti), now).unwrap_err(),
+            HandoffError::Malformed
+        );
+        let mut empty_jti = ok.clone();
+        empty_jti["jti"] = "".into();
+        assert_eq!(
+            verify_handoff(b"k", &signed_raw(&empty_jti), now).unwrap_err(),
+            HandoffError::Malformed
+        );
+        for bad in [
+            "x".repeat(20_000),
+            "An\0".into(),
+            "An \u{202E}sreteeP".into(),
+            " ".into(),
+        ] {
+            let mut v = ok.clone();
+            v["display_name"] = bad.into();
+            assert_eq!(
+                verify_handoff(b"k", &signed_raw(&v), now).unwrap_err(),
+                HandoffError::BadDisplayName
+            );
+        }
+        let mut max = ok.clone();
+        max["display_name"] = "é".repeat(MAX_DISPLAY_NAME_CHARS).into();
+        assert!(verify_handoff(b"k", &signed_raw(&max), now).is_ok());
     }
 
     #[test]

@@ -831,16 +831,9 @@ impl SoftKey {
     }
 }
 
-/// Write via a temporary file and rename, so a crash leaves the old or the new state.
+/// Write via a temporary file and rename, so a crash leaves the old or the new state; 0600.
 pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    crate::base::fs::replace_private(path, data)
 }
 
 mod hex_bytes {

@@ -546,9 +546,20 @@ fn load_or_create_attestation(
     seed: Option<u64>,
 ) -> Result<(Arc<Attestation>, String), DeviceError> {
     let path = dir.join("attestation.json");
-    let file: AttestationFile = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| DeviceError::Io(format!("{}: {e}", path.display())))?,
+    let stored = match std::fs::read(&path) {
+        Ok(bytes) => Some(
+            serde_json::from_slice::<AttestationFile>(&bytes)
+                .map_err(|e| DeviceError::Io(format!("{}: {e}", path.display())))?,
+        )
+        .filter(|f| {
+            let der = hex::decode(&f.cert_der_hex).unwrap_or_default();
+            !has_non_der_basic_constraints(&der)
+        })
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)),
+        Err(e) => Err(e),
+    };
+    let file: AttestationFile = match stored {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let f = create_attestation(seed)?;
             core::write_atomically(&path, &serde_json::to_vec_pretty(&f).map_err(io)?)
@@ -566,6 +577,23 @@ fn load_or_create_attestation(
 
 /// A test CA and a packed-attestation certificate under it (WebAuthn §8.2.1 requirements:
 /// X.509 v3, subject C/O/OU="Authenticator Attestation"/CN, CA=false, id-fido-gen-ce-aaguid).
+/// basicConstraints' value for an end entity in DER: `SEQUENCE {}` (cA's DEFAULT FALSE omitted).
+const EMPTY_BASIC_CONSTRAINTS: [u8; 2] = [0x30, 0x00];
+
+/// An attestation certificate made by keygate before 0.x wrote basicConstraints as
+/// `SEQUENCE { BOOLEAN FALSE }` (not DER); such a file is made anew.
+fn has_non_der_basic_constraints(cert_der: &[u8]) -> bool {
+    const EXPLICIT_FALSE: [u8; 5] = [0x30, 0x03, 0x01, 0x01, 0x00];
+    const OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x13];
+    cert_der.windows(OID.len()).enumerate().any(|(i, w)| {
+        w == OID
+            && cert_der[i + OID.len()..]
+                .windows(EXPLICIT_FALSE.len())
+                .take(6)
+                .any(|v| v == EXPLICIT_FALSE)
+    })
+}
+
 fn create_attestation(seed: Option<u64>) -> Result<AttestationFile, DeviceError> {
     use rcgen::{
         BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa,
@@ -625,7 +653,14 @@ fn create_attestation(seed: Option<u64>) -> Result<AttestationFile, DeviceError>
     dn.push(DnType::OrganizationalUnitName, "Authenticator Attestation");
     dn.push(DnType::CommonName, "keygate simulated key");
     leaf.distinguished_name = dn;
-    leaf.is_ca = IsCa::ExplicitNoCa;
+    // basicConstraints with cA FALSE, as WebAuthn §8.2.1 (packed attestation) requires. DER
+    // (X.690 §11.5) forbids encoding a DEFAULT value, so the extension's value is the empty
+    // SEQUENCE; rcgen's `ExplicitNoCa` writes `cA FALSE`, which strict parsers refuse.
+    leaf.is_ca = IsCa::NoCa;
+    let mut basic_constraints =
+        CustomExtension::from_oid_content(&[2, 5, 29, 19], EMPTY_BASIC_CONSTRAINTS.to_vec());
+    basic_constraints.set_criticality(true);
+    leaf.custom_extensions.push(basic_constraints);
     leaf.use_authority_key_identifier_extension = true;
     let mut aaguid_ext = vec![0x04, 0x10];
     aaguid_ext.extend_from_slice(SIM_AAGUID.as_bytes());

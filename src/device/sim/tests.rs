@@ -322,3 +322,99 @@ proptest! {
         }
     }
 }
+
+/// The attestation certificate and its CA are strict DER (RustCrypto's `der`, as strict as
+/// Python's `cryptography`), and the leaf says cA FALSE the DER way: an empty, critical
+/// basicConstraints (WebAuthn §8.2.1).
+#[test]
+fn attestation_certificates_are_strict_der_with_ca_false() {
+    use x509_cert::der::{Decode, DecodePem};
+    use x509_cert::ext::pkix::BasicConstraints;
+    let f = create_attestation(Some(7)).unwrap();
+    let leaf_der = hex::decode(&f.cert_der_hex).unwrap();
+    let leaf = x509_cert::Certificate::from_der(&leaf_der).expect("leaf is DER");
+    x509_cert::Certificate::from_pem(f.ca_pem.as_bytes()).expect("CA is DER");
+    let bc = leaf
+        .tbs_certificate()
+        .extensions()
+        .unwrap()
+        .iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.19")
+        .expect("basicConstraints present");
+    assert!(bc.critical);
+    assert_eq!(bc.extn_value.as_bytes(), &EMPTY_BASIC_CONSTRAINTS);
+    let parsed = BasicConstraints::from_der(bc.extn_value.as_bytes()).expect("DER");
+    assert!(!parsed.ca);
+    assert!(!has_non_der_basic_constraints(&leaf_der));
+
+    // What the old code wrote (rcgen's ExplicitNoCa) is refused by the same parser.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut old = rcgen::CertificateParams::default();
+    old.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let old_der = old.self_signed(&key).unwrap().der().to_vec();
+    assert!(has_non_der_basic_constraints(&old_der));
+    let old_cert = x509_cert::Certificate::from_der(&old_der).unwrap();
+    let old_bc = old_cert
+        .tbs_certificate()
+        .extensions()
+        .unwrap()
+        .iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.19")
+        .unwrap();
+    assert_ne!(old_bc.extn_value.as_bytes(), &EMPTY_BASIC_CONSTRAINTS);
+
+    // Python's `cryptography` (what python-fido2 checks attestation with) is stricter than
+    // `der` about DEFAULT values: it must take the new certificate and refuse the old one.
+    match python_cryptography_loads(&leaf_der) {
+        None => eprintln!("SKIPPED: python3 with `cryptography` is not installed"),
+        Some(ok) => {
+            assert!(ok, "cryptography refuses the attestation certificate");
+            assert_eq!(python_cryptography_loads(&old_der), Some(false));
+        }
+    }
+}
+
+/// Some(true) when Python's `cryptography` parses `der` and its extensions; None without it.
+fn python_cryptography_loads(der: &[u8]) -> Option<bool> {
+    let script = "import sys\nfrom cryptography import x509\n\
+        c = x509.load_der_x509_certificate(sys.stdin.buffer.read())\n\
+        print(c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    child.stdin.take()?.write_all(der).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("ModuleNotFoundError") {
+        return None;
+    }
+    Some(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "False")
+}
+
+/// A data dir made by an older keygate (`cA FALSE` written out) gets a new attestation file.
+#[test]
+fn a_stored_non_der_attestation_certificate_is_made_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = create_attestation(Some(7)).unwrap();
+    let mut der = hex::decode(&f.cert_der_hex).unwrap();
+    // What rcgen's ExplicitNoCa wrote: the extension's OCTET STRING holds 30 03 01 01 00.
+    let at = der
+        .windows(EMPTY_BASIC_CONSTRAINTS.len() + 2)
+        .position(|w| w == [0x04, 0x02, 0x30, 0x00])
+        .unwrap();
+    der.splice(at..at + 4, [0x04, 0x05, 0x30, 0x03, 0x01, 0x01, 0x00]);
+    assert!(has_non_der_basic_constraints(&der));
+    f.cert_der_hex = hex::encode(&der);
+    std::fs::write(
+        dir.path().join("attestation.json"),
+        serde_json::to_vec(&f).unwrap(),
+    )
+    .unwrap();
+    let (att, _) = load_or_create_attestation(dir.path(), Some(7)).unwrap();
+    assert!(!has_non_der_basic_constraints(&att.cert_der));
+}
