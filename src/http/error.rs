@@ -86,3 +86,41 @@ impl<E: PublicError> From<E> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The outermost layer's guarantee: every 4xx keygate answers is `{"error":{"code","message"}}`.
+/// Handlers and keygate's extractors already answer so; this catches what axum or a foreign
+/// extractor answers in plain text (a rejection keygate does not wrap yet), keeping its text
+/// as the message (extractor rejections describe the request, never internals).
+pub async fn envelope_rejections(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if !status.is_client_error() || is_json(res.headers()) {
+        return res;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        _ => ErrorCode::InvalidRequest,
+    };
+    let text = axum::body::to_bytes(res.into_body(), 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "the request was not understood".into());
+    ApiError::new(code, text).into_response()
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::SharedState;
 use crate::auth::Caller;
 use crate::ceremony::{
@@ -53,7 +53,7 @@ pub struct PinBody {
 pub async fn device_pin(
     State(st): State<SharedState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PinBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let status = st
@@ -156,7 +156,7 @@ async fn get_ceremony(
 
 pub async fn get_enrollment(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     get_ceremony(st, id, q, Kind::Enrollment).await
@@ -164,7 +164,7 @@ pub async fn get_enrollment(
 
 pub async fn get_assertion(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     get_ceremony(st, id, q, Kind::Assertion).await
@@ -172,14 +172,14 @@ pub async fn get_assertion(
 
 pub async fn cancel_enrollment(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     cancel(st, id, Kind::Enrollment).await
 }
 
 pub async fn cancel_assertion(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     cancel(st, id, Kind::Assertion).await
 }
@@ -205,7 +205,7 @@ pub struct CeremonyPin {
 
 pub async fn enrollment_pin(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<CeremonyPin>,
 ) -> ApiResult<Response> {
@@ -214,7 +214,7 @@ pub async fn enrollment_pin(
 
 pub async fn assertion_pin(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<CeremonyPin>,
 ) -> ApiResult<Response> {
@@ -276,14 +276,14 @@ async fn events(
 
 pub async fn enrollment_events(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     events(st, id, Kind::Enrollment).await
 }
 
 pub async fn assertion_events(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     events(st, id, Kind::Assertion).await
 }
@@ -307,7 +307,7 @@ pub async fn list_users(State(st): State<SharedState>) -> ApiResult<Json<serde_j
 
 pub async fn get_user(
     State(st): State<SharedState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let u = st.store.get_user(&user)?.ok_or_else(ApiError::not_found)?;
@@ -323,7 +323,7 @@ pub async fn get_user(
 pub async fn reset_user(
     State(st): State<SharedState>,
     caller: Caller,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let receipt = st.store.reset_user(&user, &caller.actor())?;
@@ -339,7 +339,7 @@ pub struct ListQuery {
 
 pub async fn list_credentials(
     State(st): State<SharedState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
@@ -354,7 +354,7 @@ pub async fn list_credentials(
 
 pub async fn get_credential(
     State(st): State<SharedState>,
-    Path((user, id)): Path<(String, String)>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let raw = cred_id(&id)?;
@@ -375,7 +375,7 @@ pub struct PatchCredential {
 pub async fn patch_credential(
     State(st): State<SharedState>,
     caller: Caller,
-    Path((user, id)): Path<(String, String)>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<PatchCredential>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
@@ -401,7 +401,7 @@ pub async fn patch_credential(
 pub async fn revoke_credential(
     State(st): State<SharedState>,
     caller: Caller,
-    Path((user, id)): Path<(String, String)>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let raw = cred_id(&id)?;
@@ -421,7 +421,7 @@ pub async fn revoke_credential(
 pub async fn release_credential(
     State(st): State<SharedState>,
     caller: Caller,
-    Path((user, id)): Path<(String, String)>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let raw = cred_id(&id)?;

@@ -10,7 +10,7 @@
 //! other kiosk tokens (front-ends that authenticate students themselves) may act for anyone.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, SharedState};
 use crate::auth::{Caller, Role};
 use crate::kiosk;
@@ -36,6 +36,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 pub fn public_routes() -> Router<SharedState> {
     Router::new()
+        .route("/", get(|| async { Redirect::to("/kiosk/") }))
+        .route("/favicon.ico", get(icon))
         .route("/kiosk", get(|| async { Redirect::permanent("/kiosk/") }))
         .route("/kiosk/", get(index))
         .route("/kiosk/app.js", get(app_js))
@@ -83,6 +85,10 @@ async fn app_css() -> Response {
     asset("text/css; charset=utf-8", kiosk::APP_CSS)
 }
 
+async fn icon() -> Response {
+    asset("image/svg+xml", kiosk::ICON_SVG)
+}
+
 #[derive(Deserialize)]
 struct SessionQuery {
     code: String,
@@ -91,7 +97,7 @@ struct SessionQuery {
 /// Exchange a one-time code for a kiosk session cookie, then go to the page.
 async fn session(
     State(st): State<SharedState>,
-    Query(q): Query<SessionQuery>,
+    ApiQuery(q): ApiQuery<SessionQuery>,
 ) -> ApiResult<Response> {
     if !st
         .store

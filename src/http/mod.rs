@@ -3,7 +3,7 @@
 //! Origin check (cross-origin browsers), body limit, bearer-token auth per route group.
 
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod handlers;
 mod kiosk;
 mod sim;
@@ -116,6 +116,7 @@ pub fn router(state: SharedState) -> Router {
             state.cfg.max_body_bytes,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), guard_origin))
+        .layer(middleware::from_fn(error::envelope_rejections))
         .with_state(state)
 }
 
@@ -243,9 +244,12 @@ async fn authorize(st: &AppState, mut req: Request, next: Next, needed: Role) ->
         None => None,
         Some(t) => match crate::auth::verify_token(&st.store, &t) {
             Ok(c) => c,
-            Err(e) => return ApiError::internal(e).into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
         },
     };
+    // The cookie carries page sessions only: any other token (an admin's above all) presented
+    // as a cookie is refused as if absent, so a token pasted into a browser never acts there.
+    let caller = caller.filter(|c| !from_cookie || c.page_session);
     let Some(caller) = caller else {
         return ApiError::unauthorized().into_response();
     };

@@ -1,7 +1,7 @@
 //! `/v1/sim/...`: drive the simulated keys (plug, unplug, configure, clone). Mounted only when
 //! the daemon runs with `--simulate`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use super::SharedState;
 use crate::device::sim::SimBench;
 use crate::device::DeviceError;
@@ -65,7 +65,7 @@ async fn plug(
 
 async fn configure(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
     let options = parse(body)?;
@@ -73,24 +73,33 @@ async fn configure(
     Ok(Json(json!({ "key": key })))
 }
 
-async fn remove(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    State(st): State<SharedState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     control(&st, |b| b.remove(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn unplug(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn unplug(
+    State(st): State<SharedState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let key = control(&st, |b| b.unplug(&id))?;
     Ok(Json(json!({ "key": key })))
 }
 
-async fn replug(State(st): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn replug(
+    State(st): State<SharedState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let key = control(&st, |b| b.replug(&id))?;
     Ok(Json(json!({ "key": key })))
 }
 
 async fn clone_key(
     State(st): State<SharedState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let key = control(&st, |b| b.clone_key(&id))?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key }))))

@@ -20,6 +20,7 @@ const T = {
     pin_title: "Voer de pincode van je sleutel in", pin_label: "Pincode",
     pin_wrong: "Onjuiste pincode. Nog {n} pogingen.",
     touch_title: "Raak je beveiligingssleutel nu aan", touch_text: "Tik op het lampje of het metalen plaatje van je sleutel.", seconds: "seconden",
+    touch_announce: "Raak je sleutel aan. Je hebt {n} seconden.", touch_left: "Nog {n} seconden.",
     enrolled_title: "Je sleutel is geregistreerd", enrolled_text: "{model} is nu een aanmeldmethode voor {user}.",
     verified_title: "Je sleutel werkt", verified_text: "Deze sleutel hoort bij {user}, geregistreerd op {date}.",
     phone_title: "Telefoonnummer toevoegen", country_label: "Land", number_label: "Mobiel nummer",
@@ -44,6 +45,7 @@ const T = {
     pin_title: "Enter your security key PIN", pin_label: "PIN",
     pin_wrong: "Wrong PIN. {n} attempts left.",
     touch_title: "Touch your security key now", touch_text: "Tap the light or the metal contact on your key.", seconds: "seconds",
+    touch_announce: "Touch your key. You have {n} seconds.", touch_left: "{n} seconds left.",
     enrolled_title: "Your key is registered", enrolled_text: "{model} is now a sign-in method for {user}.",
     verified_title: "Your key works", verified_text: "This key belongs to {user}, registered on {date}.",
     phone_title: "Add a phone number", country_label: "Country", number_label: "Mobile number",
@@ -198,6 +200,7 @@ function showError(code, extra, retry) {
   $("error-title").textContent = title;
   $("error-text").textContent = text;
   $("error-next").textContent = next.replace("{m}", mins);
+  announce(title + ". " + text);
   document.body.dataset.error = code;
   S.retry = retry || null;
   $("btn-retry").classList.toggle("hidden", !S.retry);
@@ -207,6 +210,7 @@ function showError(code, extra, retry) {
 function showSuccess(title, detail) {
   $("success-title").textContent = title;
   $("success-detail").textContent = detail;
+  announce(title + ". " + detail);
   show("success");
   // The next student sees nothing of this one: reset soon after a success.
   S.timers.push(setTimeout(reset, 10000));
@@ -350,14 +354,23 @@ async function begin() {
   follow();
 }
 
+// What a screen reader hears: the start, each of the last ten seconds, and the outcome; the
+// visible countdown (redrawn every 250 ms) is hidden from it.
+function announce(text) {
+  $("announce").textContent = text;
+}
+
 function startCountdown() {
   clearTimers();
   const total = S.cfg.touch_timeout_secs;
   const started = Date.now();
+  let announced = null;
   const tick = () => {
     const left = Math.max(0, total - Math.floor((Date.now() - started) / 1000));
     $("countdown").textContent = String(left);
     $("bar-fill").style.width = (100 * left / total) + "%";
+    const say = announced === null ? t("touch_announce", { n: left }) : left <= 10 && left !== announced ? t("touch_left", { n: left }) : null;
+    if (say !== null && left !== announced) { announce(say); announced = left; }
   };
   tick();
   S.timers.push(setInterval(tick, 250));
