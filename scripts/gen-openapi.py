@@ -78,6 +78,8 @@ paths = {
  "/v1/sms/providers": {"get": op("Providers in failover order with circuit state and counters", "admin")},
  "/v1/sms/callbacks/{provider}": {"post": op("Delivery status from twilio (X-Twilio-Signature), vonage (signed `sig`, signature_secret) or webhook (X-Keygate-Signature); no bearer token", None, params=["provider"], ok="204")},
  # kiosk page
+ "/": {"get": op("Redirects a browser to the kiosk page /kiosk/", None, ok="303")},
+ "/favicon.ico": {"get": op("The kiosk page's icon (SVG)", None)},
  "/kiosk": {"get": op("Redirects to /kiosk/", None, ok="308")},
  "/kiosk/": {"get": op("The kiosk page (HTML, strict CSP, assets embedded)", None)},
  "/kiosk/app.js": {"get": op("The kiosk page's script", None)},

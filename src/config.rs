@@ -49,11 +49,43 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Maximum request body size in bytes.
     pub max_body_bytes: usize,
+    pub http: HttpConfig,
     pub relying_party: RelyingPartyConfig,
     pub ceremony: CeremonyConfig,
     pub log: LogConfig,
     pub sms: SmsConfig,
     pub kiosk: KioskConfig,
+}
+
+/// Connection limits of the HTTP listener (any local process can open sockets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Open connections at most; 0 derives it from the descriptor limit (RLIMIT_NOFILE, raised
+    /// to its hard limit at start): that limit minus a reserve for the database, keys and
+    /// providers. A client beyond it is answered `503` at once and closed.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head, and that a kept-alive connection may
+    /// wait idle for its next request (one timer in the HTTP/1 server).
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between two reads (a Content-Length larger than the
+    /// body sent no longer waits forever).
+    pub body_timeout_secs: u64,
+    /// Live event streams (`/v1/*/{id}/events`) at most, in all and per ceremony.
+    pub max_event_streams: usize,
+    pub max_event_streams_per_ceremony: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 0,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_event_streams: 64,
+            max_event_streams_per_ceremony: 4,
+        }
+    }
 }
 
 /// The kiosk page keygate serves at `/kiosk/`.
@@ -301,6 +333,7 @@ impl Default for Config {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
             allowed_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
+            http: HttpConfig::default(),
             relying_party: RelyingPartyConfig::default(),
             ceremony: CeremonyConfig::default(),
             log: LogConfig::default(),
@@ -353,6 +386,7 @@ impl std::fmt::Debug for Config {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("http", &self.http)
             .field("relying_party", &self.relying_party)
             .field("ceremony", &self.ceremony)
             .field("log", &self.log)
@@ -488,6 +522,16 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.max_body_bytes < 1024 {
         return Err(ConfigError::Invalid(
             "max_body_bytes must be >= 1024".into(),
+        ));
+    }
+    let h = &cfg.http;
+    if h.header_timeout_secs == 0
+        || h.body_timeout_secs == 0
+        || h.max_event_streams == 0
+        || h.max_event_streams_per_ceremony == 0
+    {
+        return Err(ConfigError::Invalid(
+            "http: timeouts and event-stream limits must be at least 1".into(),
         ));
     }
     if !matches!(cfg.log.format.as_str(), "text" | "json") {

@@ -126,6 +126,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(%listen, "listening beyond loopback as configured");
     }
     let simulate = cfg.simulate;
+    let limits = crate::http::server::Limits::resolve(&cfg.http);
+    tracing::info!(max_connections = limits.max_connections, "connection cap");
     let state = build_state(cfg)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -135,9 +137,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // One machine-readable line on stdout for scripts and tests that listen on port 0.
     println!("keygate listening on http://{addr}");
     notify_systemd("READY=1");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http::server::serve(listener, router(state), limits, shutdown_signal()).await?;
     notify_systemd("STOPPING=1");
     Ok(())
 }

@@ -49,7 +49,8 @@ error_codes! {
     HostNotAllowed = "host_not_allowed" => FORBIDDEN,
     OriginNotAllowed = "origin_not_allowed" => FORBIDDEN,
     HandoffInvalid = "handoff_invalid" => FORBIDDEN,
-    TooManyConnections = "too_many_streams" => SERVICE_UNAVAILABLE,
+    TooManyConnections = "too_many_connections" => SERVICE_UNAVAILABLE,
+    TooManyStreams = "too_many_streams" => TOO_MANY_REQUESTS,
     // Keys and ceremonies
     NoDevice = "no_device" => CONFLICT,
     MultipleDevices = "multiple_devices" => CONFLICT,

@@ -1,19 +1,22 @@
 //! Route handlers: parse, call the ceremony service or the store, shape JSON.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::server::EventStreams;
 use super::SharedState;
 use crate::auth::Caller;
 use crate::ceremony::{
@@ -251,41 +254,55 @@ fn sse_name(state: CState) -> &'static str {
 
 async fn events(
     st: SharedState,
+    streams: Arc<EventStreams>,
     id: String,
     kind: Kind,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let rx = st.ceremonies.subscribe(&id, kind)?;
-    // Emit the current state, then every change, and end after a terminal state.
-    let stream = futures::stream::unfold((rx, true, false), |(mut rx, first, done)| async move {
-        if done {
-            return None;
-        }
-        if !first && rx.changed().await.is_err() {
-            return None;
-        }
-        let view = rx.borrow_and_update().clone();
-        let ev = Event::default()
-            .event(sse_name(view.state))
-            .json_data(&view)
-            .unwrap_or_else(|_| Event::default().event("error"));
-        let terminal = view.state.is_terminal();
-        Some((Ok(ev), (rx, false, terminal)))
-    });
+    let slot = streams.open(&id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TooManyStreams,
+            "too many event streams are open; close one or poll the ceremony instead",
+        )
+        .with("retry_after", 1)
+    })?;
+    // Emit the current state, then every change, and end after a terminal state. The slot
+    // lives in the stream's state: it is freed when the stream ends or the client leaves.
+    let stream = futures::stream::unfold(
+        (rx, true, false, slot),
+        |(mut rx, first, done, slot)| async move {
+            if done {
+                return None;
+            }
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let view = rx.borrow_and_update().clone();
+            let ev = Event::default()
+                .event(sse_name(view.state))
+                .json_data(&view)
+                .unwrap_or_else(|_| Event::default().event("error"));
+            let terminal = view.state.is_terminal();
+            Some((Ok(ev), (rx, false, terminal, slot)))
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }
 
 pub async fn enrollment_events(
     State(st): State<SharedState>,
+    Extension(streams): Extension<Arc<EventStreams>>,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    events(st, id, Kind::Enrollment).await
+) -> ApiResult<impl IntoResponse> {
+    events(st, streams, id, Kind::Enrollment).await
 }
 
 pub async fn assertion_events(
     State(st): State<SharedState>,
+    Extension(streams): Extension<Arc<EventStreams>>,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    events(st, id, Kind::Assertion).await
+) -> ApiResult<impl IntoResponse> {
+    events(st, streams, id, Kind::Assertion).await
 }
 
 // ---- users and credentials (admin) --------------------------------------------------------

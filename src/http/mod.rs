@@ -6,6 +6,7 @@ pub mod error;
 pub(crate) mod extract;
 mod handlers;
 mod kiosk;
+pub mod server;
 mod sim;
 mod sms;
 
@@ -117,6 +118,7 @@ pub fn router(state: SharedState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), guard_origin))
         .layer(middleware::from_fn(error::envelope_rejections))
+        .layer(axum::Extension(server::EventStreams::new(&state.cfg.http)))
         .with_state(state)
 }
 

@@ -87,8 +87,11 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = keygate::http::router(state.clone());
+        let limits = keygate::http::server::Limits::resolve(&state.cfg.http);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            keygate::http::server::serve(listener, app, limits, std::future::pending())
+                .await
+                .unwrap();
         });
         TestServer {
             base: format!("http://{addr}"),
