@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::dispatch::Dispatched;
 use super::error::SmsError;
-use super::providers::OutgoingSms;
+use super::providers::{DeliveryStatus, OutgoingSms};
 use super::template::{self, Locale};
 use super::SmsService;
 use crate::store::OutboxRecord;
@@ -16,21 +16,18 @@ use crate::store::OutboxRecord;
 const CODE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl SmsService {
-    /// A provider's delivery report (already authenticated by the caller).
+    /// A provider's delivery report, authenticated by [`super::providers::receipt`]. `false`:
+    /// no message of that provider has that id.
     pub async fn delivery_report(
         &self,
         provider: &str,
         message_id: &str,
-        status: &str,
+        status: DeliveryStatus,
     ) -> Result<bool, SmsError> {
-        let (provider, message_id, status) = (
-            provider.to_string(),
-            message_id.to_string(),
-            status.to_string(),
-        );
+        let (provider, message_id) = (provider.to_string(), message_id.to_string());
         Ok(self
             .store
-            .atomic(move |tx| tx.sms_delivery_report(&provider, &message_id, &status))
+            .atomic(move |tx| tx.sms_delivery_report(&provider, &message_id, status.as_str()))
             .await?)
     }
 

@@ -1,6 +1,9 @@
-//! SMS providers: one trait, one file each. Only this folder names reqwest.
+//! SMS providers: one trait, one file each. Only this folder names reqwest. Each provider
+//! file also owns its inbound side, the parsing of its signed delivery callbacks
+//! ([`receipt`]).
 
 mod console;
+mod receipt;
 mod twilio;
 mod vonage;
 mod webhook;
@@ -8,9 +11,11 @@ mod webhook;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 
 pub use console::{ConsoleProvider, SimInbox, SimMessage};
+pub use receipt::{DeliveryReport, DeliveryStatus, ReceiptError};
 pub use twilio::{twilio_signature, TwilioProvider};
 pub use vonage::{vonage_signature, VonageProvider};
 pub use webhook::{webhook_signature, WebhookProvider};
@@ -225,6 +230,24 @@ pub fn build_chain(
             }
         })
         .collect()
+}
+
+/// A delivery callback addressed to `provider`, authenticated and parsed by that provider's
+/// file. Looked up in the configuration, not the failover chain, so that reports still
+/// arriving for a provider taken out of the chain are recorded. `Ok(None)`: authentic, but
+/// nothing to record.
+pub fn receipt(
+    cfg: &SmsConfig,
+    provider: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<DeliveryReport>, ReceiptError> {
+    match provider {
+        "twilio" => twilio::receipt(&cfg.twilio, headers, body),
+        "vonage" => vonage::receipt(&cfg.vonage, headers, body),
+        "webhook" => webhook::receipt(&cfg.webhook, headers, body),
+        _ => Err(ReceiptError::UnknownProvider),
+    }
 }
 
 #[cfg(test)]
