@@ -89,7 +89,9 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// Twilio's MessageStatus -> keygate's delivery status.
+/// Twilio's MessageStatus -> keygate's delivery status; `None` for a status keygate does not
+/// act on: `partially_delivered` (RCS/WhatsApp), `receiving`/`received` (inbound messages)
+/// and any status Twilio adds later.
 fn twilio_status(s: &str) -> Option<DeliveryStatus> {
     Some(match s {
         "accepted" | "queued" | "sending" | "sent" | "scheduled" => DeliveryStatus::Sent,
@@ -101,7 +103,8 @@ fn twilio_status(s: &str) -> Option<DeliveryStatus> {
 }
 
 /// A status callback. Refused unless `status_callback_url` and the auth token are configured
-/// and the signature over both matches.
+/// and the signature over both matches. An authentic callback with a status keygate does not
+/// act on is `Ok(None)`: acknowledged, since Twilio counts any non-2xx as a failed webhook.
 pub(super) fn receipt(
     cfg: &TwilioConfig,
     headers: &HeaderMap,
@@ -117,10 +120,8 @@ pub(super) fn receipt(
         return Err(ReceiptError::BadSignature);
     }
     let sid = param(&params, "MessageSid").ok_or(ReceiptError::Missing("MessageSid"))?;
-    let status = param(&params, "MessageStatus")
-        .and_then(twilio_status)
-        .ok_or(ReceiptError::BadStatus("unknown MessageStatus"))?;
-    Ok(Some(DeliveryReport {
+    let status = param(&params, "MessageStatus").ok_or(ReceiptError::Missing("MessageStatus"))?;
+    Ok(twilio_status(status).map(|status| DeliveryReport {
         message_id: sid.to_string(),
         status,
     }))

@@ -98,20 +98,21 @@ pub fn vonage_signature(signature_secret: &str, params: &[(String, String)]) -> 
     hex::encode_upper(mac.finalize().into_bytes())
 }
 
-/// Vonage's delivery receipt status -> keygate's delivery status; `unknown` says nothing new.
-fn vonage_status(s: &str) -> Option<Option<DeliveryStatus>> {
-    Some(Some(match s {
+/// Vonage's delivery receipt status -> keygate's delivery status; `None` for `unknown` (says
+/// nothing new) and any status Vonage adds later.
+fn vonage_status(s: &str) -> Option<DeliveryStatus> {
+    Some(match s {
         "accepted" | "buffered" => DeliveryStatus::Sent,
         "delivered" => DeliveryStatus::Delivered,
         "failed" => DeliveryStatus::Failed,
         "expired" | "rejected" => DeliveryStatus::Undeliverable,
-        "unknown" => return Some(None),
         _ => return None,
-    }))
+    })
 }
 
 /// A delivery receipt. Vonage signs webhooks only when the account asks for it: without a
-/// configured signature secret no receipt can be authenticated, so none is accepted.
+/// configured signature secret no receipt can be authenticated, so none is accepted. An
+/// authentic receipt with a status keygate does not act on is `Ok(None)` (acknowledged).
 pub(super) fn receipt(
     cfg: &VonageConfig,
     headers: &HeaderMap,
@@ -125,10 +126,8 @@ pub(super) fn receipt(
         return Err(ReceiptError::BadSignature);
     }
     let id = param(&params, "messageId").ok_or(ReceiptError::Missing("messageId"))?;
-    let status = param(&params, "status")
-        .and_then(vonage_status)
-        .ok_or(ReceiptError::BadStatus("unknown status"))?;
-    Ok(status.map(|status| DeliveryReport {
+    let status = param(&params, "status").ok_or(ReceiptError::Missing("status"))?;
+    Ok(vonage_status(status).map(|status| DeliveryReport {
         message_id: id.to_string(),
         status,
     }))
