@@ -92,7 +92,7 @@ impl SmsService {
         }
         let keys = CodeKeys::load_or_create(&cfg.data_dir)?;
         let inbox = cfg.simulate.then(|| Arc::new(SimInbox::default()));
-        let chain = providers::build_chain(&cfg.sms, cfg.simulate, inbox.clone());
+        let chain = providers::build_chain(&cfg.sms, cfg.simulate, inbox.clone())?;
         let dispatcher = Dispatcher::new(
             chain,
             clock.clone(),

@@ -20,6 +20,7 @@ pub use twilio::{twilio_signature, TwilioProvider};
 pub use vonage::{vonage_signature, VonageProvider};
 pub use webhook::{webhook_signature, WebhookProvider};
 
+use super::error::SmsError;
 use crate::config::SmsConfig;
 
 /// One message to send. `id` is keygate's message id (the outbox row), given to providers
@@ -191,12 +192,15 @@ pub(crate) fn transport_error(e: reqwest::Error) -> ProviderError {
     }
 }
 
-pub(crate) fn http_client(cfg: &SmsConfig) -> reqwest::Client {
+/// The HTTP client the HTTP providers share (timeouts from the config). Building it can fail
+/// (TLS backend, system configuration): that is a start-up error, reported by
+/// [`SmsService::new`](crate::sms::SmsService::new), not a panic.
+pub(crate) fn http_client(cfg: &SmsConfig) -> Result<reqwest::Client, SmsError> {
     reqwest::Client::builder()
         .timeout(Duration::from_millis(cfg.request_timeout_ms))
         .connect_timeout(Duration::from_millis(cfg.request_timeout_ms.min(3000)))
         .build()
-        .expect("building an HTTP client")
+        .map_err(|e| SmsError::Internal(format!("building the providers' HTTP client: {e}")))
 }
 
 /// The configured failover chain, in order. Empty `sms.providers` means `console` under
@@ -205,7 +209,7 @@ pub fn build_chain(
     cfg: &SmsConfig,
     simulate: bool,
     inbox: Option<Arc<SimInbox>>,
-) -> Vec<Arc<dyn SmsProvider>> {
+) -> Result<Vec<Arc<dyn SmsProvider>>, SmsError> {
     let names: Vec<String> = if cfg.providers.is_empty() && simulate {
         vec!["console".into()]
     } else {
@@ -213,23 +217,29 @@ pub fn build_chain(
     };
     // One HTTP client (TLS roots and all) shared by the HTTP providers, built only if one is
     // configured: the console provider needs none.
-    let shared = std::sync::OnceLock::new();
-    let client = || shared.get_or_init(|| http_client(cfg)).clone();
-    names
-        .iter()
-        .filter_map(|n| -> Option<Arc<dyn SmsProvider>> {
-            match n.as_str() {
-                "twilio" => Some(Arc::new(TwilioProvider::new(cfg.twilio.clone(), client()))),
-                "vonage" => Some(Arc::new(VonageProvider::new(cfg.vonage.clone(), client()))),
-                "webhook" => Some(Arc::new(WebhookProvider::new(
-                    cfg.webhook.clone(),
-                    client(),
-                ))),
-                "console" => Some(Arc::new(ConsoleProvider::new(inbox.clone()))),
-                _ => None,
-            }
-        })
-        .collect()
+    let mut shared: Option<reqwest::Client> = None;
+    let mut client = || -> Result<reqwest::Client, SmsError> {
+        if let Some(c) = &shared {
+            return Ok(c.clone());
+        }
+        let c = http_client(cfg)?;
+        shared = Some(c.clone());
+        Ok(c)
+    };
+    let mut chain: Vec<Arc<dyn SmsProvider>> = Vec::with_capacity(names.len());
+    for n in &names {
+        match n.as_str() {
+            "twilio" => chain.push(Arc::new(TwilioProvider::new(cfg.twilio.clone(), client()?))),
+            "vonage" => chain.push(Arc::new(VonageProvider::new(cfg.vonage.clone(), client()?))),
+            "webhook" => chain.push(Arc::new(WebhookProvider::new(
+                cfg.webhook.clone(),
+                client()?,
+            ))),
+            "console" => chain.push(Arc::new(ConsoleProvider::new(inbox.clone()))),
+            _ => {}
+        }
+    }
+    Ok(chain)
 }
 
 /// A delivery callback addressed to `provider`, authenticated and parsed by that provider's
