@@ -390,3 +390,102 @@ async fn vonage_receipts_are_refused_without_a_signature_secret() {
     let (_, g) = s.get(&format!("/v1/sms/challenges/{id}")).await;
     assert_eq!(g["delivery"]["status"], "sent");
 }
+
+/// Twilio counts any non-2xx answer to a status callback as a failed webhook: statuses keygate
+/// does not act on (`partially_delivered`, `receiving`, `received`, and any new one) are
+/// acknowledged like the others, and change nothing; a wrong signature is still refused.
+#[tokio::test]
+async fn twilio_statuses_keygate_does_not_act_on_are_acknowledged() {
+    let tw = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "sid": "SM43" })))
+        .mount(&tw)
+        .await;
+    let cb_url = "https://kiosk.odisee.example/v1/sms/callbacks/twilio";
+    let s = TestServer::start_with(&format!(
+        "[sms]\nproviders = [\"twilio\"]\n[sms.twilio]\nbase_url = \"{}\"\naccount_sid = \"AC1\"\nauth_token = \"tok\"\nfrom = \"+32470000000\"\nstatus_callback_url = \"{cb_url}\"\n",
+        tw.uri()
+    ))
+    .await;
+    let (_, v) = s
+        .post("/v1/users/r9/phones", json!({ "number": "0475 00 00 29" }))
+        .await;
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    wait_delivery(&s, &id, "sent").await;
+    let send = |status: &str, sig: Option<&str>| {
+        let params = vec![
+            ("MessageSid".to_string(), "SM43".to_string()),
+            ("MessageStatus".to_string(), status.to_string()),
+            ("AccountSid".to_string(), "AC1".to_string()),
+        ];
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish();
+        let sig = sig
+            .map(str::to_string)
+            .unwrap_or_else(|| twilio_signature("tok", cb_url, &params));
+        s.client
+            .post(format!("{}/v1/sms/callbacks/twilio", s.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", sig)
+            .body(body)
+            .send()
+    };
+    for status in [
+        "partially_delivered",
+        "receiving",
+        "received",
+        "a_status_twilio_adds_later",
+    ] {
+        assert_eq!(
+            send(status, Some("AAAA")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{status}, wrong signature"
+        );
+        assert_eq!(
+            send(status, None).await.unwrap().status(),
+            StatusCode::NO_CONTENT,
+            "{status}"
+        );
+        let (_, g) = s.get(&format!("/v1/sms/challenges/{id}")).await;
+        assert_eq!(g["delivery"]["status"], "sent", "after {status}");
+    }
+    // Statuses keygate acts on still move it.
+    assert_eq!(
+        send("delivered", None).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    wait_delivery(&s, &id, "delivered").await;
+}
+
+/// The same for Vonage receipts: a status keygate does not know is acknowledged and changes
+/// nothing.
+#[tokio::test]
+async fn vonage_statuses_keygate_does_not_act_on_are_acknowledged() {
+    let (_vo, s) = vonage_server("vonage-sig-secret").await;
+    let (_, v) = s
+        .post("/v1/users/r10/phones", json!({ "number": "0475 00 00 30" }))
+        .await;
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    wait_delivery(&s, &id, "sent").await;
+    for status in ["unknown", "a_status_vonage_adds_later"] {
+        let mut params = vec![("messageId", "0A00000123ABCD1"), ("status", status)];
+        let wrong = vonage_sig("another-secret", &params);
+        let mut forged = params.clone();
+        forged.push(("sig", &wrong));
+        assert_eq!(
+            vonage_form(&s, &forged).await,
+            StatusCode::UNAUTHORIZED,
+            "{status}, wrong signature"
+        );
+        let sig = vonage_sig("vonage-sig-secret", &params);
+        params.push(("sig", &sig));
+        assert_eq!(
+            vonage_form(&s, &params).await,
+            StatusCode::NO_CONTENT,
+            "{status}"
+        );
+        let (_, g) = s.get(&format!("/v1/sms/challenges/{id}")).await;
+        assert_eq!(g["delivery"]["status"], "sent", "after {status}");
+    }
+}

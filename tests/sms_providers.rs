@@ -48,7 +48,7 @@ fn cfg(twilio: &str, vonage: &str, providers: &[&str]) -> SmsConfig {
 
 fn dispatcher(c: &SmsConfig, clock: Arc<ManualClock>) -> Dispatcher {
     Dispatcher::new(
-        build_chain(c, false, None),
+        build_chain(c, false, None).expect("the providers' HTTP client"),
         clock,
         c.max_retries,
         Duration::from_millis(c.retry_base_ms),

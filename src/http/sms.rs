@@ -11,14 +11,12 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
-use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::SharedState;
 use crate::auth::{Caller, Role};
-use crate::sms::providers::{twilio_signature, vonage_signature, webhook_signature};
+use crate::sms::providers;
 use crate::sms::template::Locale;
 use crate::sms::{NewChallenge, SmsService};
 
@@ -184,64 +182,8 @@ async fn providers(State(st): State<SharedState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "providers": service(&st)?.providers() })))
 }
 
-fn bad_signature() -> ApiError {
-    ApiError::new(ErrorCode::Unauthorized, "missing or wrong signature")
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// Twilio's MessageStatus -> keygate's delivery status.
-fn twilio_status(s: &str) -> Option<&'static str> {
-    Some(match s {
-        "accepted" | "queued" | "sending" | "sent" | "scheduled" => "sent",
-        "delivered" | "read" => "delivered",
-        "failed" | "canceled" => "failed",
-        "undelivered" => "undeliverable",
-        _ => return None,
-    })
-}
-
-/// Vonage's delivery receipt status -> keygate's delivery status; `unknown` says nothing new.
-fn vonage_status(s: &str) -> Option<Option<&'static str>> {
-    Some(Some(match s {
-        "accepted" | "buffered" => "sent",
-        "delivered" => "delivered",
-        "failed" => "failed",
-        "expired" | "rejected" => "undeliverable",
-        "unknown" => return Some(None),
-        _ => return None,
-    }))
-}
-
-/// A callback's parameters: a JSON object (strings kept, other values as JSON text) when the
-/// content type says JSON, form fields otherwise.
-fn callback_params(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<(String, String)>> {
-    let json = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !json {
-        return Ok(url::form_urlencoded::parse(body).into_owned().collect());
-    }
-    let v: Value =
-        serde_json::from_slice(body).map_err(|_| ApiError::invalid("the body is not JSON"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("the body is not a JSON object"))?;
-    Ok(obj
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), v)
-        })
-        .collect())
-}
-
+/// Authentication and parsing belong to the provider ([`providers::receipt`]); this route only
+/// records what it returns.
 async fn callback(
     State(st): State<SharedState>,
     Path(provider): Path<String>,
@@ -249,85 +191,14 @@ async fn callback(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let sms = service(&st)?;
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
     // `None`: an authentic report that carries no new status (acknowledged, nothing changes).
-    let (message_id, status): (String, Option<&'static str>) = match provider.as_str() {
-        "twilio" => {
-            let cfg = &st.cfg.sms.twilio;
-            let url = cfg
-                .status_callback_url
-                .as_deref()
-                .ok_or_else(ApiError::not_found)?;
-            let params: Vec<(String, String)> =
-                url::form_urlencoded::parse(&body).into_owned().collect();
-            let expected = twilio_signature(cfg.auth_token.expose(), url, &params);
-            if cfg.auth_token.is_empty() || !same(header("x-twilio-signature"), &expected) {
-                return Err(bad_signature());
-            }
-            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let sid =
-                get("MessageSid").ok_or_else(|| ApiError::invalid("MessageSid is missing"))?;
-            let status = get("MessageStatus")
-                .as_deref()
-                .and_then(twilio_status)
-                .ok_or_else(|| ApiError::invalid("unknown MessageStatus"))?;
-            (sid, Some(status))
-        }
-        "vonage" => {
-            // Vonage signs webhooks only when the account asks for it: without a configured
-            // signature secret no receipt can be authenticated, so none is accepted.
-            let secret = &st.cfg.sms.vonage.signature_secret;
-            let params = callback_params(&headers, &body)?;
-            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-            let expected = vonage_signature(secret.expose(), &params);
-            let sig = get("sig").unwrap_or("").to_ascii_uppercase();
-            if secret.is_empty() || !same(&sig, &expected) {
-                return Err(bad_signature());
-            }
-            let id = get("messageId").ok_or_else(|| ApiError::invalid("messageId is missing"))?;
-            let status = get("status")
-                .and_then(vonage_status)
-                .ok_or_else(|| ApiError::invalid("unknown status"))?;
-            (id.to_string(), status)
-        }
-        "webhook" => {
-            let secret = &st.cfg.sms.webhook.secret;
-            let expected = webhook_signature(secret.expose(), &body);
-            if secret.is_empty() || !same(header("x-keygate-signature"), &expected) {
-                return Err(bad_signature());
-            }
-            let v: Value = serde_json::from_slice(&body)
-                .map_err(|_| ApiError::invalid("the body is not JSON"))?;
-            let id = v["id"]
-                .as_str()
-                .ok_or_else(|| ApiError::invalid("`id` is missing"))?;
-            let status = match v["status"].as_str() {
-                Some(s @ ("sent" | "delivered" | "failed" | "undeliverable")) => s,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "`status` must be sent, delivered, failed or undeliverable",
-                    ))
-                }
-            };
-            let status: &'static str = match status {
-                "sent" => "sent",
-                "delivered" => "delivered",
-                "failed" => "failed",
-                _ => "undeliverable",
-            };
-            (id.to_string(), Some(status))
-        }
-        _ => return Err(ApiError::not_found()),
-    };
-    let Some(status) = status else {
+    let Some(report) = providers::receipt(&st.cfg.sms, &provider, &headers, &body)? else {
         return Ok(StatusCode::NO_CONTENT);
     };
-    if sms.delivery_report(&provider, &message_id, status).await? {
+    if sms
+        .delivery_report(&provider, &report.message_id, report.status)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found())

@@ -12,7 +12,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::SmsError;
+use super::error::SmsError;
 
 type HmacSha256 = Hmac<Sha256>;
 

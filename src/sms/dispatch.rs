@@ -14,7 +14,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::providers::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
-use super::Clock;
+use crate::base::clock::Clock;
 use crate::base::sync::lock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -258,7 +258,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::sms::ManualClock;
+    use crate::base::clock::ManualClock;
 
     /// Fails transiently while `down`; otherwise each send waits for a permit of `gate`.
     struct Gated {

@@ -12,7 +12,7 @@ use phonenumber::country::Id;
 use phonenumber::metadata::Database;
 use phonenumber::{Mode, PhoneNumber, Type};
 
-use super::SmsError;
+use super::error::SmsError;
 
 mod packed {
     include!(concat!(env!("OUT_DIR"), "/phone_territories.rs"));

@@ -1,6 +1,9 @@
-//! SMS providers: one trait, one file each. Only this folder names reqwest.
+//! SMS providers: one trait, one file each. Only this folder names reqwest. Each provider
+//! file also owns its inbound side, the parsing of its signed delivery callbacks
+//! ([`receipt`]).
 
 mod console;
+mod receipt;
 mod twilio;
 mod vonage;
 mod webhook;
@@ -8,13 +11,16 @@ mod webhook;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 
 pub use console::{ConsoleProvider, SimInbox, SimMessage};
+pub use receipt::{DeliveryReport, DeliveryStatus, ReceiptError};
 pub use twilio::{twilio_signature, TwilioProvider};
 pub use vonage::{vonage_signature, VonageProvider};
 pub use webhook::{webhook_signature, WebhookProvider};
 
+use super::error::SmsError;
 use crate::config::SmsConfig;
 
 /// One message to send. `id` is keygate's message id (the outbox row), given to providers
@@ -186,12 +192,15 @@ pub(crate) fn transport_error(e: reqwest::Error) -> ProviderError {
     }
 }
 
-pub(crate) fn http_client(cfg: &SmsConfig) -> reqwest::Client {
+/// The HTTP client the HTTP providers share (timeouts from the config). Building it can fail
+/// (TLS backend, system configuration): that is a start-up error, reported by
+/// [`SmsService::new`](crate::sms::SmsService::new), not a panic.
+pub(crate) fn http_client(cfg: &SmsConfig) -> Result<reqwest::Client, SmsError> {
     reqwest::Client::builder()
         .timeout(Duration::from_millis(cfg.request_timeout_ms))
         .connect_timeout(Duration::from_millis(cfg.request_timeout_ms.min(3000)))
         .build()
-        .expect("building an HTTP client")
+        .map_err(|e| SmsError::Internal(format!("building the providers' HTTP client: {e}")))
 }
 
 /// The configured failover chain, in order. Empty `sms.providers` means `console` under
@@ -200,7 +209,7 @@ pub fn build_chain(
     cfg: &SmsConfig,
     simulate: bool,
     inbox: Option<Arc<SimInbox>>,
-) -> Vec<Arc<dyn SmsProvider>> {
+) -> Result<Vec<Arc<dyn SmsProvider>>, SmsError> {
     let names: Vec<String> = if cfg.providers.is_empty() && simulate {
         vec!["console".into()]
     } else {
@@ -208,23 +217,47 @@ pub fn build_chain(
     };
     // One HTTP client (TLS roots and all) shared by the HTTP providers, built only if one is
     // configured: the console provider needs none.
-    let shared = std::sync::OnceLock::new();
-    let client = || shared.get_or_init(|| http_client(cfg)).clone();
-    names
-        .iter()
-        .filter_map(|n| -> Option<Arc<dyn SmsProvider>> {
-            match n.as_str() {
-                "twilio" => Some(Arc::new(TwilioProvider::new(cfg.twilio.clone(), client()))),
-                "vonage" => Some(Arc::new(VonageProvider::new(cfg.vonage.clone(), client()))),
-                "webhook" => Some(Arc::new(WebhookProvider::new(
-                    cfg.webhook.clone(),
-                    client(),
-                ))),
-                "console" => Some(Arc::new(ConsoleProvider::new(inbox.clone()))),
-                _ => None,
-            }
-        })
-        .collect()
+    let mut shared: Option<reqwest::Client> = None;
+    let mut client = || -> Result<reqwest::Client, SmsError> {
+        if let Some(c) = &shared {
+            return Ok(c.clone());
+        }
+        let c = http_client(cfg)?;
+        shared = Some(c.clone());
+        Ok(c)
+    };
+    let mut chain: Vec<Arc<dyn SmsProvider>> = Vec::with_capacity(names.len());
+    for n in &names {
+        match n.as_str() {
+            "twilio" => chain.push(Arc::new(TwilioProvider::new(cfg.twilio.clone(), client()?))),
+            "vonage" => chain.push(Arc::new(VonageProvider::new(cfg.vonage.clone(), client()?))),
+            "webhook" => chain.push(Arc::new(WebhookProvider::new(
+                cfg.webhook.clone(),
+                client()?,
+            ))),
+            "console" => chain.push(Arc::new(ConsoleProvider::new(inbox.clone()))),
+            _ => {}
+        }
+    }
+    Ok(chain)
+}
+
+/// A delivery callback addressed to `provider`, authenticated and parsed by that provider's
+/// file. Looked up in the configuration, not the failover chain, so that reports still
+/// arriving for a provider taken out of the chain are recorded. `Ok(None)`: authentic, but
+/// nothing to record.
+pub fn receipt(
+    cfg: &SmsConfig,
+    provider: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<DeliveryReport>, ReceiptError> {
+    match provider {
+        "twilio" => twilio::receipt(&cfg.twilio, headers, body),
+        "vonage" => vonage::receipt(&cfg.vonage, headers, body),
+        "webhook" => webhook::receipt(&cfg.webhook, headers, body),
+        _ => Err(ReceiptError::UnknownProvider),
+    }
 }
 
 #[cfg(test)]

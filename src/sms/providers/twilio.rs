@@ -1,11 +1,18 @@
 //! Twilio Programmable Messaging: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`,
 //! form-encoded, HTTP basic auth (AccountSid, AuthToken), `MessagingServiceSid` or `From`.
+//! Inbound: status callbacks, form-encoded to `status_callback_url`, signed with
+//! `X-Twilio-Signature` over that exact URL and every form parameter.
 
+use axum::http::HeaderMap;
 use base64::Engine;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 
-use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
+use super::receipt::{form_params, header, param, same};
+use super::{
+    checked_body, transport_error, DeliveryReport, DeliveryStatus, OutgoingSms, ProviderError,
+    ReceiptError, SendReceipt, SmsProvider,
+};
 use crate::config::TwilioConfig;
 
 pub struct TwilioProvider {
@@ -80,6 +87,44 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
         <Hmac<sha1::Sha1> as Mac>::new_from_slice(auth_token.as_bytes()).expect("any key length");
     mac.update(data.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Twilio's MessageStatus -> keygate's delivery status; `None` for a status keygate does not
+/// act on: `partially_delivered` (RCS/WhatsApp), `receiving`/`received` (inbound messages)
+/// and any status Twilio adds later.
+fn twilio_status(s: &str) -> Option<DeliveryStatus> {
+    Some(match s {
+        "accepted" | "queued" | "sending" | "sent" | "scheduled" => DeliveryStatus::Sent,
+        "delivered" | "read" => DeliveryStatus::Delivered,
+        "failed" | "canceled" => DeliveryStatus::Failed,
+        "undelivered" => DeliveryStatus::Undeliverable,
+        _ => return None,
+    })
+}
+
+/// A status callback. Refused unless `status_callback_url` and the auth token are configured
+/// and the signature over both matches. An authentic callback with a status keygate does not
+/// act on is `Ok(None)`: acknowledged, since Twilio counts any non-2xx as a failed webhook.
+pub(super) fn receipt(
+    cfg: &TwilioConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<DeliveryReport>, ReceiptError> {
+    let url = cfg
+        .status_callback_url
+        .as_deref()
+        .ok_or(ReceiptError::NotConfigured)?;
+    let params = form_params(body);
+    let expected = twilio_signature(cfg.auth_token.expose(), url, &params);
+    if cfg.auth_token.is_empty() || !same(header(headers, "x-twilio-signature"), &expected) {
+        return Err(ReceiptError::BadSignature);
+    }
+    let sid = param(&params, "MessageSid").ok_or(ReceiptError::Missing("MessageSid"))?;
+    let status = param(&params, "MessageStatus").ok_or(ReceiptError::Missing("MessageStatus"))?;
+    Ok(twilio_status(status).map(|status| DeliveryReport {
+        message_id: sid.to_string(),
+        status,
+    }))
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
 //! Vonage (Nexmo) SMS API: `POST /sms/json`, form-encoded with api_key/api_secret. It answers
 //! 200 with a per-message status: "0" is success, "1" throttled (transient), others rejections.
+//! Inbound: delivery receipts (DLRs), as form fields or JSON, signed with `sig` (the "SHA-256
+//! HMAC" method) when the account asks for it.
 
+use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 
-use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
+use super::receipt::{callback_params, param, same};
+use super::{
+    checked_body, transport_error, DeliveryReport, DeliveryStatus, OutgoingSms, ProviderError,
+    ReceiptError, SendReceipt, SmsProvider,
+};
 use crate::config::VonageConfig;
 
 pub struct VonageProvider {
@@ -89,6 +96,41 @@ pub fn vonage_signature(signature_secret: &str, params: &[(String, String)]) -> 
         .expect("any key length");
     mac.update(data.as_bytes());
     hex::encode_upper(mac.finalize().into_bytes())
+}
+
+/// Vonage's delivery receipt status -> keygate's delivery status; `None` for `unknown` (says
+/// nothing new) and any status Vonage adds later.
+fn vonage_status(s: &str) -> Option<DeliveryStatus> {
+    Some(match s {
+        "accepted" | "buffered" => DeliveryStatus::Sent,
+        "delivered" => DeliveryStatus::Delivered,
+        "failed" => DeliveryStatus::Failed,
+        "expired" | "rejected" => DeliveryStatus::Undeliverable,
+        _ => return None,
+    })
+}
+
+/// A delivery receipt. Vonage signs webhooks only when the account asks for it: without a
+/// configured signature secret no receipt can be authenticated, so none is accepted. An
+/// authentic receipt with a status keygate does not act on is `Ok(None)` (acknowledged).
+pub(super) fn receipt(
+    cfg: &VonageConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<DeliveryReport>, ReceiptError> {
+    let secret = &cfg.signature_secret;
+    let params = callback_params(headers, body)?;
+    let expected = vonage_signature(secret.expose(), &params);
+    let sig = param(&params, "sig").unwrap_or("").to_ascii_uppercase();
+    if secret.is_empty() || !same(&sig, &expected) {
+        return Err(ReceiptError::BadSignature);
+    }
+    let id = param(&params, "messageId").ok_or(ReceiptError::Missing("messageId"))?;
+    let status = param(&params, "status").ok_or(ReceiptError::Missing("status"))?;
+    Ok(vonage_status(status).map(|status| DeliveryReport {
+        message_id: id.to_string(),
+        status,
+    }))
 }
 
 #[cfg(test)]

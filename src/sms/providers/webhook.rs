@@ -1,12 +1,18 @@
 //! Generic webhook: `POST <url>` with a JSON body from a template, signed with
 //! `X-Keygate-Signature: sha256=<hex HMAC-SHA256(secret, body)>`, and `Idempotency-Key: <id>`
-//! so that a message re-sent after a crash can be recognised by the receiver.
+//! so that a message re-sent after a crash can be recognised by the receiver. Inbound: delivery
+//! reports `{"id", "status"}` signed the same way over the raw body.
 
+use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{checked_body, transport_error, OutgoingSms, ProviderError, SendReceipt, SmsProvider};
+use super::receipt::{header, same};
+use super::{
+    checked_body, transport_error, DeliveryReport, DeliveryStatus, OutgoingSms, ProviderError,
+    ReceiptError, SendReceipt, SmsProvider,
+};
 use crate::config::WebhookConfig;
 
 pub struct WebhookProvider {
@@ -73,4 +79,35 @@ impl SmsProvider for WebhookProvider {
             })
         })
     }
+}
+
+/// A delivery report: `status` is keygate's own vocabulary (sent, delivered, failed,
+/// undeliverable), checked strictly since the receiver is written for keygate.
+pub(super) fn receipt(
+    cfg: &WebhookConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<DeliveryReport>, ReceiptError> {
+    let secret = &cfg.secret;
+    let expected = webhook_signature(secret.expose(), body);
+    if secret.is_empty() || !same(header(headers, "x-keygate-signature"), &expected) {
+        return Err(ReceiptError::BadSignature);
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ReceiptError::NotJson)?;
+    let id = v["id"].as_str().ok_or(ReceiptError::Missing("`id`"))?;
+    let status = match v["status"].as_str() {
+        Some("sent") => DeliveryStatus::Sent,
+        Some("delivered") => DeliveryStatus::Delivered,
+        Some("failed") => DeliveryStatus::Failed,
+        Some("undeliverable") => DeliveryStatus::Undeliverable,
+        _ => {
+            return Err(ReceiptError::BadStatus(
+                "`status` must be sent, delivered, failed or undeliverable",
+            ))
+        }
+    };
+    Ok(Some(DeliveryReport {
+        message_id: id.to_string(),
+        status,
+    }))
 }
