@@ -74,6 +74,7 @@ impl CeremonyService {
             who,
         )?;
         let svc = self.clone();
+        // Monotonic on purpose: it bounds the device conversation (see drive.rs).
         let deadline = Instant::now() + timeout;
         let who = who.to_string();
         let named_user = req.user.clone();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::RngCore;
-use time::OffsetDateTime;
 
 use crate::config::UserVerification;
 use crate::device::DeviceError;
@@ -67,7 +66,7 @@ impl CeremonyService {
                     name: req.user.clone(),
                     display_name: req.display_name.clone(),
                     user_handle: handle.to_vec(),
-                    created_at: OffsetDateTime::now_utc(),
+                    created_at: self.clock.now(),
                 };
                 (user, Vec::new())
             }
@@ -84,6 +83,7 @@ impl CeremonyService {
         let svc = self.clone();
         let model = info.model.clone();
         let nickname = req.nickname.clone();
+        // Monotonic on purpose: it bounds the device conversation (see drive.rs).
         let deadline = Instant::now() + timeout;
         let who = who.to_string();
         let task_c = c.clone();
@@ -151,7 +151,7 @@ impl CeremonyService {
             user_verified: summary.user_verified(),
             nickname,
             model,
-            created_at: OffsetDateTime::now_utc(),
+            created_at: self.clock.now(),
             last_used_at: None,
             state: CredentialState::Active,
             state_reason: None,

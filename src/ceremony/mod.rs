@@ -9,6 +9,11 @@
 //! subscribe, submit_pin, cancel, conclude, prune). The jobs live next to it: `enroll.rs` and
 //! `assert.rs` (the two ceremonies), `drive.rs` (the device conversation), `keys.rs` (device
 //! choice, PIN administration), `view.rs` (the JSON shapes) and `error.rs`.
+//!
+//! Time: every wall-clock time the service produces (`created_at`/`expires_at` in views,
+//! ceremony, user and credential records) comes from its injected [`Clock`], so tests run it on
+//! a [`crate::base::clock::ManualClock`]. Deadlines of the device conversation and the in-memory
+//! retention of ended ceremonies are monotonic ([`Instant`] / tokio time) and do not follow it.
 
 mod assert;
 pub mod client;
@@ -24,9 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::base::clock::Clock;
 use crate::base::sync::lock;
 use crate::config::{Config, UserVerification};
 use crate::device::actor::{DeviceActor, DeviceManager};
@@ -64,18 +69,27 @@ pub struct CeremonyService {
     rp: RelyingParty,
     store: Store,
     devices: Arc<DeviceManager>,
+    /// The source of every wall-clock time this service writes or shows.
+    clock: Arc<dyn Clock>,
     live: Mutex<HashMap<String, Arc<Ceremony>>>,
     /// When [`CeremonyService::prune`] last walked `live`.
     pruned_at: Mutex<Option<Instant>>,
 }
 
 impl CeremonyService {
-    pub fn new(cfg: Config, rp: RelyingParty, store: Store, devices: Arc<DeviceManager>) -> Self {
+    pub fn new(
+        cfg: Config,
+        rp: RelyingParty,
+        store: Store,
+        devices: Arc<DeviceManager>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         CeremonyService {
             cfg,
             rp,
             store,
             devices,
+            clock,
             live: Mutex::new(HashMap::new()),
             pruned_at: Mutex::new(None),
         }
@@ -102,7 +116,8 @@ impl CeremonyService {
 
     /// Drop finished ceremonies older than the retention period from memory. Walks the map at
     /// most every tenth of the retention period (and at most every second), not on every
-    /// ceremony: a busy bench keeps thousands of ended ceremonies around.
+    /// ceremony: a busy bench keeps thousands of ended ceremonies around. Measured on the
+    /// monotonic clock: it bounds memory, not a time anyone reads.
     fn prune(&self) {
         let keep = Duration::from_secs(self.cfg.ceremony.retention_secs);
         {
@@ -126,7 +141,7 @@ impl CeremonyService {
         timeout: Duration,
         who: &str,
     ) -> Result<(Arc<Ceremony>, mpsc::Receiver<Pin>), CeremonyError> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let expires = now + timeout;
         let view = CeremonyView {
             id: id.to_string(),
