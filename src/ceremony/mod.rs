@@ -22,6 +22,8 @@ mod enroll;
 mod error;
 mod keys;
 pub mod rp;
+#[cfg(test)]
+mod tests;
 mod view;
 
 use std::collections::HashMap;
