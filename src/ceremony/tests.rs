@@ -328,3 +328,49 @@ async fn a_wait_returns_at_its_limit_and_views_keep_the_clock_s_times() {
     let rec = b.store.get_ceremony(&v.id).unwrap().unwrap();
     assert_eq!((rec.created_at, rec.expires_at), (at, v.expires_at));
 }
+
+/// CTAP 2.1 §6.5.5.5: a PIN is at least 4 Unicode code points and at most 63 bytes of UTF-8, and
+/// the refusal says so (it used to say "at least 4 characters" for a PIN that was too long).
+/// Checked where a request carries a PIN and where `submit_pin` takes one.
+#[tokio::test]
+async fn a_pin_outside_the_ctap_limits_is_refused_naming_the_limit_it_broke() {
+    let b = bench(Touch::Never);
+    let live = b
+        .svc
+        .start_enrollment(enrollment("an.peeters", Some(PIN)), "test")
+        .await
+        .unwrap();
+    // "bo.janssens" has no key: a PIN that passes the policy gets as far as `no_credentials`.
+    let refusal = |pin: String| {
+        let svc = b.svc.clone();
+        let id = live.id.clone();
+        async move {
+            let e = svc
+                .start_assertion(assertion("bo.janssens", Some(&pin)), "test")
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), "pin_policy_violation", "{pin:?}");
+            let from_submit = svc.submit_pin(&id, Kind::Enrollment, pin).unwrap_err();
+            assert_eq!(from_submit.public_message(), e.public_message());
+            e.public_message()
+        }
+    };
+    let too_long = refusal("1".repeat(64)).await;
+    assert!(too_long.contains("at most 63 bytes"), "{too_long}");
+    // 22 characters in 66 bytes: the maximum counts bytes, not characters.
+    let too_long = refusal("€".repeat(22)).await;
+    assert!(too_long.contains("at most 63 bytes"), "{too_long}");
+    let too_short = refusal("123".into()).await;
+    assert!(too_short.contains("at least 4 characters"), "{too_short}");
+
+    // On the limits: 4 characters in 8 bytes, and 63 bytes in 21 characters, pass.
+    for pin in ["éééé".to_string(), "€".repeat(21), "1".repeat(63)] {
+        let e = b
+            .svc
+            .start_assertion(assertion("bo.janssens", Some(&pin)), "test")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CeremonyError::NoCredentials), "{pin:?}: {e}");
+    }
+    b.svc.cancel(&live.id, Kind::Enrollment).unwrap();
+}
