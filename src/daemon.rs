@@ -103,6 +103,7 @@ pub fn build_state_with_clock(
         rp,
         store.clone(),
         devices,
+        clock.clone(),
     ));
     let sms = crate::sms::SmsService::new(cfg.clone(), store.clone(), clock)
         .map_err(|e| anyhow::anyhow!("SMS: {e}"))?;

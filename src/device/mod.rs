@@ -117,7 +117,10 @@ impl Pin {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// CTAP 2.1 §6.5.5.5: minimum PIN length counts Unicode code points, default 4; at most 63 bytes UTF-8.
+    /// CTAP 2.1 §6.5.5.5: minimum PIN length counts Unicode code points, default 4 (`min_len`
+    /// may raise it, never lower it); at most 63 bytes UTF-8 (the PIN is padded to 64 with at
+    /// least one NUL). [`DeviceError::PinPolicyViolation`] states both limits: the key's own
+    /// refusal (CTAP2_ERR_PIN_POLICY_VIOLATION) maps to it too and does not say which one broke.
     pub fn check_policy(&self, min_len: u32) -> Result<(), DeviceError> {
         let cps = self.0.chars().count() as u32;
         if cps < min_len.max(4) || self.0.len() > 63 {
@@ -208,7 +211,10 @@ pub enum DeviceError {
     PinBlocked,
     #[error("too many wrong PINs; unplug and replug the key")]
     PinAuthBlocked,
-    #[error("the PIN does not meet the key's policy (at least 4 characters)")]
+    #[error(
+        "the PIN does not meet the policy: at least 4 characters (more if the key requires it) \
+         and at most 63 bytes of UTF-8"
+    )]
     PinPolicyViolation,
     #[error("the PIN is already set")]
     PinAlreadySet,

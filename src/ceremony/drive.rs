@@ -1,0 +1,175 @@
+//! The device conversation of a running ceremony: run the CTAP operation on the key's actor,
+//! ask the client for a PIN when the key needs one (and again after a wrong PIN), and stop on
+//! success, a terminal error, cancel or the deadline.
+//!
+//! Deadlines here are monotonic ([`Instant`] / tokio time): they bound a conversation with a
+//! device and must not jump with the wall clock. Wall-clock times (`expires_at` in the view and
+//! the record) come from the service's [`crate::base::clock::Clock`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::device::actor::DeviceActor;
+use crate::device::{DeviceError, OpContext, Pin, Progress};
+
+use super::{Ceremony, CeremonyError, CeremonyService, ErrorView, State};
+
+pub(super) fn parse_pin(p: Option<String>) -> Result<Option<Pin>, CeremonyError> {
+    match p {
+        None => Ok(None),
+        Some(p) => {
+            let pin = Pin::new(p);
+            pin.check_policy(4)?;
+            Ok(Some(pin))
+        }
+    }
+}
+
+enum Waited {
+    Pin(Pin),
+    Cancelled,
+    Expired,
+}
+
+impl CeremonyService {
+    /// Run the device operation, asking the client for a PIN when the key needs one and
+    /// retrying after a wrong PIN, until success, a terminal error, cancel or the deadline.
+    pub(super) async fn drive<A, T, F>(
+        &self,
+        c: &Arc<Ceremony>,
+        deadline: Instant,
+        mut pin_rx: mpsc::Receiver<Pin>,
+        mut args: A,
+        op: F,
+    ) -> Result<T, CeremonyError>
+    where
+        A: PinArgs + Clone + Send + 'static,
+        T: Send + 'static,
+        F: Fn(&dyn crate::device::Authenticator, &A, &OpContext) -> Result<T, DeviceError>
+            + Send
+            + Sync
+            + Copy
+            + 'static,
+    {
+        let mut last_error: Option<CeremonyError> = None;
+        let mut need_pin = false;
+        loop {
+            if c.cancelled.load(Ordering::SeqCst) {
+                return Err(DeviceError::Cancelled.into());
+            }
+            if std::mem::take(&mut need_pin) {
+                let retries = self.pin_retries(&c.actor, deadline).await;
+                let err_view = last_error.as_ref().map(ErrorView::from);
+                c.update(|v| {
+                    v.state = State::NeedsPin;
+                    v.pin_retries = retries;
+                    v.error = err_view;
+                });
+                self.persist_state(c, State::NeedsPin);
+                match self.wait_for_pin(c, deadline, &mut pin_rx).await {
+                    Waited::Pin(p) => args.set_pin(Some(p)),
+                    Waited::Cancelled => return Err(DeviceError::Cancelled.into()),
+                    Waited::Expired => return Err(CeremonyError::CeremonyExpired),
+                }
+                c.update(|v| {
+                    v.state = State::Pending;
+                    v.pin_retries = None;
+                    v.error = None;
+                });
+            }
+            let view = c.view.clone();
+            let progress: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p| {
+                let state = match p {
+                    Progress::WaitingTouch => State::WaitingTouch,
+                    Progress::Processing => State::Processing,
+                    _ => return,
+                };
+                view.send_modify(|v| {
+                    if !v.state.is_terminal() {
+                        v.state = state;
+                    }
+                });
+            });
+            let ctx = OpContext::new(deadline, progress);
+            let call_args = args.clone();
+            let r = c
+                .actor
+                .run_ceremony(ctx, move |a, ctx| op(a, &call_args, ctx))
+                .await;
+            match r {
+                Ok(t) => return Ok(t),
+                Err(DeviceError::PinRequired) if !args.has_pin() => {
+                    need_pin = true;
+                    last_error = None;
+                }
+                Err(e @ DeviceError::PinInvalid { .. }) => {
+                    args.set_pin(None);
+                    need_pin = true;
+                    last_error = Some(e.into());
+                }
+                Err(DeviceError::Cancelled) if !c.cancelled.load(Ordering::SeqCst) => {
+                    return Err(DeviceError::TouchTimeout.into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn pin_retries(&self, actor: &Arc<DeviceActor>, deadline: Instant) -> Option<u32> {
+        let ctx = OpContext::new(
+            deadline.min(Instant::now() + Duration::from_secs(5)),
+            Arc::new(|_| {}),
+        );
+        actor.run(ctx, |a, _| a.pin_retries()).await.ok()
+    }
+
+    async fn wait_for_pin(
+        &self,
+        c: &Arc<Ceremony>,
+        deadline: Instant,
+        pin_rx: &mut mpsc::Receiver<Pin>,
+    ) -> Waited {
+        let notified = c.cancel_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if c.cancelled.load(Ordering::SeqCst) {
+            return Waited::Cancelled;
+        }
+        tokio::select! {
+            p = pin_rx.recv() => match p { Some(p) => Waited::Pin(p), None => Waited::Cancelled },
+            _ = &mut notified => Waited::Cancelled,
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => Waited::Expired,
+        }
+    }
+
+    pub(super) fn persist_state(&self, c: &Ceremony, state: State) {
+        let id = c.view.borrow().id.clone();
+        if let Err(e) = self.store.update_ceremony(&id, state.as_str(), None, None) {
+            tracing::error!(ceremony = %id, error = %e, "cannot persist ceremony state");
+        }
+    }
+}
+
+/// Arguments that may carry a PIN.
+pub(super) trait PinArgs {
+    fn has_pin(&self) -> bool;
+    fn set_pin(&mut self, pin: Option<Pin>);
+}
+
+macro_rules! impl_pin_args {
+    ($t:ty) => {
+        impl PinArgs for $t {
+            fn has_pin(&self) -> bool {
+                self.pin.is_some()
+            }
+            fn set_pin(&mut self, pin: Option<Pin>) {
+                self.pin = pin;
+            }
+        }
+    };
+}
+impl_pin_args!(crate::device::MakeCredentialArgs);
+impl_pin_args!(crate::device::GetAssertionArgs);

@@ -1,0 +1,112 @@
+//! The ceremony layer's one error type, and what clients see of it: each variant maps itself to
+//! its stable [`ErrorCode`] (hence HTTP status) and a public message with no internal detail.
+
+use crate::base::error::{ErrorCode, PublicError};
+use crate::device::DeviceError;
+use crate::store::StoreError;
+
+use super::rp::RpError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CeremonyError {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("no active security key is enrolled for this user")]
+    NoCredentials,
+    #[error("this key is not enrolled here")]
+    UnknownCredential,
+    #[error("the key's signature counter went backwards: it may be a cloned key")]
+    PossibleClonedKey,
+    #[error("this key is in quarantine; ask the service desk")]
+    CredentialQuarantined,
+    #[error("the key's attestation was not accepted")]
+    AttestationRejected,
+    #[error("the ceremony expired")]
+    CeremonyExpired,
+    #[error("the key has no PIN yet; set one first")]
+    PinNotSet,
+    #[error("this key cannot store discoverable credentials")]
+    DiscoverableUnsupported,
+    #[error("the ceremony is not waiting for a PIN")]
+    NotWaitingForPin,
+    #[error("the ceremony has already ended")]
+    AlreadyEnded,
+    #[error(transparent)]
+    Rp(#[from] RpError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CeremonyError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CeremonyError::Device(d) => d.code(),
+            CeremonyError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            CeremonyError::NotFound => ErrorCode::NotFound,
+            CeremonyError::NoCredentials => ErrorCode::NoCredentials,
+            CeremonyError::UnknownCredential => ErrorCode::UnknownCredential,
+            CeremonyError::PossibleClonedKey => ErrorCode::PossibleClonedKey,
+            CeremonyError::CredentialQuarantined => ErrorCode::CredentialQuarantined,
+            CeremonyError::AttestationRejected => ErrorCode::AttestationRejected,
+            CeremonyError::CeremonyExpired => ErrorCode::CeremonyExpired,
+            CeremonyError::PinNotSet => ErrorCode::PinNotSet,
+            CeremonyError::DiscoverableUnsupported => ErrorCode::DiscoverableUnsupported,
+            CeremonyError::NotWaitingForPin => ErrorCode::NotWaitingForPin,
+            CeremonyError::AlreadyEnded => ErrorCode::CeremonyEnded,
+            CeremonyError::Rp(RpError::Verification(_)) => ErrorCode::VerificationFailed,
+            CeremonyError::Rp(RpError::Attestation(_)) => ErrorCode::AttestationRejected,
+            CeremonyError::Rp(RpError::Excluded) => ErrorCode::CredentialExcluded,
+            CeremonyError::Rp(RpError::ClonedKey) => ErrorCode::PossibleClonedKey,
+            CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    /// Text safe to show a client: no internal detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            CeremonyError::InvalidRequest(m) => m.clone(),
+            CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => {
+                "internal error".into()
+            }
+            CeremonyError::Rp(RpError::Verification(_)) => {
+                "the key's response could not be verified".into()
+            }
+            CeremonyError::Rp(RpError::Attestation(_)) => {
+                "the key's attestation was not accepted".into()
+            }
+            CeremonyError::Device(DeviceError::Ctap(_))
+            | CeremonyError::Device(DeviceError::Protocol(_))
+            | CeremonyError::Device(DeviceError::Io(_)) => {
+                "the security key reported an error".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub fn retries_left(&self) -> Option<u32> {
+        match self {
+            CeremonyError::Device(DeviceError::PinInvalid { retries_left }) => *retries_left,
+            _ => None,
+        }
+    }
+}
+
+impl PublicError for CeremonyError {
+    fn code(&self) -> ErrorCode {
+        CeremonyError::code(self)
+    }
+    fn public_message(&self) -> String {
+        CeremonyError::public_message(self)
+    }
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.retries_left()
+            .map(|r| vec![("retries_left", r.into())])
+            .unwrap_or_default()
+    }
+}
