@@ -1,4 +1,6 @@
+use super::audit::insert_audit;
 use super::*;
+use uuid::Uuid;
 
 fn cred(id: &[u8], user: &str) -> CredentialRecord {
     CredentialRecord {

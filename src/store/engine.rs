@@ -1,0 +1,270 @@
+//! The connections and how writes reach them: opening and migrating the database, the pool of
+//! read connections, the writer thread with its group commit ([`Store::atomic`]), synchronous
+//! transactions ([`Store::tx`]), the background WAL checkpointer and the integrity check.
+//!
+//! Contract of the writer thread: a unit makes its checks before its first write, so a unit that
+//! refuses has written nothing; a failure after a write rolls back its whole group commit.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::{migrations, Result, Store, StoreError, Tx};
+use crate::base::sync::lock;
+
+/// The statements a connection keeps prepared (rusqlite's default of 16 is fewer than the
+/// SMS path alone uses, and a miss re-parses and re-plans the SQL).
+const STATEMENT_CACHE: usize = 256;
+
+/// At most this many units share one group commit.
+const MAX_BATCH: usize = 128;
+
+/// Read connections of a file database.
+const READERS: usize = 2;
+
+/// Delivers a unit's outcome once its batch committed (`Ok`) or failed to (`Err`).
+type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
+/// A unit of work for the writer thread: runs inside the batch's transaction (or, given no
+/// connection, is dropped unrun) and returns its reply and whether it failed after writing.
+pub(super) type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
+
+/// Run one unit inside the batch's transaction. Returns its outcome and whether it failed
+/// after writing (then only rolling back the whole batch undoes it).
+///
+/// No savepoint per unit: SQLite would copy every page a unit touches into a statement
+/// journal, a quarter of the writer's time under load. The contract that makes this safe:
+/// a unit makes its checks before its writes, so a unit that refuses has written nothing; a
+/// failure after the first write (storage trouble, a panic) fails the whole batch.
+fn run_unit<T, E: From<StoreError>>(
+    c: &Connection,
+    f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+) -> (std::result::Result<T, E>, bool) {
+    let before = c.total_changes();
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Tx(c))))
+        .unwrap_or_else(|_| Err(StoreError::Db("a store unit panicked".into()).into()));
+    let failed_dirty = out.is_err() && c.total_changes() != before;
+    (out, failed_dirty)
+}
+
+/// The writer thread: takes every unit queued so far, runs them in one transaction, commits
+/// once, then answers them all. When a unit failed after writing, the batch is rolled back
+/// and every unit in it gets an error. When the transaction cannot start (another process
+/// holds the write lock past the busy timeout), each unit runs in a transaction of its own.
+/// Ends when the last [`Store`] handle is dropped.
+fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let c = lock(&conn);
+        if exec(&c, "BEGIN IMMEDIATE", []).is_err() {
+            for job in batch {
+                match exec(&c, "BEGIN IMMEDIATE", []) {
+                    Ok(_) => {
+                        let (reply, dirty) = job(Some(&c));
+                        reply(end_transaction(&c, dirty).as_ref().map(|_| ()));
+                    }
+                    Err(e) => job(None).0(Err(&e.into())),
+                }
+            }
+            continue;
+        }
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let mut poisoned = false;
+        for job in batch {
+            let (reply, dirty) = job(Some(&c));
+            poisoned |= dirty;
+            replies.push(reply);
+        }
+        let committed = end_transaction(&c, poisoned);
+        drop(c);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "a group commit failed; its units were rolled back");
+        }
+        for reply in replies {
+            reply(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Commit the open transaction, or roll it back when a unit in it failed after writing
+/// (`poisoned`) or the commit itself fails.
+fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
+    let committed = if poisoned {
+        Err(StoreError::Db(
+            "a unit failed after writing; its group commit was rolled back".into(),
+        ))
+    } else {
+        exec(c, "COMMIT", []).map(|_| ()).map_err(StoreError::from)
+    };
+    if committed.is_err() {
+        let _ = exec(c, "ROLLBACK", []);
+    }
+    committed
+}
+
+/// Statements are prepared once per connection (rusqlite's statement cache).
+pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+pub(crate) fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
+impl Store {
+    /// Open (creating if needed) the database file and run pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open(path)?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            r.pragma_update(None, "query_only", "ON")?;
+            readers.push(Mutex::new(r));
+        }
+        let store = Self::init(conn, readers)?;
+        // Checkpoint the WAL from a second connection on a background thread, so that no
+        // request pays for copying pages back into the database file (tail latency). The
+        // thread ends with the store.
+        store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        let weak = Arc::downgrade(&store.conn);
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(1))?;
+        std::thread::Builder::new()
+            .name("keygate-wal-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                let _ = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// A private in-memory database (unit tests). Reads use the one connection.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?, Vec::new())
+    }
+
+    fn init(mut conn: Connection, readers: Vec<Mutex<Connection>>) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::run(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (writer, jobs) = mpsc::channel();
+        let thread_conn = conn.clone();
+        std::thread::Builder::new()
+            .name("keygate-store-writer".into())
+            .spawn(move || writer_loop(thread_conn, jobs))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Store {
+            conn,
+            readers: Arc::new(readers),
+            writer,
+        })
+    }
+
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.conn)
+    }
+
+    /// A connection for a read that must not wait behind writes: a free reader, else the
+    /// first one; the writing connection when there are none (in-memory).
+    pub(super) fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in self.readers.iter() {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
+        }
+        match self.readers.first() {
+            Some(r) => lock(r),
+            None => self.conn(),
+        }
+    }
+
+    /// Run the read `f` on a reader connection (sees everything committed before it starts).
+    pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.reader())
+    }
+
+    /// Run `f` as one atomic unit on the writer thread (see [`Store`]); for async callers,
+    /// which must not block on the connection. `f` runs to completion before any other
+    /// unit or writer, so a read-check-write inside it cannot race. The reply comes after the
+    /// commit: Ok means durable.
+    ///
+    /// Contract: `f` makes all its checks before its first write, so that refusing (returning
+    /// Err) leaves nothing to undo. An error after a write (storage trouble, a panic) rolls
+    /// back the whole group commit, and every unit in it gets an error.
+    ///
+    /// `f` runs on the writer thread while it holds the writing connection: it must use only
+    /// the [`Tx`] it is given, never another `Store` method (a write would deadlock).
+    pub async fn atomic<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let job: BatchJob = Box::new(move |c: Option<&Connection>| -> (Reply, bool) {
+            let (out, dirty) = match c {
+                Some(c) => run_unit(c, f),
+                None => (Err(StoreError::Db("not run".into()).into()), false),
+            };
+            let reply: Reply = Box::new(move |committed: std::result::Result<(), &StoreError>| {
+                let _ = reply_tx.send(match committed {
+                    Ok(()) => out,
+                    Err(e) => Err(e.clone().into()),
+                });
+            });
+            (reply, dirty)
+        });
+        let stopped = || StoreError::Db("the store writer has stopped".into());
+        self.writer.send(job).map_err(|_| E::from(stopped()))?;
+        reply_rx.await.map_err(|_| E::from(stopped()))?
+    }
+
+    /// Run `f` inside one transaction (committed when `f` returns Ok). For layers above the
+    /// store that need several changes to land together, expressed with store functions.
+    pub(super) fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.
+    pub fn check_integrity(&self) -> Result<()> {
+        let c = self.conn();
+        let res: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if res != "ok" {
+            return Err(StoreError::Corrupt(res));
+        }
+        let fk: Option<String> = c
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(t) = fk {
+            return Err(StoreError::Corrupt(format!("foreign key violation in {t}")));
+        }
+        Ok(())
+    }
+}

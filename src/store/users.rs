@@ -1,0 +1,162 @@
+//! The users aggregate: user rows (name, display name, WebAuthn user handle) and the
+//! service-desk reset, which revokes a user's credentials and removes their phones in one
+//! transaction.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::audit::insert_audit;
+use super::{exec, fmt_time, now, parse_time, row, NewAudit, Result, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UserRecord {
+    pub name: String,
+    pub display_name: String,
+    #[serde(skip)]
+    pub user_handle: Vec<u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What a service-desk reset removed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResetReceipt {
+    pub user: String,
+    pub credentials_revoked: u64,
+    pub phones_removed: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Sequence number of the audit line recording the reset.
+    pub audit_seq: i64,
+}
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_user(t: (String, String, Vec<u8>, String)) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: t.0,
+        display_name: t.1,
+        user_handle: t.2,
+        created_at: parse_time(&t.3)?,
+    })
+}
+
+/// The user `name`, created with `new_handle` when absent; an existing user's display name is
+/// updated (the handle never changes).
+pub(super) fn upsert_user_row(
+    c: &Connection,
+    name: &str,
+    display_name: &str,
+    new_handle: &[u8],
+    created_at: OffsetDateTime,
+) -> Result<UserRecord> {
+    exec(
+        c,
+        "INSERT INTO users (name, display_name, user_handle, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name",
+        params![name, display_name, new_handle, fmt_time(created_at)],
+    )?;
+    let t = row(
+        c,
+        "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
+        params![name],
+        user_from_row,
+    )?;
+    to_user(t)
+}
+
+impl Store {
+    pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let c = self.conn();
+        row(
+            &c,
+            "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
+            params![name],
+            user_from_row,
+        )
+        .optional()?
+        .map(to_user)
+        .transpose()
+    }
+
+    pub fn find_user_by_handle(&self, handle: &[u8]) -> Result<Option<UserRecord>> {
+        let c = self.conn();
+        row(
+            &c,
+            "SELECT name, display_name, user_handle, created_at FROM users WHERE user_handle = ?1",
+            params![handle],
+            user_from_row,
+        )
+        .optional()?
+        .map(to_user)
+        .transpose()
+    }
+
+    /// Returns the user, creating it with `new_handle` when absent; an existing user's
+    /// display name is updated.
+    pub fn upsert_user(
+        &self,
+        name: &str,
+        display_name: &str,
+        new_handle: &[u8],
+    ) -> Result<UserRecord> {
+        self.tx(|c| upsert_user_row(c, name, display_name, new_handle, now()))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT name, display_name, user_handle, created_at FROM users ORDER BY name",
+        )?;
+        let rows = st.query_map([], user_from_row)?;
+        rows.map(|r| to_user(r?)).collect()
+    }
+
+    /// Service-desk reset: revoke every credential of the user and remove their phones;
+    /// audited; returns a receipt. NotFound for an unknown user.
+    pub fn reset_user(&self, user: &str, actor: &str) -> Result<ResetReceipt> {
+        self.tx(|c| {
+            let exists: Option<String> = c
+                .query_row(
+                    "SELECT name FROM users WHERE name = ?1",
+                    params![user],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            exists.ok_or(StoreError::NotFound)?;
+            let creds = exec(
+                c,
+                "UPDATE credentials SET state = 'revoked', state_reason = 'service desk reset' \
+                 WHERE user_name = ?1 AND state != 'revoked'",
+                params![user],
+            )? as u64;
+            let phones = exec(c, "DELETE FROM phones WHERE user_name = ?1", params![user])? as u64;
+            exec(
+                c,
+                "UPDATE sms_challenges SET state = 'cancelled', code_enc = NULL \
+                 WHERE user_name = ?1 AND state = 'pending'",
+                params![user],
+            )?;
+            let at = now();
+            let seq = insert_audit(
+                c,
+                &NewAudit::new("user.reset", actor)
+                    .user(user)
+                    .detail(serde_json::json!({
+                        "credentials_revoked": creds,
+                        "phones_removed": phones,
+                    })),
+            )?;
+            Ok(ResetReceipt {
+                user: user.to_string(),
+                credentials_revoked: creds,
+                phones_removed: phones,
+                at,
+                audit_seq: seq,
+            })
+        })
+    }
+}
