@@ -29,6 +29,38 @@ type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
 /// connection, is dropped unrun) and returns its reply and whether it failed after writing.
 pub(super) type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
 
+/// Mode of the database file. SQLite creates the -wal and -shm files with the database
+/// file's mode, so this one setting covers all three.
+const DB_FILE_MODE: u32 = 0o600;
+
+/// Make the database file (created empty when absent: SQLite takes an empty file for a new
+/// database) and any WAL or shared-memory file left by an earlier run the owner's alone,
+/// whatever the umask.
+fn restrict_db_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Db(format!("{}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DB_FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(DB_FILE_MODE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Run one unit inside the batch's transaction. Returns its outcome and whether it failed
 /// after writing (then only rolling back the whole batch undoes it).
 ///
@@ -123,8 +155,10 @@ pub(crate) fn row<T>(
 }
 
 impl Store {
-    /// Open (creating if needed) the database file and run pending migrations.
+    /// Open (creating if needed) the database file and run pending migrations. The file (and
+    /// with it the WAL and SHM) gets mode 0600 whatever the umask.
     pub fn open(path: &Path) -> Result<Store> {
+        restrict_db_files(path)?;
         let conn = Connection::open(path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {

@@ -129,4 +129,6 @@ impl std::fmt::Debug for Store {
 /// unit's (group) transaction, so the unit's checks and writes land together or not at all.
 pub struct Tx<'a>(&'a Connection);
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;
