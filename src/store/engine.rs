@@ -5,8 +5,9 @@
 //! Contract of the writer thread: a unit makes its checks before its first write, so a unit that
 //! refuses has written nothing; a failure after a write rolls back its whole group commit.
 
-use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -29,6 +30,59 @@ type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
 /// connection, is dropped unrun) and returns its reply and whether it failed after writing.
 pub(super) type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
 
+/// Once reset, the WAL file keeps at most this many bytes (SQLite's `journal_size_limit`).
+pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
+
+/// Past this size the checkpointer empties the WAL file (a TRUNCATE checkpoint) instead of
+/// only copying it back: under steady load a passive checkpoint rarely finds a moment without
+/// readers, so the WAL would only ever grow.
+pub(super) const WAL_TRUNCATE_AT: u64 = 16 << 20;
+
+/// How often the checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a truncating checkpoint waits for readers to leave the WAL; the writer waits at
+/// most this long plus the copy. Given up, it is tried again on the next round.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(250);
+
+/// `path` with `suffix` appended (`keygate.db` -> `keygate.db-wal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+/// Size of the file at `path`; 0 when there is none.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The checkpointer thread: copies the WAL back into the database file on its own connection
+/// (no request pays for it: tail latency) and empties the WAL once it passes
+/// [`WAL_TRUNCATE_AT`]. For the truncation it holds the writing connection, so that it runs
+/// between two group commits instead of waiting for a gap in the writer's lock; then it waits
+/// only for readers, at most [`TRUNCATE_WAIT`]. Ends with the store.
+fn checkpointer_loop(writer: Weak<Mutex<Connection>>, c: Connection, wal: PathBuf) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if file_len(&wal) <= WAL_TRUNCATE_AT {
+            continue;
+        }
+        let held = lock(&writer);
+        let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        drop(held);
+        if !matches!(busy, Ok(0)) {
+            tracing::debug!(wal_bytes = file_len(&wal), outcome = ?busy, "WAL truncation deferred");
+        }
+    }
+}
+
 /// Mode of the database file. SQLite creates the -wal and -shm files with the database
 /// file's mode, so this one setting covers all three.
 const DB_FILE_MODE: u32 = 0o600;
@@ -50,8 +104,7 @@ fn restrict_db_files(path: &Path) -> Result<()> {
         Err(e) => return Err(io(e)),
     }
     for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
+        let p = sidecar(path, suffix);
         match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(DB_FILE_MODE)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
@@ -168,37 +221,36 @@ impl Store {
             r.pragma_update(None, "query_only", "ON")?;
             readers.push(Mutex::new(r));
         }
-        let store = Self::init(conn, readers)?;
-        // Checkpoint the WAL from a second connection on a background thread, so that no
-        // request pays for copying pages back into the database file (tail latency). The
-        // thread ends with the store.
+        let wal = sidecar(path, "-wal");
+        let store = Self::init(conn, readers, Some(wal.clone()))?;
+        // Only the checkpointer thread checkpoints (see `checkpointer_loop`).
         store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
         let weak = Arc::downgrade(&store.conn);
         let checkpointer = Connection::open(path)?;
-        checkpointer.busy_timeout(std::time::Duration::from_secs(1))?;
+        checkpointer.busy_timeout(TRUNCATE_WAIT)?;
+        checkpointer.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
         std::thread::Builder::new()
             .name("keygate-wal-checkpoint".into())
-            .spawn(move || loop {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                if weak.strong_count() == 0 {
-                    return;
-                }
-                let _ = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            })
+            .spawn(move || checkpointer_loop(weak, checkpointer, wal))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(store)
     }
 
     /// A private in-memory database (unit tests). Reads use the one connection.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory()?, Vec::new())
+        Self::init(Connection::open_in_memory()?, Vec::new(), None)
     }
 
-    fn init(mut conn: Connection, readers: Vec<Mutex<Connection>>) -> Result<Store> {
+    fn init(
+        mut conn: Connection,
+        readers: Vec<Mutex<Connection>>,
+        wal: Option<PathBuf>,
+    ) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::run(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
@@ -212,7 +264,15 @@ impl Store {
             conn,
             readers: Arc::new(readers),
             writer,
+            wal: wal.map(Arc::from),
         })
+    }
+
+    /// Size of the WAL file in bytes (0 in memory or when there is none): a figure for benches
+    /// and operators; the checkpointer keeps it near [`WAL_TRUNCATE_AT`] (16 MiB) at most,
+    /// except while a long read pins it.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.as_deref().map_or(0, file_len)
     }
 
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {

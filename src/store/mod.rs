@@ -117,6 +117,8 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     writer: mpsc::Sender<BatchJob>,
+    /// The WAL file of a file database.
+    wal: Option<Arc<std::path::Path>>,
 }
 
 impl std::fmt::Debug for Store {
