@@ -321,3 +321,27 @@ fn row_ids_sort_in_creation_order_and_differ() {
     };
     assert!(ids.iter().all(|i| *i < later));
 }
+
+#[test]
+fn users_page_by_name_with_a_cursor() {
+    let s = Store::open_in_memory().unwrap();
+    for (i, n) in ["carol", "alice", "erin", "bob", "dave"].iter().enumerate() {
+        s.upsert_user(n, n, &[i as u8; 16]).unwrap();
+    }
+    let (p1, next) = s.list_users_page(None, 2).unwrap();
+    let names = |p: &[UserRecord]| p.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&p1), ["alice", "bob"]);
+    assert_eq!(next.as_deref(), Some("bob"));
+    let (p2, next) = s.list_users_page(next.as_deref(), 2).unwrap();
+    assert_eq!(names(&p2), ["carol", "dave"]);
+    let (p3, next) = s.list_users_page(next.as_deref(), 2).unwrap();
+    assert_eq!(names(&p3), ["erin"]);
+    assert_eq!(next, None, "no cursor after the last page");
+    // A page that ends exactly on the last row has no cursor either.
+    let (all, next) = s.list_users_page(None, 5).unwrap();
+    assert_eq!(all, s.list_users().unwrap());
+    assert_eq!(next, None);
+    // The cursor need not be an existing name.
+    let (p, _) = s.list_users_page(Some("c"), 1).unwrap();
+    assert_eq!(names(&p), ["carol"]);
+}

@@ -106,6 +106,38 @@ impl Store {
         self.tx(|c| upsert_user_row(c, name, display_name, new_handle, now()))
     }
 
+    /// One page of users in name order: at most `limit` (at least 1) users whose names sort
+    /// after `after`, and the cursor for the next page (the page's last name) when more
+    /// users follow.
+    pub fn list_users_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<UserRecord>, Option<String>)> {
+        let limit = limit.max(1);
+        let mut page = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, display_name, user_handle, created_at FROM users \
+                 WHERE ?1 IS NULL OR name > ?1 ORDER BY name LIMIT ?2",
+            )?;
+            let rows = st.query_map(
+                params![
+                    after,
+                    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+                ],
+                user_from_row,
+            )?;
+            rows.map(|r| to_user(r?)).collect::<Result<Vec<_>>>()
+        })?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|u| u.name.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
     pub fn list_users(&self) -> Result<Vec<UserRecord>> {
         let c = self.conn();
         let mut st = c.prepare(
