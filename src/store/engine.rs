@@ -260,12 +260,14 @@ impl Store {
             .name("keygate-store-writer".into())
             .spawn(move || writer_loop(thread_conn, jobs))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok(Store {
+        let store = Store {
             conn,
             readers: Arc::new(readers),
             writer,
             wal: wal.map(Arc::from),
-        })
+        };
+        store.warn_about_user_names()?;
+        Ok(store)
     }
 
     /// Size of the WAL file in bytes (0 in memory or when there is none): a figure for benches

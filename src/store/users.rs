@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::audit::insert_audit;
 use super::{exec, fmt_time, now, parse_time, row, NewAudit, Result, Store, StoreError};
+use crate::base::user::{is_valid_user_name, USER_NAME_RULE};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UserRecord {
@@ -104,6 +105,43 @@ impl Store {
         new_handle: &[u8],
     ) -> Result<UserRecord> {
         self.tx(|c| upsert_user_row(c, name, display_name, new_handle, now()))
+    }
+
+    /// Migration check for the one user-name rule ([`is_valid_user_name`]): the distinct
+    /// user names, in the users table and the phone and SMS tables, that break it (rows stored
+    /// before the rule). They are reported, never dropped or changed.
+    pub fn users_breaking_name_rule(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT name FROM users UNION SELECT user_name FROM phones \
+                 UNION SELECT user_name FROM sms_challenges \
+                 UNION SELECT user_name FROM sms_user_state ORDER BY 1",
+            )?;
+            let names = st.query_map([], |r| r.get::<_, String>(0))?;
+            let mut bad = Vec::new();
+            for n in names {
+                let n = n?;
+                if !is_valid_user_name(&n) {
+                    bad.push(n);
+                }
+            }
+            Ok(bad)
+        })
+    }
+
+    /// At open: warn about rows whose user name breaks the rule (count and the first 10,
+    /// escaped by `Debug`: they may hold control characters).
+    pub(super) fn warn_about_user_names(&self) -> Result<()> {
+        let bad = self.users_breaking_name_rule()?;
+        if !bad.is_empty() {
+            tracing::warn!(
+                count = bad.len(),
+                names = ?&bad[..bad.len().min(10)],
+                rule = USER_NAME_RULE,
+                "stored user names break the user-name rule; they are kept as they are"
+            );
+        }
+        Ok(())
     }
 
     /// One page of users in name order: at most `limit` (at least 1) users whose names sort
