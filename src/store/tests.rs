@@ -1,3 +1,6 @@
+//! Unit tests of the store facade: the aggregates, atomic units and group commits, paging and
+//! the user-name check (engine file tests are in `engine_tests.rs`).
+
 use super::audit::insert_audit;
 use super::*;
 use uuid::Uuid;
