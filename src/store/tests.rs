@@ -1,4 +1,9 @@
+//! Unit tests of the store facade: the aggregates, atomic units and group commits, paging and
+//! the user-name check (engine file tests are in `engine_tests.rs`).
+
+use super::audit::insert_audit;
 use super::*;
+use uuid::Uuid;
 
 fn cred(id: &[u8], user: &str) -> CredentialRecord {
     CredentialRecord {
@@ -318,4 +323,91 @@ fn row_ids_sort_in_creation_order_and_differ() {
         new_row_id()
     };
     assert!(ids.iter().all(|i| *i < later));
+}
+
+#[test]
+fn users_page_by_name_with_a_cursor() {
+    let s = Store::open_in_memory().unwrap();
+    for (i, n) in ["carol", "alice", "erin", "bob", "dave"].iter().enumerate() {
+        s.upsert_user(n, n, &[i as u8; 16]).unwrap();
+    }
+    let (p1, next) = s.list_users_page(None, 2).unwrap();
+    let names = |p: &[UserRecord]| p.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&p1), ["alice", "bob"]);
+    assert_eq!(next.as_deref(), Some("bob"));
+    let (p2, next) = s.list_users_page(next.as_deref(), 2).unwrap();
+    assert_eq!(names(&p2), ["carol", "dave"]);
+    let (p3, next) = s.list_users_page(next.as_deref(), 2).unwrap();
+    assert_eq!(names(&p3), ["erin"]);
+    assert_eq!(next, None, "no cursor after the last page");
+    // A page that ends exactly on the last row has no cursor either.
+    let (all, next) = s.list_users_page(None, 5).unwrap();
+    assert_eq!(all, s.list_users().unwrap());
+    assert_eq!(next, None);
+    // The cursor need not be an existing name.
+    let (p, _) = s.list_users_page(Some("c"), 1).unwrap();
+    assert_eq!(names(&p), ["carol"]);
+}
+
+/// Rows from before the one user-name rule are reported at open, never dropped or changed.
+#[test]
+fn user_names_breaking_the_rule_are_reported_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+    Store::open(&db)
+        .unwrap()
+        .upsert_user("an.peeters+kiosk@odisee.be", "An", &[1; 16])
+        .unwrap();
+    {
+        let raw = rusqlite::Connection::open(&db).unwrap();
+        raw.execute_batch(
+            "INSERT INTO users (name, display_name, user_handle, created_at) \
+             VALUES ('..', 'dots', x'02', '2024-01-01T00:00:00Z'), \
+                    ('bad name', 'space', x'03', '2024-01-01T00:00:00Z');
+             INSERT INTO phones (id, user_name, e164, verified, created_at) \
+             VALUES ('p1', '..', '+32470000000', 0, '2024-01-01T00:00:00Z');
+             INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) \
+             VALUES ('evil' || char(8238) || 'gpj', 3, 0);",
+        )
+        .unwrap();
+    }
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let s = tracing::subscriber::with_default(subscriber, || Store::open(&db)).unwrap();
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("WARN") && logs.contains("count=3") && logs.contains(r#""bad name""#),
+        "{logs}"
+    );
+    assert_eq!(
+        s.users_breaking_name_rule().unwrap(),
+        ["..", "bad name", "evil\u{202e}gpj"]
+    );
+    assert_eq!(s.get_user("..").unwrap().unwrap().display_name, "dots");
+    assert_eq!(s.list_phones("..").unwrap().len(), 1);
+    assert_eq!(s.list_users().unwrap().len(), 3);
+}
+
+/// Log lines captured in memory.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }

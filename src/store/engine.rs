@@ -1,0 +1,366 @@
+//! The connections and how writes reach them: opening and migrating the database, the pool of
+//! read connections, the writer thread with its group commit ([`Store::atomic`]), synchronous
+//! transactions ([`Store::tx`]), the background WAL checkpointer and the integrity check.
+//!
+//! Contract of the writer thread: a unit makes its checks before its first write, so a unit that
+//! refuses has written nothing; a failure after a write rolls back its whole group commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::{migrations, Result, Store, StoreError, Tx};
+use crate::base::sync::lock;
+
+/// The statements a connection keeps prepared (rusqlite's default of 16 is fewer than the
+/// SMS path alone uses, and a miss re-parses and re-plans the SQL).
+const STATEMENT_CACHE: usize = 256;
+
+/// At most this many units share one group commit.
+const MAX_BATCH: usize = 128;
+
+/// Read connections of a file database.
+const READERS: usize = 2;
+
+/// Delivers a unit's outcome once its batch committed (`Ok`) or failed to (`Err`).
+type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
+/// A unit of work for the writer thread: runs inside the batch's transaction (or, given no
+/// connection, is dropped unrun) and returns its reply and whether it failed after writing.
+pub(super) type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
+
+/// Once reset, the WAL file keeps at most this many bytes (SQLite's `journal_size_limit`).
+pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
+
+/// Past this size the checkpointer empties the WAL file (a TRUNCATE checkpoint) instead of
+/// only copying it back: under steady load a passive checkpoint rarely finds a moment without
+/// readers, so the WAL would only ever grow.
+pub(super) const WAL_TRUNCATE_AT: u64 = 16 << 20;
+
+/// How often the checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a truncating checkpoint waits for readers to leave the WAL; the writer waits at
+/// most this long plus the copy. Given up, it is tried again on the next round.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(250);
+
+/// `path` with `suffix` appended (`keygate.db` -> `keygate.db-wal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+/// Size of the file at `path`; 0 when there is none.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The checkpointer thread: copies the WAL back into the database file on its own connection
+/// (no request pays for it: tail latency) and empties the WAL once it passes
+/// [`WAL_TRUNCATE_AT`]. For the truncation it holds the writing connection, so that it runs
+/// between two group commits instead of waiting for a gap in the writer's lock; then it waits
+/// only for readers, at most [`TRUNCATE_WAIT`]. Ends with the store.
+fn checkpointer_loop(writer: Weak<Mutex<Connection>>, c: Connection, wal: PathBuf) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if file_len(&wal) <= WAL_TRUNCATE_AT {
+            continue;
+        }
+        let held = lock(&writer);
+        let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        drop(held);
+        if !matches!(busy, Ok(0)) {
+            tracing::debug!(wal_bytes = file_len(&wal), outcome = ?busy, "WAL truncation deferred");
+        }
+    }
+}
+
+/// Mode of the database file. SQLite creates the -wal and -shm files with the database
+/// file's mode, so this one setting covers all three.
+const DB_FILE_MODE: u32 = 0o600;
+
+/// Make the database file (created empty when absent: SQLite takes an empty file for a new
+/// database) and any WAL or shared-memory file left by an earlier run the owner's alone,
+/// whatever the umask.
+fn restrict_db_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Db(format!("{}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DB_FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let p = sidecar(path, suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(DB_FILE_MODE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Run one unit inside the batch's transaction. Returns its outcome and whether it failed
+/// after writing (then only rolling back the whole batch undoes it).
+///
+/// No savepoint per unit: SQLite would copy every page a unit touches into a statement
+/// journal, a quarter of the writer's time under load. The contract that makes this safe:
+/// a unit makes its checks before its writes, so a unit that refuses has written nothing; a
+/// failure after the first write (storage trouble, a panic) fails the whole batch.
+fn run_unit<T, E: From<StoreError>>(
+    c: &Connection,
+    f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+) -> (std::result::Result<T, E>, bool) {
+    let before = c.total_changes();
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Tx(c))))
+        .unwrap_or_else(|_| Err(StoreError::Db("a store unit panicked".into()).into()));
+    let failed_dirty = out.is_err() && c.total_changes() != before;
+    (out, failed_dirty)
+}
+
+/// The writer thread: takes every unit queued so far, runs them in one transaction, commits
+/// once, then answers them all. When a unit failed after writing, the batch is rolled back
+/// and every unit in it gets an error. When the transaction cannot start (another process
+/// holds the write lock past the busy timeout), each unit runs in a transaction of its own.
+/// Ends when the last [`Store`] handle is dropped.
+fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let c = lock(&conn);
+        if exec(&c, "BEGIN IMMEDIATE", []).is_err() {
+            for job in batch {
+                match exec(&c, "BEGIN IMMEDIATE", []) {
+                    Ok(_) => {
+                        let (reply, dirty) = job(Some(&c));
+                        reply(end_transaction(&c, dirty).as_ref().map(|_| ()));
+                    }
+                    Err(e) => job(None).0(Err(&e.into())),
+                }
+            }
+            continue;
+        }
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let mut poisoned = false;
+        for job in batch {
+            let (reply, dirty) = job(Some(&c));
+            poisoned |= dirty;
+            replies.push(reply);
+        }
+        let committed = end_transaction(&c, poisoned);
+        drop(c);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "a group commit failed; its units were rolled back");
+        }
+        for reply in replies {
+            reply(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Commit the open transaction, or roll it back when a unit in it failed after writing
+/// (`poisoned`) or the commit itself fails.
+fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
+    let committed = if poisoned {
+        Err(StoreError::Db(
+            "a unit failed after writing; its group commit was rolled back".into(),
+        ))
+    } else {
+        exec(c, "COMMIT", []).map(|_| ()).map_err(StoreError::from)
+    };
+    if committed.is_err() {
+        let _ = exec(c, "ROLLBACK", []);
+    }
+    committed
+}
+
+/// Statements are prepared once per connection (rusqlite's statement cache).
+pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+pub(crate) fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
+impl Store {
+    /// Open (creating if needed) the database file and run pending migrations. The file (and
+    /// with it the WAL and SHM) gets mode 0600 whatever the umask.
+    pub fn open(path: &Path) -> Result<Store> {
+        restrict_db_files(path)?;
+        let conn = Connection::open(path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open(path)?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            r.pragma_update(None, "query_only", "ON")?;
+            readers.push(Mutex::new(r));
+        }
+        let wal = sidecar(path, "-wal");
+        let store = Self::init(conn, readers, Some(wal.clone()))?;
+        // Only the checkpointer thread checkpoints (see `checkpointer_loop`).
+        store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        let weak = Arc::downgrade(&store.conn);
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(TRUNCATE_WAIT)?;
+        checkpointer.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
+        std::thread::Builder::new()
+            .name("keygate-wal-checkpoint".into())
+            .spawn(move || checkpointer_loop(weak, checkpointer, wal))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// A private in-memory database (unit tests). Reads use the one connection.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?, Vec::new(), None)
+    }
+
+    fn init(
+        mut conn: Connection,
+        readers: Vec<Mutex<Connection>>,
+        wal: Option<PathBuf>,
+    ) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::run(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (writer, jobs) = mpsc::channel();
+        let thread_conn = conn.clone();
+        std::thread::Builder::new()
+            .name("keygate-store-writer".into())
+            .spawn(move || writer_loop(thread_conn, jobs))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let store = Store {
+            conn,
+            readers: Arc::new(readers),
+            writer,
+            wal: wal.map(Arc::from),
+        };
+        store.warn_about_user_names()?;
+        Ok(store)
+    }
+
+    /// Size of the WAL file in bytes (0 in memory or when there is none): a figure for benches
+    /// and operators; the checkpointer keeps it near [`WAL_TRUNCATE_AT`] (16 MiB) at most,
+    /// except while a long read pins it.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.as_deref().map_or(0, file_len)
+    }
+
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.conn)
+    }
+
+    /// A connection for a read that must not wait behind writes: a free reader, else the
+    /// first one; the writing connection when there are none (in-memory).
+    pub(super) fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in self.readers.iter() {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
+        }
+        match self.readers.first() {
+            Some(r) => lock(r),
+            None => self.conn(),
+        }
+    }
+
+    /// Run the read `f` on a reader connection (sees everything committed before it starts).
+    pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.reader())
+    }
+
+    /// Run `f` as one atomic unit on the writer thread (see [`Store`]); for async callers,
+    /// which must not block on the connection. `f` runs to completion before any other
+    /// unit or writer, so a read-check-write inside it cannot race. The reply comes after the
+    /// commit: Ok means durable.
+    ///
+    /// Contract: `f` makes all its checks before its first write, so that refusing (returning
+    /// Err) leaves nothing to undo. An error after a write (storage trouble, a panic) rolls
+    /// back the whole group commit, and every unit in it gets an error.
+    ///
+    /// `f` runs on the writer thread while it holds the writing connection: it must use only
+    /// the [`Tx`] it is given, never another `Store` method (a write would deadlock).
+    pub async fn atomic<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let job: BatchJob = Box::new(move |c: Option<&Connection>| -> (Reply, bool) {
+            let (out, dirty) = match c {
+                Some(c) => run_unit(c, f),
+                None => (Err(StoreError::Db("not run".into()).into()), false),
+            };
+            let reply: Reply = Box::new(move |committed: std::result::Result<(), &StoreError>| {
+                let _ = reply_tx.send(match committed {
+                    Ok(()) => out,
+                    Err(e) => Err(e.clone().into()),
+                });
+            });
+            (reply, dirty)
+        });
+        let stopped = || StoreError::Db("the store writer has stopped".into());
+        self.writer.send(job).map_err(|_| E::from(stopped()))?;
+        reply_rx.await.map_err(|_| E::from(stopped()))?
+    }
+
+    /// Run `f` inside one transaction (committed when `f` returns Ok). For layers above the
+    /// store that need several changes to land together, expressed with store functions.
+    pub(super) fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.
+    pub fn check_integrity(&self) -> Result<()> {
+        let c = self.conn();
+        let res: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if res != "ok" {
+            return Err(StoreError::Corrupt(res));
+        }
+        let fk: Option<String> = c
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(t) = fk {
+            return Err(StoreError::Corrupt(format!("foreign key violation in {t}")));
+        }
+        Ok(())
+    }
+}

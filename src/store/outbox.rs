@@ -1,0 +1,179 @@
+//! The durable SMS outbox: one row per message to send (state, attempts, next attempt, the
+//! provider's message id), the worker's queue reads and updates, and provider delivery reports,
+//! which move a challenge's delivery status forward only. Times are Unix milliseconds from the
+//! SMS layer's clock.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::sms::ENDED_AT;
+use super::{exec, row, Result, Store, Tx};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub id: String,
+    pub challenge_id: String,
+    pub created_at: i64,
+    /// `pending`, `sending`, `sent`, `failed` or `dropped`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<i64>,
+}
+
+const OB_COLS: &str = "id, challenge_id, created_at, state, attempts, next_attempt_at, provider, \
+    provider_message_id, last_error, sent_at";
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
+    Ok(OutboxRecord {
+        id: r.get(0)?,
+        challenge_id: r.get(1)?,
+        created_at: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        next_attempt_at: r.get(5)?,
+        provider: r.get(6)?,
+        provider_message_id: r.get(7)?,
+        last_error: r.get(8)?,
+        sent_at: r.get(9)?,
+    })
+}
+
+/// A delivery status only moves forward (`?2` is the new one): queued < sent < delivered, and
+/// failed/undeliverable beat queued and sent; delivered, failed and undeliverable are final.
+/// Reports arrive out of order (a late "sent" after "delivered"), and the worker's own "sent"
+/// can land after the provider's callback.
+const DELIVERY_MOVES_FORWARD: &str = "(delivery_status = 'queued' \
+     AND ?2 IN ('sent', 'delivered', 'failed', 'undeliverable') \
+     OR delivery_status = 'sent' AND ?2 IN ('delivered', 'failed', 'undeliverable'))";
+
+pub(super) fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
+    exec(
+        c,
+        "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at) \
+         VALUES (?1, ?2, ?3, 'pending', ?3)",
+        params![id, challenge_id, at],
+    )?;
+    Ok(())
+}
+
+/// The outbox rows, inside one atomic unit ([`Store::atomic`]) or one call of the [`Store`]
+/// wrappers below.
+impl Tx<'_> {
+    /// An outbox message that will not be sent because its challenge ended: the row is marked
+    /// and, in the same transaction, the challenge's code is wiped if it ended by `at`.
+    pub fn sms_outbox_drop(&self, ob: &OutboxRecord, at: i64) -> Result<()> {
+        let c = self.0;
+        exec(
+            c,
+            "UPDATE sms_outbox SET state = 'dropped', attempts = ?2 WHERE id = ?1",
+            params![ob.id, ob.attempts],
+        )?;
+        exec(
+            c,
+            &format!("UPDATE sms_challenges SET code_enc = NULL WHERE id = ?2 AND {ENDED_AT}"),
+            params![at, ob.challenge_id],
+        )?;
+        Ok(())
+    }
+
+    /// After a restart: messages caught mid-send go back to the queue (sent at most once more).
+    pub fn sms_outbox_recover(&self) -> Result<u64> {
+        Ok(exec(
+            self.0,
+            "UPDATE sms_outbox SET state = 'pending' WHERE state = 'sending'",
+            [],
+        )? as u64)
+    }
+
+    pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
+        let c = self.0;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {OB_COLS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map(params![at, limit], outbox_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
+        let c = self.0;
+        Ok(row(
+            c,
+            &format!("SELECT {OB_COLS} FROM sms_outbox WHERE id = ?1"),
+            params![id],
+            outbox_row,
+        )
+        .optional()?)
+    }
+
+    /// Store an outbox row's new state and, when given and a move forward, its challenge's
+    /// delivery status.
+    pub fn sms_outbox_update(
+        &self,
+        ob: &OutboxRecord,
+        delivery_status: Option<&str>,
+    ) -> Result<()> {
+        let c = self.0;
+        exec(c,
+            "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
+             provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
+            params![
+                ob.id, ob.state, ob.attempts, ob.next_attempt_at, ob.provider, ob.provider_message_id,
+                ob.last_error, ob.sent_at
+            ],
+        )?;
+        if let Some(d) = delivery_status {
+            exec(c,
+                &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
+                params![ob.challenge_id, d],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A provider's delivery report; false when no message has that provider id. A report that
+    /// would move the status backwards (or off a final one) is accepted and ignored.
+    pub fn sms_delivery_report(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+        status: &str,
+    ) -> Result<bool> {
+        let c = self.0;
+        let challenge: Option<String> = row(
+            c,
+            "SELECT challenge_id FROM sms_outbox WHERE provider = ?1 AND provider_message_id = ?2",
+            params![provider, provider_message_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+        let Some(ch) = challenge else {
+            return Ok(false);
+        };
+        exec(c,
+            &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
+            params![ch, status],
+        )?;
+        Ok(true)
+    }
+}
+
+/// The same, outside an atomic unit: one transaction (writes) or one read per call.
+impl Store {
+    pub fn sms_outbox_recover(&self) -> Result<u64> {
+        self.tx(|c| Tx(c).sms_outbox_recover())
+    }
+
+    pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
+        self.read(|c| Tx(c).sms_outbox_due(at, limit))
+    }
+
+    pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
+        self.read(|c| Tx(c).sms_outbox(id))
+    }
+}
