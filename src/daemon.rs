@@ -1,5 +1,6 @@
 //! Wiring: from a [`Config`] to a running daemon (store, devices, relying party, HTTP).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,19 +77,10 @@ pub fn build_state_with_clock(
                 .with_context(|| format!("reading attestation CA {}", f.display()))?,
         );
     }
-    let (sources, sim): (Vec<Arc<dyn DeviceSource>>, Option<Arc<SimBench>>) = if cfg.simulate {
-        let bench = Arc::new(
-            SimBench::open(&cfg.data_dir, cfg.simulate_seed)
-                .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
-        );
+    let KeySources { sources, sim } = key_sources(&cfg)?;
+    if let Some(bench) = &sim {
         ca_pems.push(bench.attestation_ca_pem());
-        (vec![bench.clone() as Arc<dyn DeviceSource>], Some(bench))
-    } else {
-        (
-            vec![Arc::new(HidSource::new()) as Arc<dyn DeviceSource>],
-            None,
-        )
-    };
+    }
     let rp = RelyingParty::new(
         &cfg.relying_party.id,
         &cfg.relying_party.name,
@@ -118,6 +110,10 @@ pub fn build_state_with_clock(
     }))
 }
 
+/// The start of the line `serve` prints on stdout once it accepts connections, followed by the
+/// base URL (`http://127.0.0.1:PORT`): scripts and tests that listen on port 0 wait for it.
+pub const READY_LINE_PREFIX: &str = "keygate listening on ";
+
 /// Run until SIGINT/SIGTERM.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -133,13 +129,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, simulate, ready_ms = started.elapsed().as_millis() as u64, "keygate ready");
     // One machine-readable line on stdout for scripts and tests that listen on port 0.
-    println!("keygate listening on http://{addr}");
+    println!("{READY_LINE_PREFIX}http://{addr}");
     notify_systemd("READY=1");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_http(listener, state, shutdown_signal()).await?;
     notify_systemd("STOPPING=1");
     Ok(())
+}
+
+/// The one place keygate's HTTP server runs, until `shutdown` resolves: the daemon and the
+/// in-process server of tests and benches ([`crate::harness::InProcess`]) both come through
+/// here, so whatever this applies to connections applies to both.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn shutdown_signal() {
@@ -189,17 +196,36 @@ fn notify_systemd(msg: &str) {
     }
 }
 
+/// The keys a process talks to.
+pub struct KeySources {
+    pub sources: Vec<Arc<dyn DeviceSource>>,
+    /// The simulated keys, when simulating (`/v1/sim`, their attestation CA, bench options).
+    pub sim: Option<Arc<SimBench>>,
+}
+
+/// The one place "simulated keys or USB" is decided: under `simulate`, the simulated keys of
+/// the data dir (created if needed); otherwise the USB keys of this machine.
+pub fn key_sources(cfg: &Config) -> anyhow::Result<KeySources> {
+    if !cfg.simulate {
+        return Ok(KeySources {
+            sources: vec![Arc::new(HidSource::new())],
+            sim: None,
+        });
+    }
+    ensure_data_dir(cfg)?;
+    let bench = Arc::new(
+        SimBench::open(&cfg.data_dir, cfg.simulate_seed)
+            .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
+    );
+    Ok(KeySources {
+        sources: vec![bench.clone() as Arc<dyn DeviceSource>],
+        sim: Some(bench),
+    })
+}
+
 /// The keys of this machine (USB), or the simulated keys of the data dir.
 pub fn device_sources(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn DeviceSource>>> {
-    Ok(if cfg.simulate {
-        ensure_data_dir(cfg)?;
-        vec![Arc::new(
-            SimBench::open(&cfg.data_dir, cfg.simulate_seed)
-                .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
-        )]
-    } else {
-        vec![Arc::new(HidSource::new())]
-    })
+    Ok(key_sources(cfg)?.sources)
 }
 
 /// `keygate devices`.
