@@ -16,18 +16,31 @@ use crate::device::DeviceSource;
 use crate::http::{router, AppState, SharedState};
 use crate::store::Store;
 
+/// Logs go to stderr; coloured only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (no-color.org), so a file or the journal gets plain text.
 pub fn init_tracing(cfg: &Config) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    let colour = log_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if cfg.log.format == "json" {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// Whether log lines get ANSI colour: on a terminal, unless `NO_COLOR` is set to anything.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Create the data dir (0700) if needed.
@@ -234,4 +247,19 @@ pub async fn list_devices(cfg: &Config) -> anyhow::Result<Vec<DeviceStatus>> {
     mgr.statuses()
         .await
         .map_err(|e| anyhow::anyhow!("listing devices: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, Some(OsStr::new("1"))));
+    }
 }
