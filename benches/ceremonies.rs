@@ -4,12 +4,10 @@
 //! `cargo bench --bench ceremonies` runs the full measurement (N = 200, or `KEYGATE_BENCH_N`);
 //! under `cargo test` (no `--bench` flag) it runs a 3-ceremony smoke pass.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keygate::auth::Role;
-use keygate::config::{parse_config, Overrides};
+use keygate::harness::{InProcess, Spawned};
 use serde_json::{json, Value};
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -93,22 +91,19 @@ fn main() {
 
 async fn ceremonies(n: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = parse_config(
-        Some("simulate_seed = 1\n[log]\nlevel = \"error\"\n"),
-        &[],
-        &Overrides {
-            data_dir: Some(tmp.path().to_path_buf()),
-            simulate: Some(true),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-        },
+    let server = InProcess::start_config(
+        tmp.path(),
+        "simulate_seed = 1\n[log]\nlevel = \"error\"\n",
+        true,
     )
-    .unwrap();
-    let state = keygate::daemon::build_state(cfg).unwrap();
-    let sim = state.sim.clone().expect("--simulate has a sim bench");
-    let token = keygate::auth::create_token(&state.store, Role::Admin, None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, keygate::http::router(state)).await });
+    .await;
+    let sim = server
+        .state
+        .sim
+        .clone()
+        .expect("--simulate has a sim bench");
+    let token = keygate::auth::create_token(&server.state.store, Role::Admin, None).unwrap();
+    let base = server.base.clone();
     let c = reqwest::Client::new();
     let post = |path: String, body: Value| {
         let c = c.clone();
@@ -272,31 +267,13 @@ fn process_figures() {
     let (mut rss, mut anon, mut file) = (0, 0, 0);
     for _ in 0..5 {
         let t = Instant::now();
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--simulate",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(tmp.path())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut daemon = Spawned::spawn(Spawned::command(bin, tmp.path()).env("RUST_LOG", "error"));
         readies.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(500));
-        rss = status_kib(child.id(), "VmRSS:").unwrap_or(0);
-        anon = status_kib(child.id(), "RssAnon:").unwrap_or(0);
-        file = status_kib(child.id(), "RssFile:").unwrap_or(0);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        rss = status_kib(daemon.pid(), "VmRSS:").unwrap_or(0);
+        anon = status_kib(daemon.pid(), "RssAnon:").unwrap_or(0);
+        file = status_kib(daemon.pid(), "RssFile:").unwrap_or(0);
+        daemon.kill();
     }
     readies.sort();
     println!(

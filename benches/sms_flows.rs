@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use keygate::auth::Role;
-use keygate::config::{parse_config, Overrides};
+use keygate::harness::InProcess;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -127,21 +127,9 @@ async fn run(flows: usize, levels: &[usize]) {
          global_hourly_budget = 1000000\ncountry_hourly_budget = 1000000\n\
          [sms.webhook]\nurl = \"{mock_url}\"\n"
     );
-    let cfg = parse_config(
-        Some(&toml),
-        &[],
-        &Overrides {
-            data_dir: Some(tmp.path().to_path_buf()),
-            simulate: Some(true),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-        },
-    )
-    .unwrap();
-    let state = keygate::daemon::build_state(cfg).unwrap();
-    let token = keygate::auth::create_token(&state.store, Role::Kiosk, None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, keygate::http::router(state)).await });
+    let server = InProcess::start_config(tmp.path(), &toml, true).await;
+    let token = keygate::auth::create_token(&server.state.store, Role::Kiosk, None).unwrap();
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()

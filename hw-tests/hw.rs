@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use keygate::config::{parse_config, Overrides};
+use keygate::harness::InProcess;
 use serde_json::{json, Value};
 
 struct Hw {
@@ -23,6 +23,7 @@ struct Hw {
     token: String,
     http: reqwest::Client,
     device: Value,
+    _server: InProcess,
     _tmp: tempfile::TempDir,
 }
 
@@ -47,22 +48,11 @@ impl Hw {
         if let Some(ca) = env("KEYGATE_HW_ATTESTATION_CA") {
             toml.push_str(&format!("attestation_ca_files = [{ca:?}]\n"));
         }
-        let cfg = parse_config(
-            Some(&toml),
-            &[],
-            &Overrides {
-                data_dir: Some(tmp.path().to_path_buf()),
-                simulate: Some(false),
-                listen: Some("127.0.0.1:0".parse().unwrap()),
-            },
-        )
-        .unwrap();
-        let state = keygate::daemon::build_state(cfg).unwrap();
+        let server = InProcess::start_config(tmp.path(), &toml, false).await;
         let token =
-            keygate::auth::create_token(&state.store, keygate::auth::Role::Admin, None).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, keygate::http::router(state)).await });
+            keygate::auth::create_token(&server.state.store, keygate::auth::Role::Admin, None)
+                .unwrap();
+        let base = server.base.clone();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(90))
             .build()
@@ -107,6 +97,7 @@ impl Hw {
             token,
             http,
             device,
+            _server: server,
             _tmp: tmp,
         }
     }

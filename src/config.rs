@@ -32,7 +32,9 @@ pub enum UserVerification {
     Preferred,
 }
 
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+/// `Debug` is derived and `keygate check-config` prints it whole: every secret in here (and in
+/// the sections below) must be a [`Secret`], whose `Debug` redacts it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on. Loopback unless configured otherwise.
@@ -372,25 +374,6 @@ impl Default for LogConfig {
             level: "info".into(),
             format: "text".into(),
         }
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // No secrets live in Config today (tokens and HMAC keys are in the data dir); keep the
-        // manual impl so that adding one forces a decision here.
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("data_dir", &self.data_dir)
-            .field("simulate", &self.simulate)
-            .field("allowed_hosts", &self.allowed_hosts)
-            .field("allowed_origins", &self.allowed_origins)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("http", &self.http)
-            .field("relying_party", &self.relying_party)
-            .field("ceremony", &self.ceremony)
-            .field("log", &self.log)
-            .finish()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Wiring: from a [`Config`] to a running daemon (store, devices, relying party, HTTP).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,18 +16,31 @@ use crate::device::DeviceSource;
 use crate::http::{router, AppState, SharedState};
 use crate::store::Store;
 
+/// Logs go to stderr; coloured only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (no-color.org), so a file or the journal gets plain text.
 pub fn init_tracing(cfg: &Config) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    let colour = log_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if cfg.log.format == "json" {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// Whether log lines get ANSI colour: on a terminal, unless `NO_COLOR` is set to anything.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Create the data dir (0700) if needed.
@@ -76,19 +90,10 @@ pub fn build_state_with_clock(
                 .with_context(|| format!("reading attestation CA {}", f.display()))?,
         );
     }
-    let (sources, sim): (Vec<Arc<dyn DeviceSource>>, Option<Arc<SimBench>>) = if cfg.simulate {
-        let bench = Arc::new(
-            SimBench::open(&cfg.data_dir, cfg.simulate_seed)
-                .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
-        );
+    let KeySources { sources, sim } = key_sources(&cfg)?;
+    if let Some(bench) = &sim {
         ca_pems.push(bench.attestation_ca_pem());
-        (vec![bench.clone() as Arc<dyn DeviceSource>], Some(bench))
-    } else {
-        (
-            vec![Arc::new(HidSource::new()) as Arc<dyn DeviceSource>],
-            None,
-        )
-    };
+    }
     let rp = RelyingParty::new(
         &cfg.relying_party.id,
         &cfg.relying_party.name,
@@ -119,6 +124,10 @@ pub fn build_state_with_clock(
     }))
 }
 
+/// The start of the line `serve` prints on stdout once it accepts connections, followed by the
+/// base URL (`http://127.0.0.1:PORT`): scripts and tests that listen on port 0 wait for it.
+pub const READY_LINE_PREFIX: &str = "keygate listening on ";
+
 /// Run until SIGINT/SIGTERM.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -127,8 +136,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(%listen, "listening beyond loopback as configured");
     }
     let simulate = cfg.simulate;
-    let limits = crate::http::server::Limits::resolve(&cfg.http);
-    tracing::info!(max_connections = limits.max_connections, "connection cap");
     let state = build_state(cfg)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -136,11 +143,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, simulate, ready_ms = started.elapsed().as_millis() as u64, "keygate ready");
     // One machine-readable line on stdout for scripts and tests that listen on port 0.
-    println!("keygate listening on http://{addr}");
+    println!("{READY_LINE_PREFIX}http://{addr}");
     notify_systemd("READY=1");
-    crate::http::server::serve(listener, router(state), limits, shutdown_signal()).await?;
+    serve_http(listener, state, shutdown_signal()).await?;
     notify_systemd("STOPPING=1");
     Ok(())
+}
+
+/// The one place keygate's HTTP server runs, until `shutdown` resolves: the daemon and the
+/// in-process server of tests and benches ([`crate::harness::InProcess`]) both come through
+/// here, so whatever this applies to connections applies to both.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = crate::http::server::Limits::resolve(&state.cfg.http);
+    tracing::debug!(max_connections = limits.max_connections, "connection cap");
+    crate::http::server::serve(listener, router(state), limits, shutdown).await
 }
 
 async fn shutdown_signal() {
@@ -190,17 +210,36 @@ fn notify_systemd(msg: &str) {
     }
 }
 
+/// The keys a process talks to.
+pub struct KeySources {
+    pub sources: Vec<Arc<dyn DeviceSource>>,
+    /// The simulated keys, when simulating (`/v1/sim`, their attestation CA, bench options).
+    pub sim: Option<Arc<SimBench>>,
+}
+
+/// The one place "simulated keys or USB" is decided: under `simulate`, the simulated keys of
+/// the data dir (created if needed); otherwise the USB keys of this machine.
+pub fn key_sources(cfg: &Config) -> anyhow::Result<KeySources> {
+    if !cfg.simulate {
+        return Ok(KeySources {
+            sources: vec![Arc::new(HidSource::new())],
+            sim: None,
+        });
+    }
+    ensure_data_dir(cfg)?;
+    let bench = Arc::new(
+        SimBench::open(&cfg.data_dir, cfg.simulate_seed)
+            .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
+    );
+    Ok(KeySources {
+        sources: vec![bench.clone() as Arc<dyn DeviceSource>],
+        sim: Some(bench),
+    })
+}
+
 /// The keys of this machine (USB), or the simulated keys of the data dir.
 pub fn device_sources(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn DeviceSource>>> {
-    Ok(if cfg.simulate {
-        ensure_data_dir(cfg)?;
-        vec![Arc::new(
-            SimBench::open(&cfg.data_dir, cfg.simulate_seed)
-                .map_err(|e| anyhow::anyhow!("simulated keys: {e}"))?,
-        )]
-    } else {
-        vec![Arc::new(HidSource::new())]
-    })
+    Ok(key_sources(cfg)?.sources)
 }
 
 /// `keygate devices`.
@@ -209,4 +248,19 @@ pub async fn list_devices(cfg: &Config) -> anyhow::Result<Vec<DeviceStatus>> {
     mgr.statuses()
         .await
         .map_err(|e| anyhow::anyhow!("listing devices: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, Some(OsStr::new("1"))));
+    }
 }

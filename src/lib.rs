@@ -14,6 +14,8 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod doctor;
+#[doc(hidden)]
+pub mod harness;
 pub mod http;
 pub mod hwbench;
 pub mod kiosk;

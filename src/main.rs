@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use keygate::auth::Role;
-use keygate::config::{self, Overrides};
+use keygate::config::{self, Config, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -23,25 +23,19 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve {
-        /// TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        from: ConfigArgs,
         /// Listen address (default 127.0.0.1:8787).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Data directory (SQLite database, secrets, simulated keys).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
         /// Use simulated keys instead of USB keys, and expose /v1/sim.
         #[arg(long)]
         simulate: bool,
     },
     /// List the plugged security keys and what they support.
     Devices {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        from: ConfigArgs,
         /// List the simulated keys of the data dir instead of USB keys.
         #[arg(long)]
         simulate: bool,
@@ -55,20 +49,16 @@ enum Command {
     },
     /// Print a one-time URL that opens the kiosk page with a kiosk session (no token to paste).
     KioskUrl {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        from: ConfigArgs,
         /// Base URL the kiosk browser reaches keygate at.
         #[arg(long, default_value = "http://127.0.0.1:8787")]
         base: String,
     },
     /// Sign a user handoff as the campus sign-in would (for testing and demos): prints the token.
     KioskHandoff {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        from: ConfigArgs,
         #[arg(long)]
         user: String,
         #[arg(long)]
@@ -79,10 +69,8 @@ enum Command {
     },
     /// Run the bench suite against every plugged key; writes JSON, Markdown and JUnit reports.
     Bench {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        from: ConfigArgs,
         /// Bench the simulated keys of the data dir instead of USB keys.
         #[arg(long)]
         simulate: bool,
@@ -117,6 +105,32 @@ enum Command {
     },
 }
 
+/// Where a subcommand's configuration comes from (the layers: defaults < file < `KEYGATE_*`
+/// environment < these flags).
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite database, secrets, simulated keys).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The one way every subcommand loads its configuration.
+    fn load(self, listen: Option<std::net::SocketAddr>, simulate: bool) -> anyhow::Result<Config> {
+        Ok(config::load(
+            self.config.as_deref(),
+            &Overrides {
+                listen,
+                data_dir: self.data_dir,
+                simulate: simulate.then_some(true),
+            },
+        )?)
+    }
+}
+
 #[derive(Subcommand)]
 enum TokenAction {
     /// Create a token; prints it, alone, on stdout (it is stored only as a hash).
@@ -125,10 +139,8 @@ enum TokenAction {
         role: Role,
         #[arg(long)]
         label: Option<String>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        from: ConfigArgs,
     },
 }
 
@@ -146,19 +158,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
-            config,
+            from,
             listen,
-            data_dir,
             simulate,
         } => {
-            let cfg = config::load(
-                config.as_deref(),
-                &Overrides {
-                    listen,
-                    data_dir,
-                    simulate: simulate.then_some(true),
-                },
-            )?;
+            let cfg = from.load(listen, simulate)?;
             keygate::daemon::init_tracing(&cfg);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -166,19 +170,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(keygate::daemon::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Devices {
-            config,
-            data_dir,
-            simulate,
-        } => {
-            let cfg = config::load(
-                config.as_deref(),
-                &Overrides {
-                    data_dir,
-                    simulate: simulate.then_some(true),
-                    ..Default::default()
-                },
-            )?;
+        Command::Devices { from, simulate } => {
+            let cfg = from.load(None, simulate)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -190,44 +183,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {
-            let cfg = config::load(Some(&file), &Overrides::default())?;
+            let from = ConfigArgs {
+                config: Some(file),
+                data_dir: None,
+            };
+            let cfg = from.load(None, false)?;
             println!("{cfg:#?}");
             println!("configuration OK");
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
-            action:
-                TokenAction::Create {
-                    role,
-                    label,
-                    data_dir,
-                    config,
-                },
+            action: TokenAction::Create { role, label, from },
         } => {
-            let cfg = config::load(
-                config.as_deref(),
-                &Overrides {
-                    data_dir,
-                    ..Default::default()
-                },
-            )?;
+            let cfg = from.load(None, false)?;
             let store = keygate::daemon::open_store(&cfg)?;
             let token = keygate::auth::create_token(&store, role, label.as_deref())?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::KioskUrl {
-            config,
-            data_dir,
-            base,
-        } => {
-            let cfg = config::load(
-                config.as_deref(),
-                &Overrides {
-                    data_dir,
-                    ..Default::default()
-                },
-            )?;
+        Command::KioskUrl { from, base } => {
+            let cfg = from.load(None, false)?;
             let store = keygate::daemon::open_store(&cfg)?;
             let (code, hash) = keygate::kiosk::new_session_code();
             let ttl = time::Duration::seconds(cfg.kiosk.session_code_ttl_secs as i64);
@@ -236,19 +211,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::KioskHandoff {
-            config,
-            data_dir,
+            from,
             user,
             display_name,
             ttl,
         } => {
-            let cfg = config::load(
-                config.as_deref(),
-                &Overrides {
-                    data_dir,
-                    ..Default::default()
-                },
-            )?;
+            let cfg = from.load(None, false)?;
             keygate::daemon::ensure_data_dir(&cfg)?;
             let secret = keygate::kiosk::handoff_secret(&cfg)?;
             let h = keygate::kiosk::Handoff {
@@ -260,8 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            config,
-            data_dir,
+            from,
             simulate,
             out,
             iterations,
@@ -271,18 +238,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             capture,
             sim_key,
         } => {
-            let cfg = config::load(
-                config.as_deref(),
-                &Overrides {
-                    data_dir,
-                    simulate: simulate.then_some(true),
-                    ..Default::default()
-                },
-            )?;
+            let cfg = from.load(None, simulate)?;
+            if !cfg.simulate {
+                if capture.is_some() {
+                    anyhow::bail!("--capture works with --simulate only (ctap-hid-fido2 hides a real key's bytes)");
+                }
+                if sim_key.is_some() {
+                    anyhow::bail!("--sim-key configures simulated keys: it needs --simulate");
+                }
+            }
+            let keys = keygate::daemon::key_sources(&cfg)?;
             let mut sink = None;
-            let sources: Vec<std::sync::Arc<dyn keygate::device::DeviceSource>> = if cfg.simulate {
-                keygate::daemon::ensure_data_dir(&cfg)?;
-                let bench = keygate::device::sim::SimBench::open(&cfg.data_dir, cfg.simulate_seed)?;
+            if let Some(bench) = &keys.sim {
                 if let Some(json) = &sim_key {
                     let change: keygate::device::sim::SimKeyOptions = serde_json::from_str(json)
                         .map_err(|e| anyhow::anyhow!("--sim-key: {e}"))?;
@@ -296,16 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         keygate::device::capture::CaptureSink::create(path)?,
                     ));
                 }
-                vec![std::sync::Arc::new(bench)]
-            } else {
-                if capture.is_some() {
-                    anyhow::bail!("--capture works with --simulate only (ctap-hid-fido2 hides a real key's bytes)");
-                }
-                if sim_key.is_some() {
-                    anyhow::bail!("--sim-key configures simulated keys: it needs --simulate");
-                }
-                keygate::daemon::device_sources(&cfg)?
-            };
+            }
             let opts = keygate::hwbench::BenchOptions {
                 iterations: iterations.max(1),
                 pin,
@@ -313,36 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 touch_timeout: std::time::Duration::from_secs(touch_timeout_secs),
                 capture: sink,
             };
-            // Each key behind its actor thread, as in the daemon: the actor enforces every
-            // step's deadline (and cancels the key at it).
-            let keys = keygate::device::actor::DeviceManager::new(sources).refresh()?;
-            if keys.is_empty() {
-                eprintln!("no security key found (see `keygate doctor`)");
-                return Ok(ExitCode::from(1));
-            }
-            let mut all_passed = true;
-            for (n, key) in keys.iter().enumerate() {
-                eprintln!("key {} of {}: {}", n + 1, keys.len(), key.id());
-                let report = keygate::hwbench::bench_key(key, &opts, &|line| eprintln!("{line}"));
-                keygate::hwbench::write_reports(&out, n + 1, &report)?;
-                all_passed &= report.passed;
-                println!(
-                    "{} {}: {}",
-                    if report.passed { "PASS" } else { "FAIL" },
-                    key.id(),
-                    report
-                        .device
-                        .model
-                        .clone()
-                        .unwrap_or_else(|| report.device.product.clone())
-                );
-            }
-            eprintln!("reports in {}", out.display());
-            Ok(if all_passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            bench(keys.sources, &opts, &out)
         }
         Command::Doctor { json } => {
             let report = keygate::doctor::run_doctor();
@@ -358,4 +287,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `keygate bench` once its keys are chosen: each key behind its actor thread, as in the
+/// daemon (the actor enforces every step's deadline and cancels the key at it).
+fn bench(
+    sources: Vec<std::sync::Arc<dyn keygate::device::DeviceSource>>,
+    opts: &keygate::hwbench::BenchOptions,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let keys = keygate::device::actor::DeviceManager::new(sources).refresh()?;
+    if keys.is_empty() {
+        eprintln!("no security key found (see `keygate doctor`)");
+        return Ok(ExitCode::from(1));
+    }
+    let mut all_passed = true;
+    for (n, key) in keys.iter().enumerate() {
+        eprintln!("key {} of {}: {}", n + 1, keys.len(), key.id());
+        let report = keygate::hwbench::bench_key(key, opts, &|line| eprintln!("{line}"));
+        keygate::hwbench::write_reports(out, n + 1, &report)?;
+        all_passed &= report.passed;
+        println!(
+            "{} {}: {}",
+            if report.passed { "PASS" } else { "FAIL" },
+            key.id(),
+            report
+                .device
+                .model
+                .clone()
+                .unwrap_or_else(|| report.device.product.clone())
+        );
+    }
+    eprintln!("reports in {}", out.display());
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -2,10 +2,10 @@
 //! consistent, the ceremony ended as `failed` with `ceremony_interrupted`, nothing half-stored,
 //! and earlier credentials still verify.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use keygate::harness::Spawned;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
@@ -26,31 +26,10 @@ fn token(dir: &std::path::Path) -> String {
     t.trim().to_string()
 }
 
-fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("keygate listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (child, base)
+fn start(dir: &std::path::Path) -> (Spawned, String) {
+    let daemon = Spawned::spawn(&mut Spawned::command(BIN, dir));
+    let base = daemon.base.clone();
+    (daemon, base)
 }
 
 async fn call(
@@ -123,8 +102,7 @@ async fn sigkill_during_a_ceremony_leaves_a_consistent_database() {
     )
     .await;
     assert_eq!(v["state"], "waiting_touch", "{v}");
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
 
     let (mut child, base) = start(dir);
     let v = call(&c, &t, M::GET, format!("{base}/v1/enrollments/{id}"), None).await;
@@ -156,8 +134,7 @@ async fn sigkill_during_a_ceremony_leaves_a_consistent_database() {
     )
     .await;
     assert_eq!(v["state"], "succeeded", "{v}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let store = keygate::store::Store::open(&dir.join("keygate.db")).unwrap();
     store.check_integrity().unwrap();

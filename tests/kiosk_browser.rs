@@ -8,12 +8,12 @@
 //! `scripts/setup` installs `chromium` and `chromium-driver`; where no browser can be installed
 //! this test says so loudly and skips.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use keygate::harness::Spawned;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -359,26 +359,8 @@ async fn kiosk_page_in_a_real_browser() {
     )
     .unwrap();
     let admin = cli(&dir, &["token", "create", "--role", "admin"]);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--simulate", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&conf)
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _daemon = Proc(child);
-    let base = line
-        .trim()
-        .strip_prefix("keygate listening on ")
-        .unwrap()
-        .to_string();
+    let daemon = Spawned::spawn(Spawned::command(BIN, &dir).arg("--config").arg(&conf));
+    let base = daemon.base.clone();
 
     let port = free_port();
     let _driver = Proc(

@@ -1,4 +1,5 @@
-//! No PIN, token or other secret ever reaches a log line, even at trace level.
+//! No PIN, token or other secret ever reaches a log line, even at trace level; and logs written
+//! to a file or the journal carry no terminal colour codes.
 
 mod common;
 
@@ -69,4 +70,25 @@ async fn pins_and_tokens_never_logged() {
     }
     let admin_secret = s.admin.rsplit('_').next().unwrap();
     assert!(!logs.contains(admin_secret));
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("keygate.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut daemon = keygate::harness::Spawned::spawn(
+        keygate::harness::Spawned::command(env!("CARGO_BIN_EXE_keygate"), &data_dir)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stderr(log),
+    );
+    daemon.kill();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("keygate ready"), "{logs}");
+    assert!(
+        !logs.contains("\x1b["),
+        "ANSI escape codes in the log file: {logs:?}"
+    );
 }

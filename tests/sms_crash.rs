@@ -1,43 +1,24 @@
 //! The durable outbox: the real binary accepts a challenge and is killed (SIGKILL) before the
 //! message could go out; on restart the worker sends it, once, and the code verifies.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use keygate::harness::Spawned;
 use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
-fn start(dir: &std::path::Path, webhook: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
-        .env("KEYGATE_SMS__WEBHOOK__URL", webhook)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("keygate listening on ")
-        .expect("ready line")
-        .to_string();
-    (child, base)
+fn start(dir: &std::path::Path, webhook: &str) -> (Spawned, String) {
+    let daemon = Spawned::spawn(
+        Spawned::command(BIN, dir)
+            .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
+            .env("KEYGATE_SMS__WEBHOOK__URL", webhook),
+    );
+    let base = daemon.base.clone();
+    (daemon, base)
 }
 
 fn token(dir: &std::path::Path) -> String {
@@ -66,8 +47,7 @@ async fn a_challenge_accepted_before_a_kill_is_sent_after_the_restart() {
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     let id = v["challenge"]["id"].as_str().unwrap().to_string();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     // Second life: the provider is back.
     let hook = MockServer::start().await;
@@ -102,6 +82,5 @@ async fn a_challenge_accepted_before_a_kill_is_sent_after_the_restart() {
         1,
         "and not again"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }

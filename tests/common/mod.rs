@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::auth::Role;
-use keygate::config::{parse_config, Overrides};
+use keygate::harness::InProcess;
 use keygate::http::SharedState;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -21,28 +21,12 @@ pub struct TestServer {
     pub state: SharedState,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: InProcess,
 }
 
 /// A config for tests: simulated keys, seeded, in `dir`.
 pub fn test_config(dir: &Path, extra_toml: &str) -> keygate::config::Config {
-    let toml = format!("simulate_seed = 7\n{extra_toml}");
-    parse_config(
-        Some(&toml),
-        &[],
-        &Overrides {
-            data_dir: Some(dir.to_path_buf()),
-            simulate: Some(true),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-        },
-    )
-    .expect("test config")
+    keygate::harness::config(dir, &format!("simulate_seed = 7\n{extra_toml}"), true)
 }
 
 impl TestServer {
@@ -84,18 +68,10 @@ impl TestServer {
         let state = keygate::daemon::build_state_with_clock(cfg, clock).expect("state");
         let admin = keygate::auth::create_token(&state.store, Role::Admin, Some("test")).unwrap();
         let kiosk = keygate::auth::create_token(&state.store, Role::Kiosk, Some("test")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = keygate::http::router(state.clone());
-        let limits = keygate::http::server::Limits::resolve(&state.cfg.http);
-        let task = tokio::spawn(async move {
-            keygate::http::server::serve(listener, app, limits, std::future::pending())
-                .await
-                .unwrap();
-        });
+        let server = InProcess::start(state.clone()).await;
         TestServer {
-            base: format!("http://{addr}"),
-            addr,
+            base: server.base.clone(),
+            addr: server.addr,
             admin,
             kiosk,
             client: reqwest::Client::builder()
@@ -105,7 +81,7 @@ impl TestServer {
             state,
             data_dir: dir.to_path_buf(),
             _tmp: None,
-            task,
+            _server: server,
         }
     }
 

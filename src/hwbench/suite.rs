@@ -1,20 +1,14 @@
-//! `keygate bench`: the bench operator's tool. Runs a scripted suite against each plugged key
-//! (real keys over HID, or the simulated ones) and writes a report per key as JSON, Markdown and
-//! JUnit XML. Nothing destructive: no PIN is set, no reset; credentials are made for the RP ID
-//! `keygate-bench.invalid` (discoverable ones only with `--discoverable`, as they use a slot).
-//!
-//! Every step runs through the key's [`DeviceActor`], never on the authenticator directly:
-//! ctap-hid-fido2 has no timeouts and a real key waits for a touch for as long as it likes, so
-//! only the actor's deadline (which sends CTAPHID_CANCEL) bounds a step on a real key.
+//! The bench suite itself: [`bench_key`] runs each step (GetInfo, PIN, make_credential,
+//! get_assertion twice with signature and counter checks, the discoverable pair, silent round
+//! trips) through the key's actor, timing it and recording its outcome.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::{BenchOptions, KeyReport, RoundTrip, Step, BENCH_RP};
 use crate::ceremony::client::client_data_json;
 use crate::device::actor::DeviceActor;
 use crate::device::capture::CaptureSink;
@@ -23,8 +17,6 @@ use crate::device::{
     Progress,
 };
 
-pub const BENCH_RP: &str = "keygate-bench.invalid";
-
 /// Deadline of a step that needs no touch (GetInfo, PIN retries): a key that does not answer
 /// within it has hung.
 const SILENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,60 +24,9 @@ const SILENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// GetInfo + getPinRetries in well under 100 ms).
 const ROUND_TRIP_BUDGET: Duration = Duration::from_millis(500);
 
-#[derive(Clone)]
-pub struct BenchOptions {
-    /// Silent round trips (GetInfo) measured for p50/p99.
-    pub iterations: usize,
-    /// The key's PIN, for the user-verification steps.
-    pub pin: Option<String>,
-    pub discoverable: bool,
-    /// Deadline of each step that waits for a touch.
-    pub touch_timeout: Duration,
-    /// Where the clientDataJSON of each ceremony is recorded (beside the CTAP capture), so a
-    /// replay can run the relying party's checks.
-    pub capture: Option<Arc<CaptureSink>>,
-}
-
-impl std::fmt::Debug for BenchOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BenchOptions")
-            .field("iterations", &self.iterations)
-            .field("pin", &self.pin.as_ref().map(|_| "<redacted>"))
-            .field("discoverable", &self.discoverable)
-            .field("touch_timeout", &self.touch_timeout)
-            .field("capture", &self.capture.is_some())
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub name: String,
-    pub ok: bool,
-    pub ms: f64,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RoundTrip {
-    pub operation: &'static str,
-    pub n: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyReport {
-    pub device: DeviceInfo,
-    pub steps: Vec<Step>,
-    pub round_trip: Option<RoundTrip>,
-    pub passed: bool,
-}
-
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
-
 /// One key behind its actor, driven from synchronous code.
 struct OnKey<'a> {
     actor: &'a DeviceActor,
@@ -444,7 +385,7 @@ pub fn bench_key(key: &DeviceActor, opts: &BenchOptions, say: &dyn Fn(&str)) -> 
     }
 }
 
-fn empty_info(id: &str) -> DeviceInfo {
+pub(super) fn empty_info(id: &str) -> DeviceInfo {
     DeviceInfo {
         id: id.to_string(),
         transport: String::new(),
@@ -460,197 +401,5 @@ fn empty_info(id: &str) -> DeviceInfo {
         remaining_discoverable_credentials: None,
         firmware: None,
         min_pin_length: None,
-    }
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-pub fn markdown(r: &KeyReport) -> String {
-    let d = &r.device;
-    let mut s = format!(
-        "# keygate bench: {}\n\n| | |\n|---|---|\n| device | `{}` |\n| model | {} |\n| AAGUID | {} |\n| firmware | {} |\n| CTAP | {} |\n| extensions | {} |\n| PIN | {} |\n| UV | {} |\n| discoverable slots left | {} |\n| result | **{}** |\n\n| step | result | ms | detail |\n|---|---|---|---|\n",
-        d.model.clone().unwrap_or_else(|| d.product.clone()),
-        d.id,
-        d.model.clone().unwrap_or_else(|| "unknown".into()),
-        d.aaguid.map(|a| a.to_string()).unwrap_or_default(),
-        d.firmware.clone().unwrap_or_default(),
-        d.versions.join(", "),
-        d.extensions.join(", "),
-        match d.pin_set {
-            Some(true) => format!("set ({} retries)", d.pin_retries.unwrap_or(0)),
-            Some(false) => "not set".into(),
-            None => "unsupported".into(),
-        },
-        d.uv_supported,
-        d.remaining_discoverable_credentials.map(|n| n.to_string()).unwrap_or_default(),
-        if r.passed { "PASS" } else { "FAIL" },
-    );
-    for st in &r.steps {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            st.name,
-            if st.ok { "✔" } else { "✘" },
-            st.ms,
-            st.detail.replace('|', "/")
-        ));
-    }
-    s
-}
-
-pub fn junit(r: &KeyReport) -> String {
-    let failures = r.steps.iter().filter(|s| !s.ok).count();
-    let total: f64 = r.steps.iter().map(|s| s.ms).sum::<f64>() / 1000.0;
-    let mut s = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"keygate bench {}\" tests=\"{}\" failures=\"{failures}\" time=\"{total:.3}\">\n",
-        xml(&r.device.id),
-        r.steps.len()
-    );
-    for st in &r.steps {
-        s.push_str(&format!(
-            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
-            xml(&r.device.id),
-            xml(&st.name),
-            st.ms / 1000.0
-        ));
-        if !st.ok {
-            s.push_str(&format!("<failure message=\"{}\"/>", xml(&st.detail)));
-        }
-        s.push_str("</testcase>\n");
-    }
-    s.push_str("</testsuite>\n");
-    s
-}
-
-/// Write `<out>/<n>-<slug>.{json,md,xml}` for one report.
-pub fn write_reports(out: &Path, n: usize, r: &KeyReport) -> std::io::Result<()> {
-    std::fs::create_dir_all(out)?;
-    let slug: String = r
-        .device
-        .id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let base = out.join(format!("{n}-{slug}"));
-    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(r)?)?;
-    std::fs::write(base.with_extension("md"), markdown(r))?;
-    std::fs::write(base.with_extension("xml"), junit(r))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::device::{AssertionOutput, MakeCredentialOutput};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Condvar, Mutex};
-
-    /// A key that behaves like ctap-hid-fido2 in front of an untouched real key: a ceremony
-    /// blocks, ignoring the context's deadline and cancel flag, until [`Authenticator::cancel`]
-    /// (CTAPHID_CANCEL) makes it answer KEEPALIVE_CANCEL.
-    struct Untouched {
-        cancels: AtomicUsize,
-        cancelled: Mutex<bool>,
-        wake: Condvar,
-    }
-
-    impl Untouched {
-        fn wait_for_cancel(&self) -> DeviceError {
-            let mut c = self.cancelled.lock().unwrap();
-            while !*c {
-                c = self.wake.wait(c).unwrap();
-            }
-            *c = false;
-            DeviceError::Cancelled
-        }
-    }
-
-    impl Authenticator for Untouched {
-        fn id(&self) -> String {
-            "hid:/dev/hidraw-untouched".into()
-        }
-        fn info(&self) -> Result<DeviceInfo, DeviceError> {
-            let mut i = empty_info(&self.id());
-            i.transport = "hid".into();
-            i.product = "Untouched key".into();
-            i.versions = vec!["FIDO_2_0".into()];
-            Ok(i)
-        }
-        fn make_credential(
-            &self,
-            _: &MakeCredentialArgs,
-            ctx: &OpContext,
-        ) -> Result<MakeCredentialOutput, DeviceError> {
-            ctx.emit(Progress::WaitingTouch);
-            Err(self.wait_for_cancel())
-        }
-        fn get_assertion(
-            &self,
-            _: &GetAssertionArgs,
-            ctx: &OpContext,
-        ) -> Result<Vec<AssertionOutput>, DeviceError> {
-            ctx.emit(Progress::WaitingTouch);
-            Err(self.wait_for_cancel())
-        }
-        fn pin_retries(&self) -> Result<u32, DeviceError> {
-            Err(DeviceError::PinNotSet)
-        }
-        fn set_pin(&self, _: &Pin) -> Result<(), DeviceError> {
-            Err(DeviceError::OperationDenied)
-        }
-        fn change_pin(&self, _: &Pin, _: &Pin) -> Result<(), DeviceError> {
-            Err(DeviceError::OperationDenied)
-        }
-        fn cancel(&self) {
-            self.cancels.fetch_add(1, Ordering::SeqCst);
-            *self.cancelled.lock().unwrap() = true;
-            self.wake.notify_all();
-        }
-    }
-
-    #[test]
-    fn an_untouched_key_that_ignores_deadlines_times_out_at_the_touch_timeout() {
-        let auth = Arc::new(Untouched {
-            cancels: AtomicUsize::new(0),
-            cancelled: Mutex::new(false),
-            wake: Condvar::new(),
-        });
-        let actor = DeviceActor::spawn(auth.clone());
-        let opts = BenchOptions {
-            iterations: 3,
-            pin: None,
-            discoverable: false,
-            touch_timeout: Duration::from_millis(400),
-            capture: None,
-        };
-        let started = Instant::now();
-        let report = bench_key(&actor, &opts, &|_| {});
-        let elapsed = started.elapsed();
-        assert!(!report.passed);
-        let mc = report
-            .steps
-            .iter()
-            .find(|s| s.name.starts_with("make_credential"))
-            .expect("the make_credential step ran");
-        assert!(!mc.ok);
-        assert!(mc.detail.contains("(touch_timeout)"), "{}", mc.detail);
-        assert!(
-            (400.0..2000.0).contains(&mc.ms),
-            "the step ends at its deadline: {} ms",
-            mc.ms
-        );
-        assert_eq!(
-            auth.cancels.load(Ordering::SeqCst),
-            1,
-            "the actor sent one cancel at the deadline"
-        );
-        // The key is free again: the silent round trips after it were measured.
-        let rt = report.round_trip.expect("round trips after the timeout");
-        assert_eq!(rt.n, 3);
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     }
 }

@@ -1,0 +1,140 @@
+//! The one way tests, benches and hw-tests start a keygate (not part of the public API).
+//!
+//! Two shapes, both listening on a fresh loopback port:
+//! - [`InProcess`]: the application state of [`crate::daemon::build_state`] served in this
+//!   process through [`crate::daemon::serve_http`], the function the daemon itself serves with,
+//!   so the test server gets whatever that applies to connections;
+//! - [`Spawned`]: the real binary (`keygate serve`) as a child process, ready once it printed
+//!   [`crate::daemon::READY_LINE_PREFIX`] on stdout; killed (SIGKILL) when dropped.
+//!
+//! Helpers panic instead of returning errors: a harness that cannot start is a failed test.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::config::{parse_config, Config, Overrides};
+use crate::daemon::READY_LINE_PREFIX;
+use crate::http::SharedState;
+
+/// `toml` layered as a config file over the defaults, with `data_dir`, `simulate` and a
+/// loopback port-0 listen address on top (no environment layer: tests stay hermetic).
+pub fn config(data_dir: &Path, toml: &str, simulate: bool) -> Config {
+    parse_config(
+        Some(toml),
+        &[],
+        &Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            simulate: Some(simulate),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        },
+    )
+    .expect("harness config")
+}
+
+/// A keygate served in this process on a loopback socket; stops when dropped.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub state: SharedState,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Serve `state` on a fresh loopback port. Must be called inside a tokio runtime.
+    pub async fn start(state: SharedState) -> InProcess {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let served = state.clone();
+        let task = tokio::spawn(async move {
+            crate::daemon::serve_http(listener, served, std::future::pending())
+                .await
+                .expect("in-process keygate");
+        });
+        InProcess {
+            addr,
+            base: format!("http://{addr}"),
+            state,
+            task,
+        }
+    }
+
+    /// [`config`] + [`crate::daemon::build_state`] + [`InProcess::start`].
+    pub async fn start_config(data_dir: &Path, toml: &str, simulate: bool) -> InProcess {
+        let state = crate::daemon::build_state(config(data_dir, toml, simulate)).expect("state");
+        Self::start(state).await
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The real binary serving on a loopback port; SIGKILLed when dropped.
+pub struct Spawned {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, from the ready line.
+    pub base: String,
+}
+
+impl Spawned {
+    /// `<bin> serve --simulate --listen 127.0.0.1:0 --data-dir <data_dir>`, `RUST_LOG=warn`,
+    /// stdout piped (for the ready line), stderr discarded. Add flags, environment or another
+    /// stderr before [`Spawned::spawn`].
+    pub fn command(bin: impl AsRef<std::ffi::OsStr>, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "serve",
+            "--simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        cmd
+    }
+
+    /// Start `cmd` (stdout piped) and wait for its ready line.
+    pub fn spawn(cmd: &mut Command) -> Spawned {
+        let mut child = cmd.spawn().expect("start keygate");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout piped"))
+            .read_line(&mut line)
+            .expect("read the ready line");
+        let base = match line.trim().strip_prefix(READY_LINE_PREFIX) {
+            Some(base) => base.to_string(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("unexpected first line: {line:?}");
+            }
+        };
+        Spawned { child, base }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill keygate");
+        self.child.wait().expect("reap keygate");
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
