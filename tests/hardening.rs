@@ -225,3 +225,175 @@ async fn the_root_leads_to_the_kiosk_page_and_the_icon_is_served() {
         "plug status + announcer"
     );
 }
+
+/// The code the simulated SMS inbox received last for `number`.
+async fn last_code(s: &TestServer, number: &str) -> String {
+    for _ in 0..200 {
+        let (_, v) = s.get(&format!("/v1/sim/sms?number={}", enc(number))).await;
+        if let Some(m) = v["messages"].as_array().and_then(|m| m.last()) {
+            return m["code"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no SMS for {number}");
+}
+
+#[tokio::test]
+async fn challenges_and_ceremonies_belong_to_the_token_that_made_them() {
+    let s = TestServer::start_with("[relying_party]\nuser_verification = \"preferred\"\n").await;
+    let other =
+        keygate::auth::create_token(&s.state.store, keygate::auth::Role::Kiosk, Some("kiosk 2"))
+            .unwrap();
+    let (a, b) = (Some(s.kiosk.as_str()), Some(other.as_str()));
+    // Kiosk A adds a phone for r1: its registration challenge is A's.
+    let (st, v) = s
+        .req(
+            Method::POST,
+            "/v1/users/r1/phones",
+            a,
+            Some(json!({ "number": "+32470000001" })),
+        )
+        .await;
+    assert!(st.is_success(), "{st} {v}");
+    let ch = v["challenge"]["id"].as_str().unwrap().to_string();
+    let right = last_code(&s, "+32470000001").await;
+    // Kiosk B knows the id and even the right code: it finds nothing and changes nothing.
+    let path = format!("/v1/sms/challenges/{ch}");
+    for (m, p, body) in [
+        (Method::GET, path.clone(), None),
+        (
+            Method::POST,
+            format!("{path}/verify"),
+            Some(json!({ "code": right })),
+        ),
+        (
+            Method::POST,
+            format!("{path}/verify"),
+            Some(json!({ "code": "000000" })),
+        ),
+        (Method::POST, format!("{path}/resend"), None),
+        (Method::DELETE, path.clone(), None),
+    ] {
+        let (st, v) = s.req(m.clone(), &p, b, body).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{m} {p}: {v}");
+        assert_eq!(code(&v), "not_found");
+    }
+    let (st, v) = s.req(Method::GET, &path, a, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "pending", "untouched: {v}");
+    assert_eq!(v["attempts_left"], json!(5), "no attempt burnt: {v}");
+    let (st, _) = s.get(&path).await;
+    assert_eq!(st, StatusCode::OK, "an admin sees all");
+    let (st, v) = s
+        .req(
+            Method::POST,
+            &format!("{path}/verify"),
+            a,
+            Some(json!({ "code": right })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "the owner verifies: {v}");
+
+    // A ceremony kiosk A started on a key nobody touches.
+    let key = s.sim_key().await;
+    s.configure_key(&key, json!({ "touch": "never" })).await;
+    let (st, v) = s
+        .req(
+            Method::POST,
+            "/v1/enrollments",
+            a,
+            Some(json!({ "user": "r1", "display_name": "R One", "timeout_ms": 60000 })),
+        )
+        .await;
+    assert!(st.is_success(), "{st} {v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/enrollments/{id}");
+    for (m, p, body) in [
+        (Method::GET, path.clone(), None),
+        (Method::GET, format!("{path}/events"), None),
+        (
+            Method::POST,
+            format!("{path}/pin"),
+            Some(json!({ "pin": "1234" })),
+        ),
+        (Method::DELETE, path.clone(), None),
+        (Method::GET, format!("/v1/assertions/{id}"), None),
+    ] {
+        let (st, v) = s.req(m.clone(), &p, b, body).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{m} {p}: {v}");
+    }
+    let (st, v) = s.req(Method::GET, &path, a, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        v["state"] == "pending" || v["state"] == "waiting_touch",
+        "not cancelled by B: {v}"
+    );
+    let (st, _) = s.get(&path).await;
+    assert_eq!(st, StatusCode::OK, "an admin sees all");
+    let (st, v) = s.req(Method::DELETE, &path, a, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_scoped_per_token_and_bound_to_its_request() {
+    let s = TestServer::start().await;
+    let other =
+        keygate::auth::create_token(&s.state.store, keygate::auth::Role::Kiosk, Some("kiosk 2"))
+            .unwrap();
+    for (user, number) in [("r1", "+32470000011"), ("r2", "+32470000012")] {
+        let (st, v) = s
+            .post(
+                &format!("/v1/users/{user}/phones"),
+                json!({ "number": number }),
+            )
+            .await;
+        assert!(st.is_success(), "{v}");
+        let id = v["challenge"]["id"].as_str().unwrap().to_string();
+        let c = last_code(&s, number).await;
+        let (st, v) = s
+            .post(
+                &format!("/v1/sms/challenges/{id}/verify"),
+                json!({ "code": c }),
+            )
+            .await;
+        assert!(st.is_success(), "{v}");
+    }
+    let number = |user: &str| {
+        if user == "r1" {
+            "+32470000011"
+        } else {
+            "+32470000012"
+        }
+    };
+    let send = |token: String, user: &'static str| {
+        let client = s.client.clone();
+        let url = format!("{}/v1/sms/challenges", s.base);
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .header("idempotency-key", "req-1")
+                .json(&json!({ "user": user, "number": number(user) }))
+                .send()
+                .await
+                .unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, first) = send(s.kiosk.clone(), "r1").await;
+    assert_eq!(st, StatusCode::CREATED, "{first}");
+    let (st, again) = send(s.kiosk.clone(), "r1").await;
+    assert_eq!(st, StatusCode::OK, "a replay");
+    assert_eq!(again["id"], first["id"]);
+    let (st, v) = send(s.kiosk.clone(), "r2").await;
+    assert_eq!(st, StatusCode::CONFLICT, "same key, another user: {v}");
+    assert_eq!(code(&v), "idempotency_conflict");
+    let (st, theirs) = send(other.clone(), "r1").await;
+    assert_eq!(
+        st,
+        StatusCode::CREATED,
+        "another token's key is its own: {theirs}"
+    );
+    assert_ne!(theirs["id"], first["id"]);
+}

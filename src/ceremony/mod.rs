@@ -55,6 +55,9 @@ struct Ceremony {
     cancel_notify: Notify,
     actor: Arc<DeviceActor>,
     ended_at: Mutex<Option<Instant>>,
+    /// Who started it (`token:<id>`) and for whom: only they (or an admin) may see it.
+    owner: String,
+    user: Option<String>,
 }
 
 impl Ceremony {
@@ -171,6 +174,7 @@ impl CeremonyService {
                 created_at: now,
                 updated_at: now,
                 expires_at: expires,
+                created_by: Some(who.to_string()),
             },
             &audit,
         )?;
@@ -182,6 +186,8 @@ impl CeremonyService {
             cancel_notify: Notify::new(),
             actor,
             ended_at: Mutex::new(None),
+            owner: who.to_string(),
+            user: user.map(str::to_string),
         });
         self.prune();
         self.live().insert(id.to_string(), c.clone());
@@ -277,6 +283,26 @@ impl CeremonyService {
             .get(id)
             .filter(|c| c.view.borrow().kind == kind)
             .cloned()
+    }
+
+    /// Who started ceremony `id` (None for stored rows older than that record) and for
+    /// which user; `NotFound` for an unknown id or another kind.
+    pub fn owner(
+        &self,
+        id: &str,
+        kind: Kind,
+    ) -> Result<(Option<String>, Option<String>), CeremonyError> {
+        if let Some(c) = self.find(id, kind) {
+            return Ok((Some(c.owner.clone()), c.user.clone()));
+        }
+        let rec = self
+            .store
+            .get_ceremony(id)?
+            .ok_or(CeremonyError::NotFound)?;
+        if rec.kind != kind.as_str() {
+            return Err(CeremonyError::NotFound);
+        }
+        Ok((rec.created_by, rec.user))
     }
 
     /// The current view; falls back to the stored record for ceremonies no longer in memory

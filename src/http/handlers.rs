@@ -16,8 +16,9 @@ use serde_json::json;
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::kiosk::PageSession;
 use super::server::EventStreams;
-use super::SharedState;
+use super::{access, SharedState};
 use crate::auth::Caller;
 use crate::ceremony::{
     client::unb64, credential_json, validate_user_name, AssertionRequest, CeremonyView,
@@ -159,31 +160,43 @@ async fn get_ceremony(
 
 pub async fn get_enrollment(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Enrollment)?;
     get_ceremony(st, id, q, Kind::Enrollment).await
 }
 
 pub async fn get_assertion(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Assertion)?;
     get_ceremony(st, id, q, Kind::Assertion).await
 }
 
 pub async fn cancel_enrollment(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Enrollment)?;
     cancel(st, id, Kind::Enrollment).await
 }
 
 pub async fn cancel_assertion(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Assertion)?;
     cancel(st, id, Kind::Assertion).await
 }
 
@@ -208,19 +221,25 @@ pub struct CeremonyPin {
 
 pub async fn enrollment_pin(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<CeremonyPin>,
 ) -> ApiResult<Response> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Enrollment)?;
     ceremony_pin(st, id, q, body, Kind::Enrollment).await
 }
 
 pub async fn assertion_pin(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<CeremonyPin>,
 ) -> ApiResult<Response> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Assertion)?;
     ceremony_pin(st, id, q, body, Kind::Assertion).await
 }
 
@@ -291,17 +310,23 @@ async fn events(
 
 pub async fn enrollment_events(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     Extension(streams): Extension<Arc<EventStreams>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Enrollment)?;
     events(st, streams, id, Kind::Enrollment).await
 }
 
 pub async fn assertion_events(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     Extension(streams): Extension<Arc<EventStreams>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
+    access::ceremony(&st, &caller, &session, &id, Kind::Assertion)?;
     events(st, streams, id, Kind::Assertion).await
 }
 

@@ -2,6 +2,7 @@
 //! in-process or over a real socket. Layers, outermost first: Host check (DNS rebinding),
 //! Origin check (cross-origin browsers), body limit, bearer-token auth per route group.
 
+mod access;
 pub mod error;
 pub(crate) mod extract;
 mod handlers;

@@ -8,12 +8,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
+use super::kiosk::PageSession;
 use super::SharedState;
 use crate::auth::{Caller, Role};
 use crate::sms::providers;
@@ -135,16 +136,21 @@ async fn create_challenge(
 
 async fn get_challenge(
     State(st): State<SharedState>,
+    caller: Caller,
+    session: Option<Extension<PageSession>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    super::access::challenge(service(&st)?, &caller, &session, &id)?;
     Ok(Json(json!(service(&st)?.get_challenge(&id)?)))
 }
 
 async fn cancel_challenge(
     State(st): State<SharedState>,
     caller: Caller,
+    session: Option<Extension<PageSession>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    super::access::challenge(service(&st)?, &caller, &session, &id)?;
     Ok(Json(json!(
         service(&st)?.cancel(&id, &caller.actor()).await?
     )))
@@ -159,9 +165,11 @@ struct VerifyBody {
 async fn verify(
     State(st): State<SharedState>,
     caller: Caller,
+    session: Option<Extension<PageSession>>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> ApiResult<Json<Value>> {
+    super::access::challenge(service(&st)?, &caller, &session, &id)?;
     let view = service(&st)?
         .verify(&id, &body.code, &caller.actor())
         .await?;
@@ -171,8 +179,10 @@ async fn verify(
 async fn resend(
     State(st): State<SharedState>,
     caller: Caller,
+    session: Option<Extension<PageSession>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    super::access::challenge(service(&st)?, &caller, &session, &id)?;
     Ok(Json(json!(
         service(&st)?.resend(&id, &caller.actor()).await?
     )))

@@ -199,9 +199,13 @@ impl SmsService {
             (None, None) => return Err(SmsError::NotFound),
         };
         let locale = req.locale.unwrap_or_default();
-        let idempotency = idempotency_key.map(|k| (k, request_hash(&req.user, &phone.id, locale)));
+        // An Idempotency-Key is the caller's own: scoped by who sent it, bound to the request.
+        let scoped_key = idempotency_key.map(|k| format!("{actor}\u{1f}{k}"));
+        let idempotency = scoped_key
+            .as_deref()
+            .map(|k| (k, request_hash(&req.user, &phone.id, locale)));
         if let Some((k, hash)) = &idempotency {
-            if let Some(existing) = tx.sms_challenge_by_idempotency_key(&req.user, k)? {
+            if let Some(existing) = tx.sms_challenge_by_idempotency_key(k)? {
                 // A replay answers the first challenge; the same key with another request is
                 // a client bug. Rows stored before hashes were kept match any request.
                 if existing
@@ -274,6 +278,7 @@ impl SmsService {
             delivery_status: "queued".into(),
             idempotency_key,
             idempotency_hash,
+            created_by: Some(actor.to_string()),
         };
         let audit = NewAudit::new("sms.challenge_created", actor)
             .user(user)
@@ -306,6 +311,12 @@ impl SmsService {
             "SMS challenge created"
         );
         self.view(&p.ch)
+    }
+
+    /// Who made challenge `id` (None for rows older than that record) and for which user.
+    pub fn challenge_owner(&self, id: &str) -> Result<(Option<String>, String), SmsError> {
+        let ch = self.store.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        Ok((ch.created_by, ch.user))
     }
 
     pub fn get_challenge(&self, id: &str) -> Result<ChallengeView, SmsError> {

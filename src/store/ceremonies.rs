@@ -18,6 +18,8 @@ pub struct CeremonyRecord {
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// The caller that started it (`token:<id>`); None on rows from before this was kept.
+    pub created_by: Option<String>,
 }
 
 pub(super) fn set_ceremony_state(
@@ -38,8 +40,8 @@ impl Store {
     pub fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
         self.tx(|c| {
             exec(c,
-                "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     rec.id,
                     rec.kind,
@@ -48,7 +50,8 @@ impl Store {
                     rec.error_code,
                     fmt_time(rec.created_at),
                     fmt_time(rec.updated_at),
-                    fmt_time(rec.expires_at)
+                    fmt_time(rec.expires_at),
+                    rec.created_by
                 ],
             )?;
             insert_audit(c, audit)?;
@@ -77,7 +80,7 @@ impl Store {
     pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>> {
         let c = self.conn();
         row(&c,
-            "SELECT id, kind, user_name, state, error_code, created_at, updated_at, expires_at FROM ceremonies WHERE id = ?1",
+            "SELECT id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by FROM ceremonies WHERE id = ?1",
             params![id],
             |r| {
                 Ok((
@@ -89,6 +92,7 @@ impl Store {
                     r.get::<_, String>(5)?,
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             },
         )
@@ -103,6 +107,7 @@ impl Store {
                 created_at: parse_time(&t.5)?,
                 updated_at: parse_time(&t.6)?,
                 expires_at: parse_time(&t.7)?,
+                created_by: t.8,
             })
         })
         .transpose()

@@ -167,6 +167,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX sms_challenges_user;
     "#,
+    // 7: who made a ceremony or a challenge (`token:<id>`): only that caller (or an admin) may
+    // read, verify, resend, cancel or follow it. Idempotency-Keys are scoped per caller: the
+    // stored key is `<created_by> U+001F <key>`, unique on its own; older rows (scoped per
+    // user) keep theirs under a `legacy` prefix so no two collide.
+    r#"
+    ALTER TABLE ceremonies ADD COLUMN created_by TEXT;
+    ALTER TABLE sms_challenges ADD COLUMN created_by TEXT;
+    UPDATE sms_challenges SET idempotency_key = 'legacy' || char(31) || user_name || char(31) || idempotency_key
+        WHERE idempotency_key IS NOT NULL;
+    CREATE UNIQUE INDEX sms_challenges_idempotency ON sms_challenges (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

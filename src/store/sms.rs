@@ -50,6 +50,8 @@ pub struct SmsChallengeRecord {
     pub idempotency_key: Option<String>,
     /// SHA-256 of the normalised request `idempotency_key` was first used with.
     pub idempotency_hash: Option<Vec<u8>>,
+    /// The caller that made it (`token:<id>`); None on rows from before this was kept.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -69,7 +71,7 @@ pub struct SendLog {
 const CH_COLS: &str =
     "id, user_name, phone_id, e164, purpose, locale, code_mac, code_enc, created_at, \
     expires_at, attempts, resends, last_sent_at, state, delivery_status, idempotency_key, \
-    idempotency_hash";
+    idempotency_hash, created_by";
 
 fn challenge_row(r: &Row<'_>) -> rusqlite::Result<SmsChallengeRecord> {
     Ok(SmsChallengeRecord {
@@ -90,6 +92,7 @@ fn challenge_row(r: &Row<'_>) -> rusqlite::Result<SmsChallengeRecord> {
         delivery_status: r.get(14)?,
         idempotency_key: r.get(15)?,
         idempotency_hash: r.get(16)?,
+        created_by: r.get(17)?,
     })
 }
 
@@ -146,7 +149,7 @@ fn insert_challenge(c: &Connection, ch: &SmsChallengeRecord) -> Result<()> {
         c,
         &format!(
             "INSERT INTO sms_challenges ({CH_COLS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
         ),
         params![
             ch.id,
@@ -165,7 +168,8 @@ fn insert_challenge(c: &Connection, ch: &SmsChallengeRecord) -> Result<()> {
             ch.state,
             ch.delivery_status,
             ch.idempotency_key,
-            ch.idempotency_hash
+            ch.idempotency_hash,
+            ch.created_by
         ],
     )?;
     Ok(())
@@ -323,15 +327,16 @@ impl Tx<'_> {
         .optional()?)
     }
 
+    /// The challenge stored under a (caller-scoped) Idempotency-Key.
     pub fn sms_challenge_by_idempotency_key(
         &self,
-        user: &str,
         key: &str,
     ) -> Result<Option<SmsChallengeRecord>> {
         let c = self.0;
-        Ok(row(c,
-            &format!("SELECT {CH_COLS} FROM sms_challenges WHERE user_name = ?1 AND idempotency_key = ?2"),
-            params![user, key],
+        Ok(row(
+            c,
+            &format!("SELECT {CH_COLS} FROM sms_challenges WHERE idempotency_key = ?1"),
+            params![key],
             challenge_row,
         )
         .optional()?)

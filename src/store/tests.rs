@@ -38,6 +38,7 @@ fn ceremony(s: &Store, id: &str) {
             created_at: t,
             updated_at: t,
             expires_at: t,
+            created_by: Some("token:test".into()),
         },
         &NewAudit::new("ceremony.started", "test"),
     )
