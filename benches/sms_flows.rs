@@ -242,7 +242,7 @@ async fn run(flows: usize, levels: &[usize]) {
         let total = started.elapsed();
         let n = create.len();
         println!(
-            "{clients:>2} clients: {n} flows in {:.2} s = {:.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms",
+            "{clients:>2} clients: {n} flows in {:.2} s = {:.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms | WAL {:.1} MiB (bound 16 MiB)",
             total.as_secs_f64(),
             n as f64 / total.as_secs_f64(),
             pct(&mut create, 0.5),
@@ -251,6 +251,7 @@ async fn run(flows: usize, levels: &[usize]) {
             pct(&mut deliver, 0.99),
             pct(&mut verify, 0.5),
             pct(&mut verify, 0.99),
+            server.state.store.wal_bytes() as f64 / (1024.0 * 1024.0),
         );
     }
 }

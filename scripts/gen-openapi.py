@@ -46,7 +46,7 @@ paths = {
                           "delete": op("Cancel", "kiosk", params=["id"])},
  "/v1/assertions/{id}/events": {"get": op("Server-Sent Events of the ceremony", "kiosk", params=["id"], sse=True)},
  "/v1/assertions/{id}/pin": {"post": op("Answer needs_pin", "kiosk", pin, ["id"], WAIT)},
- "/v1/users": {"get": op("All users", "admin")},
+ "/v1/users": {"get": op("Users by name, one page at a time; `next` is the following page's cursor (null on the last)", "admin", query=[("after", "cursor: the `next` of the previous page"), ("limit", "1-1000, default 100")])},
  "/v1/users/{user}": {"get": op("A user and their active credentials", "admin", params=["user"]),
                       "delete": op("Service-desk reset: revoke all keys, remove phones; returns a receipt", "admin", params=["user"])},
  "/v1/users/{user}/credentials": {"get": op("A user's credentials", "admin", params=["user"], query=[("include_revoked", "true to include revoked")])},

@@ -152,7 +152,8 @@ async fn sse_streams_progress_events() {
     let resp = s
         .client
         .get(format!("{}/v1/enrollments/{id}/events", s.base))
-        .bearer_auth(&s.kiosk)
+        // The token that started the ceremony (another token's stream is a 404 now).
+        .bearer_auth(&s.admin)
         .send()
         .await
         .unwrap();

@@ -397,3 +397,43 @@ async fn an_idempotency_key_is_scoped_per_token_and_bound_to_its_request() {
     );
     assert_ne!(theirs["id"], first["id"]);
 }
+
+#[tokio::test]
+async fn users_come_a_page_at_a_time() {
+    let s = TestServer::start().await;
+    for i in 0..5 {
+        let (st, v) = s
+            .post(
+                &format!("/v1/users/u{i}/phones"),
+                json!({ "number": format!("+3247000010{i}") }),
+            )
+            .await;
+        assert!(st.is_success(), "{v}");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/users?limit=2&after={a}"),
+            None => "/v1/users?limit=2".to_string(),
+        };
+        let (st, v) = s.get(&path).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let page = v["users"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|u| u["name"].as_str().unwrap().to_string()));
+        match v["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["u0", "u1", "u2", "u3", "u4"]);
+    for bad in [
+        "/v1/users?limit=0",
+        "/v1/users?limit=1001",
+        "/v1/users?after=..",
+    ] {
+        let (st, v) = s.get(bad).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+}

@@ -342,9 +342,32 @@ fn cred_id(id: &str) -> ApiResult<Vec<u8>> {
         .ok_or_else(|| ApiError::invalid("credential id must be base64url"))
 }
 
-pub async fn list_users(State(st): State<SharedState>) -> ApiResult<Json<serde_json::Value>> {
-    let users = st.store.list_users()?;
-    Ok(Json(json!({ "users": users })))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// Users by name, a page at a time: `limit` (1-1000, default 100) after the cursor `after`;
+/// `next` is the cursor of the following page, null on the last.
+pub async fn list_users(
+    State(st): State<SharedState>,
+    ApiQuery(q): ApiQuery<UsersQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if let Some(a) = &q.after {
+        check_user(a)?;
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid("`limit` must be 1-1000"));
+    }
+    let (users, next) = st
+        .store
+        .list_users_page(q.after.as_deref(), limit as usize)?;
+    Ok(Json(json!({ "users": users, "next": next })))
 }
 
 pub async fn get_user(
