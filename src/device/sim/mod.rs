@@ -4,237 +4,34 @@
 //! configure touch/PIN/counter behaviour. Keys persist in `<data_dir>/sim/keys/<n>.json` like a
 //! real key's flash; the packed-attestation test CA lives in `<data_dir>/sim/`.
 
+//!
+//! Files: `options` (the scripting surface: touch, key options, status), `transport` (one key
+//! and its CTAP transport), `attestation` (the test CA), `core` (the authenticator itself).
+
+mod attestation;
 pub mod core;
+mod options;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use self::attestation::load_or_create_attestation;
 pub use self::core::{
     AlwaysPresent, Attestation, AttestationMode, CounterMode, KeyState, SoftKey, UserPresence,
     SIM_AAGUID, SIM_MODEL,
 };
+pub use self::options::{SimKeyOptions, SimKeyStatus, Touch};
+use self::transport::{SimKey, SimTransport};
 use super::capture::CaptureSink;
-use super::ctap2::{Ctap2Authenticator, CtapTransport};
-use super::{Authenticator, CtapStatus, DeviceError, DeviceSource, OpContext, Progress};
+use super::ctap2::Ctap2Authenticator;
+use super::{Authenticator, DeviceError, DeviceSource};
 use crate::base::sync::lock;
-
-/// How the simulated user touches the key.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Touch {
-    /// Touch after this many milliseconds.
-    AutoAfterMs(u64),
-    /// Nobody touches it: the operation runs into its deadline.
-    Never,
-    /// The user declines (a key with a "deny" gesture; CTAP2_ERR_OPERATION_DENIED).
-    Deny,
-}
-
-impl Default for Touch {
-    fn default() -> Self {
-        Touch::AutoAfterMs(100)
-    }
-}
-
-/// Options for a new key (`POST /v1/sim/keys`) and changes to one (`PATCH`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimKeyOptions {
-    pub touch: Option<Touch>,
-    pub counter: Option<CounterMode>,
-    /// A PIN to set directly (null clears it), bypassing ClientPIN.
-    #[serde(default, deserialize_with = "double_option")]
-    pub pin: Option<Option<String>>,
-    pub pin_retries: Option<u32>,
-    pub resident_slots: Option<u32>,
-    /// `ca` (default) or `self`.
-    pub attestation: Option<AttestationMode>,
-    /// False: a touch-only key without ClientPIN (no PIN can be set, no UV).
-    pub pin_supported: Option<bool>,
-}
-
-fn double_option<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::<String>::deserialize(d)?))
-}
-
-/// What `/v1/sim/keys` shows about a key.
-#[derive(Debug, Clone, Serialize)]
-pub struct SimKeyStatus {
-    pub id: String,
-    pub plugged: bool,
-    pub aaguid: uuid::Uuid,
-    pub model: &'static str,
-    pub touch: Touch,
-    pub counter: CounterMode,
-    pub sign_counter: u32,
-    pub pin_set: bool,
-    pub pin_retries: u32,
-    pub discoverable_credentials: usize,
-    pub resident_slots: u32,
-    pub attestation: AttestationMode,
-    pub pin_supported: bool,
-    pub cloned_from: Option<String>,
-}
-
-struct SimKey {
-    index: u32,
-    id: String,
-    soft: Mutex<SoftKey>,
-    touch: Mutex<Touch>,
-    plugged: AtomicBool,
-    /// Bumped on every unplug, so an operation that began before it notices.
-    plug_generation: AtomicU64,
-    cancel_requested: AtomicBool,
-    /// Total time spent inside this key's requests, in nanoseconds: see [`SimBench::time_in_keys`].
-    busy_nanos: AtomicU64,
-    cloned_from: Option<String>,
-    /// Last known status, readable while an operation holds the key.
-    snapshot: Mutex<SimKeyStatus>,
-    file: PathBuf,
-}
-
-impl SimKey {
-    fn status_of(&self, soft: &SoftKey) -> SimKeyStatus {
-        SimKeyStatus {
-            id: self.id.clone(),
-            plugged: self.plugged.load(Ordering::SeqCst),
-            aaguid: SIM_AAGUID,
-            model: SIM_MODEL,
-            touch: *lock(&self.touch),
-            counter: soft.state.counter_mode,
-            sign_counter: soft.state.sign_counter,
-            pin_set: soft.pin_set(),
-            pin_retries: soft.state.pin_retries,
-            discoverable_credentials: soft.state.resident.len(),
-            resident_slots: soft.state.resident_slots,
-            attestation: soft.state.attestation,
-            pin_supported: soft.state.pin_supported,
-            cloned_from: self.cloned_from.clone(),
-        }
-    }
-
-    fn refresh_snapshot(&self, soft: &SoftKey) {
-        *lock(&self.snapshot) = self.status_of(soft);
-    }
-
-    fn status(&self) -> SimKeyStatus {
-        let mut s = match self.soft.try_lock() {
-            Ok(soft) => self.status_of(&soft),
-            Err(_) => lock(&self.snapshot).clone(),
-        };
-        s.plugged = self.plugged.load(Ordering::SeqCst);
-        s.touch = *lock(&self.touch);
-        s
-    }
-}
-
-/// The simulated user at the key during one request.
-struct SimPresence<'a> {
-    key: &'a SimKey,
-    ctx: &'a OpContext,
-    generation: u64,
-}
-
-impl SimPresence<'_> {
-    fn interrupted(&self) -> Option<CtapStatus> {
-        if self.key.plug_generation.load(Ordering::SeqCst) != self.generation
-            || !self.key.plugged.load(Ordering::SeqCst)
-        {
-            // The transport reports the unplug as `Removed` once the core returns.
-            return Some(CtapStatus::KeepaliveCancel);
-        }
-        if self.ctx.is_cancelled() || self.key.cancel_requested.load(Ordering::SeqCst) {
-            return Some(CtapStatus::KeepaliveCancel);
-        }
-        if self.ctx.expired() {
-            return Some(CtapStatus::UserActionTimeout);
-        }
-        None
-    }
-}
-
-impl UserPresence for SimPresence<'_> {
-    fn wait(&mut self) -> Result<(), CtapStatus> {
-        let started = Instant::now();
-        loop {
-            if let Some(s) = self.interrupted() {
-                return Err(s);
-            }
-            match *lock(&self.key.touch) {
-                Touch::Deny => return Err(CtapStatus::OperationDenied),
-                Touch::AutoAfterMs(ms) if started.elapsed() >= Duration::from_millis(ms) => {
-                    self.ctx.emit(Progress::Processing);
-                    return Ok(());
-                }
-                _ => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    }
-}
-
-/// The transport of one simulated key: requests go straight into its core.
-struct SimTransport {
-    key: Arc<SimKey>,
-    /// Shared with the bench: when set, every request/response is recorded.
-    capture: Arc<Mutex<Option<Arc<CaptureSink>>>>,
-}
-
-impl SimTransport {
-    fn transact_timed(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
-        let key = &self.key;
-        if !key.plugged.load(Ordering::SeqCst) {
-            return Err(DeviceError::Removed);
-        }
-        let generation = key.plug_generation.load(Ordering::SeqCst);
-        key.cancel_requested.store(false, Ordering::SeqCst);
-        let mut soft = lock(&key.soft);
-        let mut presence = SimPresence {
-            key,
-            ctx,
-            generation,
-        };
-        let response = soft.process(request, &mut presence);
-        key.refresh_snapshot(&soft);
-        if key.plug_generation.load(Ordering::SeqCst) != generation {
-            return Err(DeviceError::Removed);
-        }
-        if let Some(sink) = lock(&self.capture).as_ref() {
-            sink.record(&key.id, request, &response);
-        }
-        Ok(response)
-    }
-}
-
-impl CtapTransport for SimTransport {
-    fn transact(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError> {
-        let started = Instant::now();
-        let result = self.transact_timed(request, ctx);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.key.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
-        result
-    }
-
-    fn cancel(&self) {
-        self.key.cancel_requested.store(true, Ordering::SeqCst);
-    }
-
-    fn product(&self) -> String {
-        SIM_MODEL.to_string()
-    }
-
-    fn kind(&self) -> &'static str {
-        "sim"
-    }
-}
 
 struct Plugged {
     key: Arc<SimKey>,
@@ -532,149 +329,6 @@ pub fn standalone_key(data_dir: &Path, seed: Option<u64>) -> Result<SoftKey, Dev
         bench.attestation.clone(),
         Some(first.file.clone()),
     ))
-}
-
-#[derive(Serialize, Deserialize)]
-struct AttestationFile {
-    ca_pem: String,
-    cert_der_hex: String,
-    key_pem: String,
-}
-
-fn load_or_create_attestation(
-    dir: &Path,
-    seed: Option<u64>,
-) -> Result<(Arc<Attestation>, String), DeviceError> {
-    let path = dir.join("attestation.json");
-    let stored = match std::fs::read(&path) {
-        Ok(bytes) => Some(
-            serde_json::from_slice::<AttestationFile>(&bytes)
-                .map_err(|e| DeviceError::Io(format!("{}: {e}", path.display())))?,
-        )
-        .filter(|f| {
-            let der = hex::decode(&f.cert_der_hex).unwrap_or_default();
-            !has_non_der_basic_constraints(&der)
-        })
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)),
-        Err(e) => Err(e),
-    };
-    let file: AttestationFile = match stored {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f = create_attestation(seed)?;
-            core::write_atomically(&path, &serde_json::to_vec_pretty(&f).map_err(io)?)
-                .map_err(io)?;
-            core::write_atomically(&dir.join("attestation-ca.pem"), f.ca_pem.as_bytes())
-                .map_err(io)?;
-            f
-        }
-        Err(e) => return Err(io(e)),
-    };
-    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&file.key_pem).map_err(io)?;
-    let cert_der = hex::decode(&file.cert_der_hex).map_err(io)?;
-    Ok((Arc::new(Attestation { cert_der, key }), file.ca_pem))
-}
-
-/// A test CA and a packed-attestation certificate under it (WebAuthn §8.2.1 requirements:
-/// X.509 v3, subject C/O/OU="Authenticator Attestation"/CN, CA=false, id-fido-gen-ce-aaguid).
-/// basicConstraints' value for an end entity in DER: `SEQUENCE {}` (cA's DEFAULT FALSE omitted).
-const EMPTY_BASIC_CONSTRAINTS: [u8; 2] = [0x30, 0x00];
-
-/// An attestation certificate made by keygate before 0.x wrote basicConstraints as
-/// `SEQUENCE { BOOLEAN FALSE }` (not DER); such a file is made anew.
-fn has_non_der_basic_constraints(cert_der: &[u8]) -> bool {
-    const EXPLICIT_FALSE: [u8; 5] = [0x30, 0x03, 0x01, 0x01, 0x00];
-    const OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x13];
-    cert_der.windows(OID.len()).enumerate().any(|(i, w)| {
-        w == OID
-            && cert_der[i + OID.len()..]
-                .windows(EXPLICIT_FALSE.len())
-                .take(6)
-                .any(|v| v == EXPLICIT_FALSE)
-    })
-}
-
-fn create_attestation(seed: Option<u64>) -> Result<AttestationFile, DeviceError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa,
-        KeyPair, KeyUsagePurpose, SerialNumber,
-    };
-    let rc = |e: rcgen::Error| DeviceError::Io(format!("creating the attestation CA: {e}"));
-    let att_secret = match seed {
-        Some(s) => {
-            let mut h: [u8; 32] = Sha256::new()
-                .chain_update(b"keygate-sim-attestation")
-                .chain_update(s.to_be_bytes())
-                .finalize()
-                .into();
-            loop {
-                if let Ok(k) = p256::SecretKey::from_slice(&h) {
-                    break k;
-                }
-                h = Sha256::digest(h).into();
-            }
-        }
-        None => p256::SecretKey::random(&mut rand::rngs::OsRng),
-    };
-    let key_pem = att_secret
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(io)?
-        .to_string();
-
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(rc)?;
-    let mut ca = CertificateParams::default();
-    ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    ca.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    ca.serial_number = Some(SerialNumber::from(vec![1]));
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "BE");
-    dn.push(DnType::OrganizationName, "keygate");
-    dn.push(
-        DnType::CommonName,
-        "keygate simulated key attestation CA (TEST ONLY)",
-    );
-    ca.distinguished_name = dn;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).map_err(rc)?;
-
-    let leaf_key = KeyPair::from_pem(&key_pem).map_err(rc)?;
-    let mut leaf = CertificateParams::default();
-    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    leaf.serial_number = Some(SerialNumber::from(vec![2]));
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "BE");
-    dn.push(DnType::OrganizationName, "keygate");
-    dn.push(DnType::OrganizationalUnitName, "Authenticator Attestation");
-    dn.push(DnType::CommonName, "keygate simulated key");
-    leaf.distinguished_name = dn;
-    // basicConstraints with cA FALSE, as WebAuthn §8.2.1 (packed attestation) requires. DER
-    // (X.690 §11.5) forbids encoding a DEFAULT value, so the extension's value is the empty
-    // SEQUENCE; rcgen's `ExplicitNoCa` writes `cA FALSE`, which strict parsers refuse.
-    leaf.is_ca = IsCa::NoCa;
-    let mut basic_constraints =
-        CustomExtension::from_oid_content(&[2, 5, 29, 19], EMPTY_BASIC_CONSTRAINTS.to_vec());
-    basic_constraints.set_criticality(true);
-    leaf.custom_extensions.push(basic_constraints);
-    leaf.use_authority_key_identifier_extension = true;
-    let mut aaguid_ext = vec![0x04, 0x10];
-    aaguid_ext.extend_from_slice(SIM_AAGUID.as_bytes());
-    leaf.custom_extensions
-        .push(CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4],
-            aaguid_ext,
-        ));
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(rc)?;
-    Ok(AttestationFile {
-        ca_pem: ca_cert.pem(),
-        cert_der_hex: hex::encode(leaf_cert.der()),
-        key_pem,
-    })
 }
 
 #[cfg(test)]

@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::attestation::{
+    create_attestation, has_non_der_basic_constraints, load_or_create_attestation,
+    EMPTY_BASIC_CONSTRAINTS,
+};
 use super::fixtures::{bench, ctx, ga_args, mc_args, open_bench};
 use super::*;
 use crate::device::ctap2::{self, attestation_object, GetInfo};
-use crate::device::Pin;
+use crate::device::{CtapStatus, OpContext, Pin};
 
 #[test]
 fn seeded_keys_are_deterministic() {

@@ -1,0 +1,291 @@
+//! The configuration's sections (`[http]`, `[relying_party]`, `[ceremony]`, `[log]`, `[sms]`
+//! with its providers, `[kiosk]`) and their defaults. Every secret in a section is a
+//! [`Secret`], since `keygate check-config` prints the whole configuration with `Debug`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// User verification demanded of a key during enrollment and verification.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UserVerification {
+    /// PIN or built-in UV always (Entra ID's policy for FIDO2 keys).
+    #[default]
+    Required,
+    /// UV when the key can, touch-only keys accepted.
+    Preferred,
+}
+
+/// Connection limits of the HTTP listener (any local process can open sockets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Open connections at most; 0 derives it from the descriptor limit (RLIMIT_NOFILE, raised
+    /// to its hard limit at start): that limit minus a reserve for the database, keys and
+    /// providers. A client beyond it is answered `503` at once and closed.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head, and that a kept-alive connection may
+    /// wait idle for its next request (one timer in the HTTP/1 server).
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between two reads (a Content-Length larger than the
+    /// body sent no longer waits forever).
+    pub body_timeout_secs: u64,
+    /// Live event streams (`/v1/*/{id}/events`) at most, in all and per ceremony.
+    pub max_event_streams: usize,
+    pub max_event_streams_per_ceremony: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 0,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_event_streams: 64,
+            max_event_streams_per_ceremony: 4,
+        }
+    }
+}
+
+/// The kiosk page keygate serves at `/kiosk/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KioskConfig {
+    /// The page resets itself after this many seconds without input.
+    pub inactivity_secs: u64,
+    /// How long the page lets a student touch the key.
+    pub touch_timeout_secs: u64,
+    /// One-time kiosk URLs (`keygate kiosk-url`) are valid this long.
+    pub session_code_ttl_secs: u64,
+    /// HMAC key of the signed user handoff from the upstream sign-in. Empty: a key generated
+    /// in `<data_dir>/kiosk-handoff.key` (share it with the sign-in service).
+    pub handoff_secret: Secret,
+    /// Alternatively, a header a reverse proxy on this machine sets to the signed-in user
+    /// (e.g. `X-Remote-User`); honoured only on connections from loopback.
+    pub trusted_user_header: Option<String>,
+}
+
+impl Default for KioskConfig {
+    fn default() -> Self {
+        KioskConfig {
+            inactivity_secs: 60,
+            touch_timeout_secs: 30,
+            session_code_ttl_secs: 600,
+            handoff_secret: Secret::default(),
+            trusted_user_header: None,
+        }
+    }
+}
+
+/// The SMS factor: code policy, anti-fraud budgets and providers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// Code lifetime in seconds.
+    pub code_ttl_secs: u64,
+    /// Wrong codes allowed per challenge before it dies (`challenge_failed`).
+    pub max_attempts: u32,
+    /// Failed verifications in a row that lock a user's SMS verification...
+    pub lockout_failures: u32,
+    /// ...for this long (seconds).
+    pub lockout_secs: u64,
+    pub resend_cooldown_secs: u64,
+    pub max_resends: u32,
+    /// At most this many sends to one number per window.
+    pub per_number_limit: u32,
+    pub per_number_window_secs: u64,
+    /// SMS-pumping guards: sends per hour, in all and per country calling code.
+    pub global_hourly_budget: u32,
+    pub country_hourly_budget: u32,
+    pub default_region: String,
+    /// ISO 3166 alpha-2 countries whose numbers are accepted.
+    pub allowed_countries: Vec<String>,
+    /// Adds the WebOTP line `@<domain> #<code>` to every message.
+    pub webotp_domain: Option<String>,
+    /// Failover order, e.g. `["twilio", "vonage"]`. Empty: `console` under `--simulate`.
+    pub providers: Vec<String>,
+    /// Allow the console provider without `--simulate` (development only).
+    pub allow_console: bool,
+    pub request_timeout_ms: u64,
+    /// Retries per provider on transient errors (5xx, timeouts, 429), with backoff and jitter.
+    pub max_retries: u32,
+    /// First backoff step in milliseconds (doubles per retry, plus up to as much jitter).
+    pub retry_base_ms: u64,
+    /// Consecutive failures that open a provider's circuit, and how long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_secs: u64,
+    pub twilio: TwilioConfig,
+    pub vonage: VonageConfig,
+    pub webhook: WebhookConfig,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            code_ttl_secs: 300,
+            max_attempts: 5,
+            lockout_failures: 5,
+            lockout_secs: 16 * 60,
+            resend_cooldown_secs: 30,
+            max_resends: 3,
+            per_number_limit: 5,
+            per_number_window_secs: 600,
+            global_hourly_budget: 1000,
+            country_hourly_budget: 500,
+            default_region: "BE".into(),
+            allowed_countries: ["BE", "NL", "LU", "FR", "DE"].map(String::from).to_vec(),
+            webotp_domain: None,
+            providers: Vec::new(),
+            allow_console: false,
+            request_timeout_ms: 5000,
+            max_retries: 2,
+            retry_base_ms: 250,
+            breaker_failures: 3,
+            breaker_cooldown_secs: 30,
+            twilio: TwilioConfig::default(),
+            vonage: VonageConfig::default(),
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    /// Either a MessagingServiceSid or a From number.
+    pub messaging_service_sid: Option<String>,
+    pub from: Option<String>,
+    /// Public URL Twilio posts delivery status to (`.../v1/sms/callbacks/twilio`); also the
+    /// URL its signatures are computed over.
+    pub status_callback_url: Option<String>,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        TwilioConfig {
+            base_url: "https://api.twilio.com".into(),
+            account_sid: String::new(),
+            auth_token: Secret::default(),
+            messaging_service_sid: None,
+            from: None,
+            status_callback_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VonageConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub from: String,
+    /// The account's signature secret (dashboard: signing method "SHA-256 HMAC"): delivery
+    /// receipts at `/v1/sms/callbacks/vonage` must carry a valid `sig`; empty refuses them.
+    pub signature_secret: Secret,
+}
+
+impl Default for VonageConfig {
+    fn default() -> Self {
+        VonageConfig {
+            base_url: "https://rest.nexmo.com".into(),
+            api_key: String::new(),
+            api_secret: Secret::default(),
+            from: "Odisee".into(),
+            signature_secret: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// HMAC-SHA256 key for the `X-Keygate-Signature` header (and for callbacks).
+    pub secret: Secret,
+    /// JSON body; `{{to}}`, `{{text}}` and `{{id}}` are replaced (JSON-escaped).
+    pub body_template: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            secret: Secret::default(),
+            body_template: r#"{"to": "{{to}}", "text": "{{text}}", "id": "{{id}}"}"#.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelyingPartyConfig {
+    /// WebAuthn RP ID (a registrable domain).
+    pub id: String,
+    pub name: String,
+    /// Origin written into clientDataJSON and checked by the RP.
+    pub origin: String,
+    pub user_verification: UserVerification,
+    /// PEM files with attestation root CAs to trust (e.g. vendor roots from FIDO MDS).
+    pub attestation_ca_files: Vec<PathBuf>,
+    /// Reject keys whose attestation does not chain to a trusted CA.
+    pub require_trusted_attestation: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CeremonyConfig {
+    /// Default time a student gets to touch the key / type the PIN.
+    pub default_timeout_ms: u64,
+    /// Upper bound for a client-requested `timeout_ms`.
+    pub max_timeout_ms: u64,
+    /// How long a finished ceremony stays readable.
+    pub retention_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing EnvFilter directive, e.g. `info` or `keygate=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for RelyingPartyConfig {
+    fn default() -> Self {
+        RelyingPartyConfig {
+            id: "keygate.local".into(),
+            name: "keygate".into(),
+            origin: "https://keygate.local".into(),
+            user_verification: UserVerification::Required,
+            attestation_ca_files: Vec::new(),
+            require_trusted_attestation: false,
+        }
+    }
+}
+
+impl Default for CeremonyConfig {
+    fn default() -> Self {
+        CeremonyConfig {
+            default_timeout_ms: 30_000,
+            max_timeout_ms: 120_000,
+            retention_secs: 600,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The CTAP2 command layer: encodes authenticator requests as CTAP2 canonical CBOR, decodes the
+//! responses, and runs the ClientPIN protocol (PIN/UV auth protocol 1, CTAP 2.1 §6.5.6) from the
+//! platform side. It sits on a [`CtapTransport`] that moves one request/response pair; the
+//! simulated key plugs in below it, so the whole encode/decode path runs in tests.
+//!
+//! Files: `cbor` (CBOR building/lookup helpers and the status split), `cose` (COSE_Key),
+//! `pin_protocol_one` (the PIN/UV auth protocol 1 primitives), `response` (GetInfo,
+//! attestation object and assertion parsers), `client` (the platform-side
+//! [`Ctap2Authenticator`]). The status codes live in `device::status`.
+//!
+//! Section references are to FIDO CTAP 2.1 (Proposed Standard, 2021-06-15).
+
+mod cbor;
+mod client;
+mod cose;
+pub mod pin_protocol_one;
+mod response;
+#[cfg(test)]
+mod tests;
+
+pub use cbor::{
+    as_i64, bytes, decode, encode, get_int_key, get_text_key, int, int_map, split_response, text,
+    text_map,
+};
+pub use client::Ctap2Authenticator;
+pub use cose::{cose_ec2, parse_cose_ec2};
+pub use response::{attestation_object, credential_id_from_auth_data, parse_assertion, GetInfo};
+
+use super::{DeviceError, OpContext};
+
+/// authenticator API command bytes (§6).
+pub mod cmd {
+    pub const MAKE_CREDENTIAL: u8 = 0x01;
+    pub const GET_ASSERTION: u8 = 0x02;
+    pub const GET_INFO: u8 = 0x04;
+    pub const CLIENT_PIN: u8 = 0x06;
+    pub const RESET: u8 = 0x07;
+    pub const GET_NEXT_ASSERTION: u8 = 0x08;
+}
+
+/// authenticatorClientPIN subcommands (§6.5.5).
+pub mod pin_sub {
+    pub const GET_PIN_RETRIES: u8 = 0x01;
+    pub const GET_KEY_AGREEMENT: u8 = 0x02;
+    pub const SET_PIN: u8 = 0x03;
+    pub const CHANGE_PIN: u8 = 0x04;
+    pub const GET_PIN_TOKEN: u8 = 0x05;
+}
+
+/// Moves one CTAP2 request (command byte followed by CBOR parameters) to an authenticator and
+/// returns its raw response (status byte followed by CBOR). Blocks until the authenticator
+/// answers; must give up with `Cancelled`/`TouchTimeout` when `ctx` is cancelled or expires.
+pub trait CtapTransport: Send + Sync {
+    fn transact(&self, request: &[u8], ctx: &OpContext) -> Result<Vec<u8>, DeviceError>;
+    /// Interrupt a transaction in flight (CTAPHID_CANCEL). Must not block.
+    fn cancel(&self);
+    /// Human product string (HID product name or the simulator's).
+    fn product(&self) -> String;
+    /// `hid`, `sim`, ...
+    fn kind(&self) -> &'static str;
+}

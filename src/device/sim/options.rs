@@ -1,0 +1,67 @@
+//! The scripting surface of the simulated keys: how the simulated user touches a key
+//! ([`Touch`]), the options a test bench plugs or reconfigures a key with ([`SimKeyOptions`],
+//! the body of `POST`/`PATCH /v1/sim/keys`), and what it reports about one ([`SimKeyStatus`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::{AttestationMode, CounterMode};
+
+/// How the simulated user touches the key.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Touch {
+    /// Touch after this many milliseconds.
+    AutoAfterMs(u64),
+    /// Nobody touches it: the operation runs into its deadline.
+    Never,
+    /// The user declines (a key with a "deny" gesture; CTAP2_ERR_OPERATION_DENIED).
+    Deny,
+}
+
+impl Default for Touch {
+    fn default() -> Self {
+        Touch::AutoAfterMs(100)
+    }
+}
+
+/// Options for a new key (`POST /v1/sim/keys`) and changes to one (`PATCH`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimKeyOptions {
+    pub touch: Option<Touch>,
+    pub counter: Option<CounterMode>,
+    /// A PIN to set directly (null clears it), bypassing ClientPIN.
+    #[serde(default, deserialize_with = "double_option")]
+    pub pin: Option<Option<String>>,
+    pub pin_retries: Option<u32>,
+    pub resident_slots: Option<u32>,
+    /// `ca` (default) or `self`.
+    pub attestation: Option<AttestationMode>,
+    /// False: a touch-only key without ClientPIN (no PIN can be set, no UV).
+    pub pin_supported: Option<bool>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::<String>::deserialize(d)?))
+}
+
+/// What `/v1/sim/keys` shows about a key.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimKeyStatus {
+    pub id: String,
+    pub plugged: bool,
+    pub aaguid: uuid::Uuid,
+    pub model: &'static str,
+    pub touch: Touch,
+    pub counter: CounterMode,
+    pub sign_counter: u32,
+    pub pin_set: bool,
+    pub pin_retries: u32,
+    pub discoverable_credentials: usize,
+    pub resident_slots: u32,
+    pub attestation: AttestationMode,
+    pub pin_supported: bool,
+    pub cloned_from: Option<String>,
+}
