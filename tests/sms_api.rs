@@ -712,10 +712,22 @@ async fn an_idempotency_key_is_bound_to_its_request() {
             "{other}: {e}"
         );
     }
-    // Keys are per user.
+    // Keys are per token: the same token's key with another user is a conflict too; another
+    // token's "k-1" is its own.
     let c = verified_phone(&s, "r16", "0475 00 00 17").await;
     let (st, v) = send("k-1", json!({ "user": "r16", "phone_id": c })).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    let st = s
+        .client
+        .post(format!("{}/v1/sms/challenges", s.base))
+        .bearer_auth(&s.admin)
+        .header("idempotency-key", "k-1")
+        .json(&json!({ "user": "r16", "phone_id": c }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::CREATED, "another token's key");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(inbox(&s, "+32475000015", 2).await.len(), 2);
     assert_eq!(
