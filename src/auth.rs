@@ -75,7 +75,7 @@ pub fn create_token(store: &Store, role: Role, label: Option<&str>) -> Result<St
             role: role.as_str().into(),
             hash,
             label: label.map(str::to_string),
-            created_at: crate::store::now(),
+            created_at: store.now(),
             revoked: false,
         },
         &NewAudit::new("token.created", "cli")
@@ -109,7 +109,7 @@ pub fn verify_token(store: &Store, presented: &str) -> Result<Option<Caller>, St
     }
     // A kiosk page session (`keygate kiosk-url`) also ends at its server-side expiry.
     if let Some(expires_at) = page_session_expiry {
-        if expires_at <= time::OffsetDateTime::now_utc().unix_timestamp() {
+        if expires_at <= store.now().unix_timestamp() {
             return Ok(None);
         }
     }

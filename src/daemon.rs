@@ -57,9 +57,18 @@ pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
 }
 
 pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    open_store_with_clock(cfg, Arc::new(crate::base::clock::SystemClock))
+}
+
+/// [`open_store`] with the clock every timestamp the store writes comes from.
+pub fn open_store_with_clock(
+    cfg: &Config,
+    clock: Arc<dyn crate::base::clock::Clock>,
+) -> anyhow::Result<Store> {
     ensure_data_dir(cfg)?;
     let path = cfg.data_dir.join("keygate.db");
-    Store::open(&path).with_context(|| format!("opening database {}", path.display()))
+    Store::open_with_clock(&path, clock)
+        .with_context(|| format!("opening database {}", path.display()))
 }
 
 /// Build the application state (no socket yet).
@@ -73,7 +82,7 @@ pub fn build_state_with_clock(
     cfg: Config,
     clock: Arc<dyn crate::sms::Clock>,
 ) -> anyhow::Result<SharedState> {
-    let store = open_store(&cfg)?;
+    let store = open_store_with_clock(&cfg, clock.clone())?;
     let interrupted = store.fail_interrupted_ceremonies()?;
     if interrupted > 0 {
         tracing::warn!(
@@ -81,7 +90,7 @@ pub fn build_state_with_clock(
             "ceremonies interrupted by the previous shutdown were ended as failed"
         );
     }
-    let _ = store.prune_ceremonies(crate::store::now() - time::Duration::days(30))?;
+    let _ = store.prune_ceremonies(store.now() - time::Duration::days(30))?;
 
     let mut ca_pems = Vec::new();
     for f in &cfg.relying_party.attestation_ca_files {

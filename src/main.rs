@@ -206,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = keygate::daemon::open_store(&cfg)?;
             let (code, hash) = keygate::kiosk::new_session_code();
             let ttl = time::Duration::seconds(cfg.kiosk.session_code_ttl_secs as i64);
-            store.insert_kiosk_code(&hash, time::OffsetDateTime::now_utc() + ttl)?;
+            store.insert_kiosk_code(&hash, store.now() + ttl)?;
             println!("{}/kiosk/session?code={code}", base.trim_end_matches('/'));
             Ok(ExitCode::SUCCESS)
         }

@@ -114,7 +114,7 @@ async fn session(
         .and_then(|t| t.split_once('_'))
         .map(|(id, _)| id)
         .ok_or_else(|| ApiError::internal("unexpected token format"))?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = st.store.now().unix_timestamp();
     st.store.insert_kiosk_session(id, now + SESSION_TTL_SECS)?;
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL_SECS}"
@@ -260,7 +260,7 @@ async fn handoff(
         st.store.bind_kiosk_session(&s.token_id, None)?;
     }
     let secret = kiosk::handoff_secret(&st.cfg).map_err(ApiError::internal)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = st.store.now().unix_timestamp();
     let invalid = |e: kiosk::HandoffError| ApiError::new(ErrorCode::HandoffInvalid, e.to_string());
     let token = body.token.trim();
     let h = kiosk::verify_handoff(&secret, token, now).map_err(invalid)?;

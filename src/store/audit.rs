@@ -5,7 +5,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{fmt_time, now, parse_time, Result, Store};
+use super::{fmt_time, parse_time, Result, Store};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditEvent {
@@ -62,10 +62,9 @@ impl NewAudit {
 pub(super) fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
     tx.prepare_cached(
         "INSERT INTO audit (at, event, user_name, credential_id, ceremony_id, actor, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (keygate_now(), ?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        fmt_time(now()),
         a.event,
         a.user,
         a.credential_id,

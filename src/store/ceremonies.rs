@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::audit::insert_audit;
-use super::{exec, fmt_time, now, parse_time, row, NewAudit, Result, Store};
+use super::{exec, fmt_time, parse_time, row, NewAudit, Result, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CeremonyRecord {
@@ -30,8 +30,8 @@ pub(super) fn set_ceremony_state(
 ) -> Result<()> {
     exec(
         tx,
-        "UPDATE ceremonies SET state = ?2, error_code = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, state, error_code, fmt_time(now())],
+        "UPDATE ceremonies SET state = ?2, error_code = ?3, updated_at = keygate_now() WHERE id = ?1",
+        params![id, state, error_code],
     )?;
     Ok(())
 }

@@ -10,9 +10,7 @@ use uuid::Uuid;
 use super::audit::insert_audit;
 use super::ceremonies::set_ceremony_state;
 use super::users::{upsert_user_row, UserRecord};
-use super::{
-    exec, fmt_time, now, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError,
-};
+use super::{exec, fmt_time, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -237,9 +235,9 @@ impl Store {
             // reports 0 stays at 0.
             let n = exec(
                 c,
-                "UPDATE credentials SET counter = ?2, rp_credential = ?3, last_used_at = ?4 \
+                "UPDATE credentials SET counter = ?2, rp_credential = ?3, last_used_at = keygate_now() \
                  WHERE id = ?1 AND state = 'active' AND (counter < ?2 OR (counter = 0 AND ?2 = 0))",
-                params![cred_id, counter as i64, rp_credential, fmt_time(now())],
+                params![cred_id, counter as i64, rp_credential],
             )?;
             if n != 1 {
                 let state: Option<String> = c

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{migrations, Result, Store, StoreError, Tx};
+use crate::base::clock::{Clock, SystemClock};
 use crate::base::sync::lock;
 
 /// The statements a connection keeps prepared (rusqlite's default of 16 is fewer than the
@@ -193,6 +194,20 @@ fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
     committed
 }
 
+/// `keygate_now()` in SQL: the store's clock as RFC 3339 text, so that every timestamp a
+/// statement writes (audit lines, `updated_at`, `used_at`, ...) comes from the one injected
+/// clock, on whatever thread the statement runs.
+fn register_clock(conn: &Connection, clock: &Arc<dyn Clock>) -> Result<()> {
+    let clock = clock.clone();
+    conn.create_scalar_function(
+        "keygate_now",
+        0,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        move |_| Ok(super::fmt_time(clock.now())),
+    )?;
+    Ok(())
+}
+
 /// Statements are prepared once per connection (rusqlite's statement cache).
 pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute(p)
@@ -211,18 +226,24 @@ impl Store {
     /// Open (creating if needed) the database file and run pending migrations. The file (and
     /// with it the WAL and SHM) gets mode 0600 whatever the umask.
     pub fn open(path: &Path) -> Result<Store> {
+        Self::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// [`Store::open`] with the clock every timestamp the store writes comes from.
+    pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Store> {
         restrict_db_files(path)?;
         let conn = Connection::open(path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open(path)?;
+            register_clock(&r, &clock)?;
             r.busy_timeout(std::time::Duration::from_secs(5))?;
             r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             r.pragma_update(None, "query_only", "ON")?;
             readers.push(Mutex::new(r));
         }
         let wal = sidecar(path, "-wal");
-        let store = Self::init(conn, readers, Some(wal.clone()))?;
+        let store = Self::init(conn, readers, Some(wal.clone()), clock)?;
         // Only the checkpointer thread checkpoints (see `checkpointer_loop`).
         store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
         let weak = Arc::downgrade(&store.conn);
@@ -238,14 +259,21 @@ impl Store {
 
     /// A private in-memory database (unit tests). Reads use the one connection.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory()?, Vec::new(), None)
+        Self::init(
+            Connection::open_in_memory()?,
+            Vec::new(),
+            None,
+            Arc::new(SystemClock),
+        )
     }
 
     fn init(
         mut conn: Connection,
         readers: Vec<Mutex<Connection>>,
         wal: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Store> {
+        register_clock(&conn, &clock)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -265,6 +293,7 @@ impl Store {
             readers: Arc::new(readers),
             writer,
             wal: wal.map(Arc::from),
+            clock,
         };
         store.warn_about_user_names()?;
         Ok(store)
@@ -275,6 +304,11 @@ impl Store {
     /// except while a long read pins it.
     pub fn wal_bytes(&self) -> u64 {
         self.wal.as_deref().map_or(0, file_len)
+    }
+
+    /// The store's clock: what `keygate_now()` answers in SQL.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
     }
 
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {

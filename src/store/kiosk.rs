@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{exec, fmt_time, now, row, Result, Store};
+use super::{exec, fmt_time, row, Result, Store};
 
 /// A kiosk page session: the API token behind one `keygate kiosk-url` cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +21,8 @@ impl Store {
     pub fn insert_kiosk_code(&self, code_hash: &[u8], expires_at: OffsetDateTime) -> Result<()> {
         exec(
             &self.conn(),
-            "INSERT INTO kiosk_codes (code_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
-            params![code_hash, fmt_time(now()), fmt_time(expires_at)],
+            "INSERT INTO kiosk_codes (code_hash, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
+            params![code_hash, fmt_time(expires_at)],
         )?;
         Ok(())
     }
@@ -30,8 +30,9 @@ impl Store {
     /// Use a code once: true only for the first use of an unexpired code.
     pub fn consume_kiosk_code(&self, code_hash: &[u8]) -> Result<bool> {
         let n = exec(&self.conn(),
-            "UPDATE kiosk_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-            params![code_hash, fmt_time(now())],
+            "UPDATE kiosk_codes SET used_at = keygate_now() WHERE code_hash = ?1 AND used_at IS NULL \
+             AND expires_at > keygate_now()",
+            params![code_hash],
         )?;
         Ok(n == 1)
     }
@@ -41,8 +42,8 @@ impl Store {
     pub fn insert_kiosk_session(&self, token_id: &str, expires_at: i64) -> Result<()> {
         exec(
             &self.conn(),
-            "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, ?2, ?3)",
-            params![token_id, fmt_time(now()), expires_at],
+            "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
+            params![token_id, expires_at],
         )?;
         Ok(())
     }
@@ -69,9 +70,11 @@ impl Store {
     /// False when `token_id` is no page session.
     pub fn bind_kiosk_session(&self, token_id: &str, user: Option<(&str, &str)>) -> Result<bool> {
         let (u, d) = user.unzip();
-        let n = exec(&self.conn(),
-            "UPDATE kiosk_sessions SET bound_user = ?2, bound_display_name = ?3, bound_at = ?4 WHERE token_id = ?1",
-            params![token_id, u, d, user.map(|_| fmt_time(now()))],
+        let n = exec(
+            &self.conn(),
+            "UPDATE kiosk_sessions SET bound_user = ?2, bound_display_name = ?3, \
+             bound_at = CASE WHEN ?2 IS NULL THEN NULL ELSE keygate_now() END WHERE token_id = ?1",
+            params![token_id, u, d],
         )?;
         Ok(n == 1)
     }

@@ -89,11 +89,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub use crate::base::ids::new_row_id;
 
-/// Timestamps are stored as RFC 3339 text in UTC.
-pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
+/// Timestamps are stored as RFC 3339 text in UTC, from the store's clock ([`Store::now`]).
 pub fn fmt_time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -119,6 +115,8 @@ pub struct Store {
     writer: mpsc::Sender<BatchJob>,
     /// The WAL file of a file database.
     wal: Option<Arc<std::path::Path>>,
+    /// Where every timestamp the store writes comes from (`keygate_now()` in SQL).
+    clock: Arc<dyn crate::base::clock::Clock>,
 }
 
 impl std::fmt::Debug for Store {

@@ -8,9 +8,7 @@ use time::OffsetDateTime;
 
 use super::audit::insert_audit;
 use super::outbox::insert_outbox;
-use super::{
-    exec, fmt_time, now, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError, Tx,
-};
+use super::{exec, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError, Tx};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PhoneRecord {
@@ -180,12 +178,8 @@ fn ensure_user(c: &Connection, name: &str) -> Result<()> {
     exec(
         c,
         "INSERT OR IGNORE INTO users (name, display_name, user_handle, created_at) \
-         VALUES (?1, ?1, ?2, ?3)",
-        params![
-            name,
-            uuid::Uuid::new_v4().as_bytes().to_vec(),
-            fmt_time(now())
-        ],
+         VALUES (?1, ?1, ?2, keygate_now())",
+        params![name, uuid::Uuid::new_v4().as_bytes().to_vec()],
     )?;
     Ok(())
 }
@@ -231,8 +225,8 @@ impl Tx<'_> {
             None => {
                 let id = super::new_row_id();
                 exec(c,
-                    "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                    params![id, ch.user, e164, label, fmt_time(now())],
+                    "INSERT INTO phones (id, user_name, e164, label, verified, created_at) VALUES (?1, ?2, ?3, ?4, 0, keygate_now())",
+                    params![id, ch.user, e164, label],
                 )?;
                 insert_audit(c, phone_audit)?;
                 id
@@ -428,8 +422,8 @@ impl Tx<'_> {
         if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
             exec(
                 c,
-                "UPDATE phones SET verified = 1, verified_at = ?2 WHERE id = ?1",
-                params![phone, fmt_time(now())],
+                "UPDATE phones SET verified = 1, verified_at = keygate_now() WHERE id = ?1",
+                params![phone],
             )?;
         }
         // No row is the same as a clean streak: only a user with failures has one to reset.

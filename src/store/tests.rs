@@ -3,6 +3,10 @@
 
 use super::audit::insert_audit;
 use super::*;
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
 use uuid::Uuid;
 
 fn cred(id: &[u8], user: &str) -> CredentialRecord {
@@ -411,4 +415,31 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
     fn make_writer(&'a self) -> Logs {
         self.clone()
     }
+}
+
+/// Every timestamp the store writes comes from its clock (`keygate_now()`), not the wall
+/// clock: audit lines, kiosk codes and their use, all on a manual clock in the past.
+#[test]
+fn store_timestamps_come_from_the_injected_clock() {
+    use crate::base::clock::{Clock, ManualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(1_600_000_000_000));
+    let s = Store::open_with_clock(&dir.path().join("k.db"), clock.clone()).unwrap();
+    assert_eq!(s.now(), clock.now());
+    s.append_audit(&NewAudit::new("clock.test", "test"))
+        .unwrap();
+    let ev = s.list_audit(None, None, 10).unwrap();
+    assert_eq!(ev[0].at, clock.now(), "audit time is the clock's");
+    // A kiosk code valid for a minute of the manual clock: usable now, refused after.
+    let (code_a, code_b) = (b"a".to_vec(), b"b".to_vec());
+    s.insert_kiosk_code(&code_a, clock.now() + time::Duration::minutes(1))
+        .unwrap();
+    s.insert_kiosk_code(&code_b, clock.now() + time::Duration::minutes(1))
+        .unwrap();
+    assert!(s.consume_kiosk_code(&code_a).unwrap());
+    clock.advance(std::time::Duration::from_secs(61));
+    assert!(
+        !s.consume_kiosk_code(&code_b).unwrap(),
+        "expired on the store's clock"
+    );
 }

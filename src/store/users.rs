@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::audit::insert_audit;
-use super::{exec, fmt_time, now, parse_time, row, NewAudit, Result, Store, StoreError};
+use super::{exec, fmt_time, parse_time, row, NewAudit, Result, Store, StoreError};
 use crate::base::user::{is_valid_user_name, USER_NAME_RULE};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -104,7 +104,8 @@ impl Store {
         display_name: &str,
         new_handle: &[u8],
     ) -> Result<UserRecord> {
-        self.tx(|c| upsert_user_row(c, name, display_name, new_handle, now()))
+        let at = self.now();
+        self.tx(|c| upsert_user_row(c, name, display_name, new_handle, at))
     }
 
     /// Migration check for the one user-name rule ([`is_valid_user_name`]): the distinct
@@ -210,7 +211,7 @@ impl Store {
                  WHERE user_name = ?1 AND state = 'pending'",
                 params![user],
             )?;
-            let at = now();
+            let at = self.now();
             let seq = insert_audit(
                 c,
                 &NewAudit::new("user.reset", actor)
