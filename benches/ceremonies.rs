@@ -102,7 +102,9 @@ async fn ceremonies(n: usize) {
         .sim
         .clone()
         .expect("--simulate has a sim bench");
-    let token = keygate::auth::create_token(&server.state.store, Role::Admin, None).unwrap();
+    let token = keygate::auth::create_token(&server.state.store, Role::Admin, None)
+        .await
+        .unwrap();
     let base = server.base.clone();
     let c = reqwest::Client::new();
     let post = |path: String, body: Value| {

@@ -128,7 +128,9 @@ async fn run(flows: usize, levels: &[usize]) {
          [sms.webhook]\nurl = \"{mock_url}\"\n"
     );
     let server = InProcess::start_config(tmp.path(), &toml, true).await;
-    let token = keygate::auth::create_token(&server.state.store, Role::Kiosk, None).unwrap();
+    let token = keygate::auth::create_token(&server.state.store, Role::Kiosk, None)
+        .await
+        .unwrap();
     let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)

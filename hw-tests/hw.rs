@@ -51,6 +51,7 @@ impl Hw {
         let server = InProcess::start_config(tmp.path(), &toml, false).await;
         let token =
             keygate::auth::create_token(&server.state.store, keygate::auth::Role::Admin, None)
+                .await
                 .unwrap();
         let base = server.base.clone();
         let http = reqwest::Client::builder()

@@ -64,23 +64,30 @@ fn random_b64(n: usize) -> String {
 }
 
 /// Create a token; returns the full token text (shown once, never stored).
-pub fn create_token(store: &Store, role: Role, label: Option<&str>) -> Result<String, StoreError> {
+pub async fn create_token(
+    store: &Store,
+    role: Role,
+    label: Option<&str>,
+) -> Result<String, StoreError> {
     // The id is the part before the first '_' of the token, so it must not contain one.
     let id: String = random_b64(9).replace(['_', '-'], "x");
     let secret = random_b64(32);
     let hash = Sha256::digest(secret.as_bytes()).to_vec();
-    store.insert_token(
-        &TokenRecord {
-            id: id.clone(),
-            role: role.as_str().into(),
-            hash,
-            label: label.map(str::to_string),
-            created_at: store.now(),
-            revoked: false,
-        },
-        &NewAudit::new("token.created", "cli")
-            .detail(serde_json::json!({ "token_id": id, "role": role.as_str(), "label": label })),
-    )?;
+    store
+        .insert_token(
+            &TokenRecord {
+                id: id.clone(),
+                role: role.as_str().into(),
+                hash,
+                label: label.map(str::to_string),
+                created_at: store.now(),
+                revoked: false,
+            },
+            &NewAudit::new("token.created", "cli").detail(
+                serde_json::json!({ "token_id": id, "role": role.as_str(), "label": label }),
+            ),
+        )
+        .await?;
     Ok(format!("kg_{id}_{secret}"))
 }
 
@@ -124,10 +131,12 @@ pub fn verify_token(store: &Store, presented: &str) -> Result<Option<Caller>, St
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_verify_and_fail_closed() {
+    #[tokio::test]
+    async fn tokens_verify_and_fail_closed() {
         let s = Store::open_in_memory().unwrap();
-        let t = create_token(&s, Role::Kiosk, Some("kiosk 1")).unwrap();
+        let t = create_token(&s, Role::Kiosk, Some("kiosk 1"))
+            .await
+            .unwrap();
         let c = verify_token(&s, &t).unwrap().unwrap();
         assert_eq!(c.role, Role::Kiosk);
         let mut wrong = t.clone();

@@ -155,6 +155,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Run one store write from the command line: the store's writes go through its writer
+/// thread and answer asynchronously, so a command waits on a small runtime of its own.
+fn one_shot<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
@@ -197,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = from.load(None, false)?;
             let store = keygate::daemon::open_store(&cfg)?;
-            let token = keygate::auth::create_token(&store, role, label.as_deref())?;
+            let token = one_shot(keygate::auth::create_token(&store, role, label.as_deref()))??;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
@@ -206,7 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = keygate::daemon::open_store(&cfg)?;
             let (code, hash) = keygate::kiosk::new_session_code();
             let ttl = time::Duration::seconds(cfg.kiosk.session_code_ttl_secs as i64);
-            store.insert_kiosk_code(&hash, store.now() + ttl)?;
+            one_shot(store.insert_kiosk_code(&hash, store.now() + ttl))??;
             println!("{}/kiosk/session?code={code}", base.trim_end_matches('/'));
             Ok(ExitCode::SUCCESS)
         }

@@ -243,6 +243,7 @@ async fn challenges_and_ceremonies_belong_to_the_token_that_made_them() {
     let s = TestServer::start_with("[relying_party]\nuser_verification = \"preferred\"\n").await;
     let other =
         keygate::auth::create_token(&s.state.store, keygate::auth::Role::Kiosk, Some("kiosk 2"))
+            .await
             .unwrap();
     let (a, b) = (Some(s.kiosk.as_str()), Some(other.as_str()));
     // Kiosk A adds a phone for r1: its registration challenge is A's.
@@ -339,6 +340,7 @@ async fn an_idempotency_key_is_scoped_per_token_and_bound_to_its_request() {
     let s = TestServer::start().await;
     let other =
         keygate::auth::create_token(&s.state.store, keygate::auth::Role::Kiosk, Some("kiosk 2"))
+            .await
             .unwrap();
     for (user, number) in [("r1", "+32470000011"), ("r2", "+32470000012")] {
         let (st, v) = s

@@ -16,7 +16,7 @@ fn now() -> i64 {
 }
 
 /// What `keygate kiosk-url` does: a one-time code, stored as its hash.
-fn session_code(s: &TestServer) -> String {
+async fn session_code(s: &TestServer) -> String {
     let (code, hash) = keygate::kiosk::new_session_code();
     s.state
         .store
@@ -24,6 +24,7 @@ fn session_code(s: &TestServer) -> String {
             &hash,
             time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
         )
+        .await
         .unwrap();
     code
 }
@@ -46,7 +47,7 @@ async fn exchange(s: &TestServer, code: &str) -> reqwest::Response {
 
 /// A fresh page session; returns its `Cookie` header value (`keygate_session=kg_...`).
 async fn page_session(s: &TestServer) -> String {
-    let r = exchange(s, &session_code(s)).await;
+    let r = exchange(s, &session_code(s).await).await;
     assert!(r.status().is_redirection(), "{}", r.status());
     let set = r.headers()[SET_COOKIE].to_str().unwrap();
     set.split(';').next().unwrap().trim().to_string()
@@ -155,7 +156,7 @@ async fn the_page_is_served_with_a_strict_csp() {
 #[tokio::test]
 async fn the_session_cookie_is_http_only_same_site_strict_and_single_use() {
     let s = TestServer::start().await;
-    let code = session_code(&s);
+    let code = session_code(&s).await;
     let r = exchange(&s, &code).await;
     assert!(r.status().is_redirection());
     assert_eq!(r.headers()[LOCATION], "/kiosk/");

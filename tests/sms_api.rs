@@ -644,8 +644,9 @@ async fn inbox_exists_only_under_simulate() {
     .unwrap();
     let state = keygate::daemon::build_state(cfg).unwrap();
     let app = keygate::http::router(state.clone());
-    let token =
-        keygate::auth::create_token(&state.store, keygate::auth::Role::Admin, None).unwrap();
+    let token = keygate::auth::create_token(&state.store, keygate::auth::Role::Admin, None)
+        .await
+        .unwrap();
     let resp = tower::ServiceExt::oneshot(
         app,
         axum::http::Request::get("/v1/sim/sms?number=%2B32475000099")

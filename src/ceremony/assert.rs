@@ -65,14 +65,16 @@ impl CeremonyService {
         let (cdj, args) =
             client::get_assertion_args(&options, &self.rp.origin, key_can_verify, pin);
         let id = crate::store::new_row_id();
-        let (c, pin_rx) = self.register(
-            &id,
-            Kind::Assertion,
-            req.user.as_deref(),
-            actor,
-            timeout,
-            who,
-        )?;
+        let (c, pin_rx) = self
+            .register(
+                &id,
+                Kind::Assertion,
+                req.user.as_deref(),
+                actor,
+                timeout,
+                who,
+            )
+            .await?;
         let svc = self.clone();
         // Monotonic on purpose: it bounds the device conversation (see drive.rs).
         let deadline = Instant::now() + timeout;
@@ -89,16 +91,17 @@ impl CeremonyService {
             let result = match outcome {
                 Ok(outs) => {
                     svc.finish_assertion(&c, named_user.as_deref(), &cdj, outs, auth_state, &who)
+                        .await
                 }
                 Err(e) => Err(e),
             };
-            svc.conclude(&c, result, &who);
+            svc.conclude(&c, result, &who).await;
         });
         let view = c.view.borrow().clone();
         Ok(view)
     }
 
-    fn finish_assertion(
+    async fn finish_assertion(
         &self,
         c: &Ceremony,
         named_user: Option<&str>,
@@ -149,6 +152,7 @@ impl CeremonyService {
                 match self
                     .store
                     .record_assertion(&rec.id, v.counter, &v.serialised, &id, &audit)
+                    .await
                 {
                     Ok(()) => {
                         return Ok(serde_json::json!({
@@ -185,12 +189,14 @@ impl CeremonyService {
                         "reason": "possible_cloned_key", "stored_counter": rec.counter,
                         "presented_counter": counter, "device": c.actor.id(),
                     }));
-                self.store.quarantine_credential(
-                    &rec.id,
-                    &format!("counter {counter} not above stored {}", rec.counter),
-                    &id,
-                    &audit,
-                )?;
+                self.store
+                    .quarantine_credential(
+                        &rec.id,
+                        &format!("counter {counter} not above stored {}", rec.counter),
+                        &id,
+                        &audit,
+                    )
+                    .await?;
                 tracing::warn!(user = %rec.user, credential = %cred_b64, "possible cloned key: credential quarantined");
                 Err(CeremonyError::PossibleClonedKey)
             }

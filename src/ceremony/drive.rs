@@ -68,7 +68,7 @@ impl CeremonyService {
                     v.pin_retries = retries;
                     v.error = err_view;
                 });
-                self.persist_state(c, State::NeedsPin);
+                self.persist_state(c, State::NeedsPin).await;
                 match self.wait_for_pin(c, deadline, &mut pin_rx).await {
                     Waited::Pin(p) => args.set_pin(Some(p)),
                     Waited::Cancelled => return Err(DeviceError::Cancelled.into()),
@@ -145,9 +145,13 @@ impl CeremonyService {
         }
     }
 
-    pub(super) fn persist_state(&self, c: &Ceremony, state: State) {
+    pub(super) async fn persist_state(&self, c: &Ceremony, state: State) {
         let id = c.view.borrow().id.clone();
-        if let Err(e) = self.store.update_ceremony(&id, state.as_str(), None, None) {
+        if let Err(e) = self
+            .store
+            .update_ceremony(&id, state.as_str(), None, None)
+            .await
+        {
             tracing::error!(ceremony = %id, error = %e, "cannot persist ceremony state");
         }
     }

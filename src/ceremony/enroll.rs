@@ -78,8 +78,9 @@ impl CeremonyService {
             client::make_credential_args(&options, &self.rp.origin, key_can_verify, pin);
 
         let id = crate::store::new_row_id();
-        let (c, pin_rx) =
-            self.register(&id, Kind::Enrollment, Some(&user.name), actor, timeout, who)?;
+        let (c, pin_rx) = self
+            .register(&id, Kind::Enrollment, Some(&user.name), actor, timeout, who)
+            .await?;
         let svc = self.clone();
         let model = info.model.clone();
         let nickname = req.nickname.clone();
@@ -95,27 +96,30 @@ impl CeremonyService {
                 })
                 .await;
             let result = match outcome {
-                Ok(out) => svc.finish_enrollment(
-                    &c,
-                    &user,
-                    &cdj,
-                    &out,
-                    &reg_state,
-                    discoverable,
-                    nickname,
-                    model,
-                    &who,
-                ),
+                Ok(out) => {
+                    svc.finish_enrollment(
+                        &c,
+                        &user,
+                        &cdj,
+                        &out,
+                        &reg_state,
+                        discoverable,
+                        nickname,
+                        model,
+                        &who,
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             };
-            svc.conclude(&c, result, &who);
+            svc.conclude(&c, result, &who).await;
         });
         let view = c.view.borrow().clone();
         Ok(view)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn finish_enrollment(
+    async fn finish_enrollment(
         &self,
         c: &Ceremony,
         user: &crate::store::UserRecord,
@@ -166,7 +170,11 @@ impl CeremonyService {
                 "attested": record.attested, "discoverable": discoverable,
                 "user_verified": record.user_verified, "device": c.actor.id(),
             }));
-        match self.store.insert_credential(user, &record, &id, &audit) {
+        match self
+            .store
+            .insert_credential(user, &record, &id, &audit)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
                 return Err(DeviceError::CredentialExcluded.into());

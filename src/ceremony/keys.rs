@@ -56,10 +56,12 @@ impl CeremonyService {
             Ok(()) => "ok".to_string(),
             Err(e) => e.code().to_string(),
         };
-        self.store.append_audit(
-            &NewAudit::new(event, who)
-                .detail(serde_json::json!({ "device": device, "outcome": outcome })),
-        )?;
+        self.store
+            .append_audit(
+                &NewAudit::new(event, who)
+                    .detail(serde_json::json!({ "device": device, "outcome": outcome })),
+            )
+            .await?;
         match r {
             Ok(()) => Ok(actor.status().await?),
             Err(DeviceError::PinAlreadySet)

@@ -137,7 +137,7 @@ impl CeremonyService {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn register(
+    async fn register(
         &self,
         id: &str,
         kind: Kind,
@@ -164,20 +164,22 @@ impl CeremonyService {
             .ceremony(id)
             .detail(serde_json::json!({ "device": actor.id() }));
         audit.user = user.map(str::to_string);
-        self.store.insert_ceremony(
-            &CeremonyRecord {
-                id: id.to_string(),
-                kind: kind.as_str().into(),
-                user: user.map(str::to_string),
-                state: "pending".into(),
-                error_code: None,
-                created_at: now,
-                updated_at: now,
-                expires_at: expires,
-                created_by: Some(who.to_string()),
-            },
-            &audit,
-        )?;
+        self.store
+            .insert_ceremony(
+                &CeremonyRecord {
+                    id: id.to_string(),
+                    kind: kind.as_str().into(),
+                    user: user.map(str::to_string),
+                    state: "pending".into(),
+                    error_code: None,
+                    created_at: now,
+                    updated_at: now,
+                    expires_at: expires,
+                    created_by: Some(who.to_string()),
+                },
+                &audit,
+            )
+            .await?;
         let (pin_tx, pin_rx) = mpsc::channel(1);
         let c = Arc::new(Ceremony {
             view: watch::channel(view).0,
@@ -215,7 +217,12 @@ impl CeremonyService {
 
     /// Publish the end of a ceremony and persist it (a success was already persisted together
     /// with its credential).
-    fn conclude(&self, c: &Ceremony, result: Result<serde_json::Value, CeremonyError>, who: &str) {
+    async fn conclude(
+        &self,
+        c: &Ceremony,
+        result: Result<serde_json::Value, CeremonyError>,
+        who: &str,
+    ) {
         let (id, kind, user) = {
             let v = c.view.borrow();
             (v.id.clone(), v.kind, v.user.clone())
@@ -259,12 +266,11 @@ impl CeremonyService {
                             .ceremony(&id)
                             .detail(serde_json::json!({ "code": view.code }));
                     audit.user = user;
-                    if let Err(se) = self.store.update_ceremony(
-                        &id,
-                        state.as_str(),
-                        Some(&view.code),
-                        Some(&audit),
-                    ) {
+                    if let Err(se) = self
+                        .store
+                        .update_ceremony(&id, state.as_str(), Some(&view.code), Some(&audit))
+                        .await
+                    {
                         tracing::error!(ceremony = %id, error = %se, "cannot persist ceremony end");
                     }
                 }

@@ -391,7 +391,7 @@ pub async fn reset_user(
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
-    let receipt = st.store.reset_user(&user, &caller.actor())?;
+    let receipt = st.store.reset_user(&user, &caller.actor()).await?;
     tracing::info!(user = %user, credentials = receipt.credentials_revoked, phones = receipt.phones_removed, "service desk reset");
     Ok(Json(json!({ "receipt": receipt })))
 }
@@ -452,14 +452,17 @@ pub async fn patch_credential(
             ));
         }
     }
-    let c = st.store.rename_credential(
-        &user,
-        &raw,
-        body.nickname.as_deref(),
-        &NewAudit::new("credential.renamed", &caller.actor())
-            .user(&user)
-            .credential(&id),
-    )?;
+    let c = st
+        .store
+        .rename_credential(
+            &user,
+            &raw,
+            body.nickname.as_deref(),
+            &NewAudit::new("credential.renamed", &caller.actor())
+                .user(&user)
+                .credential(&id),
+        )
+        .await?;
     Ok(Json(json!({ "credential": credential_json(&c, false) })))
 }
 
@@ -470,16 +473,19 @@ pub async fn revoke_credential(
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let raw = cred_id(&id)?;
-    let c = st.store.transition_credential(
-        &user,
-        &raw,
-        &[CredentialState::Active, CredentialState::Quarantined],
-        CredentialState::Revoked,
-        Some("removed by admin"),
-        &NewAudit::new("credential.revoked", &caller.actor())
-            .user(&user)
-            .credential(&id),
-    )?;
+    let c = st
+        .store
+        .transition_credential(
+            &user,
+            &raw,
+            &[CredentialState::Active, CredentialState::Quarantined],
+            CredentialState::Revoked,
+            Some("removed by admin"),
+            &NewAudit::new("credential.revoked", &caller.actor())
+                .user(&user)
+                .credential(&id),
+        )
+        .await?;
     Ok(Json(json!({ "credential": credential_json(&c, false) })))
 }
 
@@ -490,16 +496,19 @@ pub async fn release_credential(
 ) -> ApiResult<Json<serde_json::Value>> {
     check_user(&user)?;
     let raw = cred_id(&id)?;
-    let c = st.store.transition_credential(
-        &user,
-        &raw,
-        &[CredentialState::Quarantined],
-        CredentialState::Active,
-        None,
-        &NewAudit::new("credential.released", &caller.actor())
-            .user(&user)
-            .credential(&id),
-    )?;
+    let c = st
+        .store
+        .transition_credential(
+            &user,
+            &raw,
+            &[CredentialState::Quarantined],
+            CredentialState::Active,
+            None,
+            &NewAudit::new("credential.released", &caller.actor())
+                .user(&user)
+                .credential(&id),
+        )
+        .await?;
     Ok(Json(json!({ "credential": credential_json(&c, false) })))
 }
 

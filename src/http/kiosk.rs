@@ -101,13 +101,15 @@ async fn session(
 ) -> ApiResult<Response> {
     if !st
         .store
-        .consume_kiosk_code(&kiosk::session_code_hash(&q.code))?
+        .consume_kiosk_code(&kiosk::session_code_hash(&q.code))
+        .await?
     {
         return Err(ApiError::forbidden(
             "this kiosk link is invalid, expired or already used",
         ));
     }
-    let token = crate::auth::create_token(&st.store, Role::Kiosk, Some("kiosk page session"))?;
+    let token =
+        crate::auth::create_token(&st.store, Role::Kiosk, Some("kiosk page session")).await?;
     // `kg_<id>_<secret>` (see `auth`).
     let id = token
         .strip_prefix("kg_")
@@ -115,7 +117,9 @@ async fn session(
         .map(|(id, _)| id)
         .ok_or_else(|| ApiError::internal("unexpected token format"))?;
     let now = st.store.now().unix_timestamp();
-    st.store.insert_kiosk_session(id, now + SESSION_TTL_SECS)?;
+    st.store
+        .insert_kiosk_session(id, now + SESSION_TTL_SECS)
+        .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL_SECS}"
     );
@@ -257,7 +261,7 @@ async fn handoff(
     ApiJson(body): ApiJson<HandoffBody>,
 ) -> ApiResult<Json<Value>> {
     if let Some(Extension(s)) = &session {
-        st.store.bind_kiosk_session(&s.token_id, None)?;
+        st.store.bind_kiosk_session(&s.token_id, None).await?;
     }
     let secret = kiosk::handoff_secret(&st.cfg).map_err(ApiError::internal)?;
     let now = st.store.now().unix_timestamp();
@@ -267,12 +271,13 @@ async fn handoff(
     crate::sms::validate_user(&h.user)
         .map_err(|_| ApiError::invalid("the handoff names an invalid user"))?;
     let hash = kiosk::handoff_hash(token).ok_or_else(|| invalid(kiosk::HandoffError::Malformed))?;
-    if !st.store.use_kiosk_handoff(&hash, h.exp, now)? {
+    if !st.store.use_kiosk_handoff(&hash, h.exp, now).await? {
         return Err(invalid(kiosk::HandoffError::Replayed));
     }
     if let Some(Extension(s)) = &session {
         st.store
-            .bind_kiosk_session(&s.token_id, Some((&h.user, &h.display_name)))?;
+            .bind_kiosk_session(&s.token_id, Some((&h.user, &h.display_name)))
+            .await?;
     }
     Ok(Json(
         json!({ "user": h.user, "display_name": h.display_name, "expires_at": h.exp }),
@@ -285,7 +290,7 @@ async fn sign_out(
     session: Option<Extension<PageSession>>,
 ) -> ApiResult<StatusCode> {
     if let Some(Extension(s)) = session {
-        st.store.bind_kiosk_session(&s.token_id, None)?;
+        st.store.bind_kiosk_session(&s.token_id, None).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -312,7 +317,8 @@ async fn whoami(
         .filter(|u| crate::sms::validate_user(u).is_ok());
     if let Some(Extension(s)) = &session {
         st.store
-            .bind_kiosk_session(&s.token_id, user.map(|u| (u, u)))?;
+            .bind_kiosk_session(&s.token_id, user.map(|u| (u, u)))
+            .await?;
     }
     let user = user.ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({ "user": user, "display_name": user })))

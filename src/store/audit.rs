@@ -76,9 +76,9 @@ pub(super) fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
 }
 
 impl Store {
-    pub fn append_audit(&self, a: &NewAudit) -> Result<i64> {
-        let c = self.conn();
-        insert_audit(&c, a)
+    pub async fn append_audit(&self, a: &NewAudit) -> Result<i64> {
+        let a = a.clone();
+        self.write(move |c| insert_audit(c, &a)).await
     }
 
     pub fn list_audit(
@@ -87,7 +87,7 @@ impl Store {
         since: Option<OffsetDateTime>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>> {
-        let c = self.conn();
+        let c = self.reader();
         let mut st = c.prepare(
             "SELECT seq, at, event, user_name, credential_id, ceremony_id, actor, detail FROM audit \
              WHERE (?1 IS NULL OR user_name = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY seq DESC LIMIT ?3",

@@ -37,8 +37,12 @@ pub(super) fn set_ceremony_state(
 }
 
 impl Store {
-    pub fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
-        self.tx(|c| {
+    pub async fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
+        let rec_o = rec.clone();
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let rec = &rec_o;
+            let audit = &audit_o;
             exec(c,
                 "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -57,28 +61,38 @@ impl Store {
             insert_audit(c, audit)?;
             Ok(())
         })
+        .await
     }
 
     /// Update a ceremony's state; with `audit` when the change is security-relevant
     /// (terminal failures, cancellation).
-    pub fn update_ceremony(
+    pub async fn update_ceremony(
         &self,
         id: &str,
         state: &str,
         error_code: Option<&str>,
         audit: Option<&NewAudit>,
     ) -> Result<()> {
-        self.tx(|c| {
+        let id_o = id.to_string();
+        let state_o = state.to_string();
+        let error_code_o = error_code.map(str::to_string);
+        let audit_o = audit.cloned();
+        self.write(move |c| {
+            let id = id_o.as_str();
+            let state = state_o.as_str();
+            let error_code = error_code_o.as_deref();
+            let audit = audit_o.as_ref();
             set_ceremony_state(c, id, state, error_code)?;
             if let Some(a) = audit {
                 insert_audit(c, a)?;
             }
             Ok(())
         })
+        .await
     }
 
     pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>> {
-        let c = self.conn();
+        let c = self.reader();
         row(&c,
             "SELECT id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by FROM ceremonies WHERE id = ?1",
             params![id],

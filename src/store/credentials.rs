@@ -139,7 +139,7 @@ impl Store {
         user: &str,
         include_revoked: bool,
     ) -> Result<Vec<CredentialRecord>> {
-        let c = self.conn();
+        let c = self.reader();
         let sql =
             format!(
             "SELECT {CRED_COLS} FROM credentials WHERE user_name = ?1 {} ORDER BY created_at, id",
@@ -151,7 +151,7 @@ impl Store {
     }
 
     pub fn get_credential(&self, id: &[u8]) -> Result<Option<CredentialRecord>> {
-        let c = self.conn();
+        let c = self.reader();
         row(
             &c,
             &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
@@ -168,14 +168,22 @@ impl Store {
     /// name updated), its ceremony's success and the audit line. Fails without storing anything
     /// when the user row exists with another user handle than the one the key was given (two
     /// first enrollments of one user raced).
-    pub fn insert_credential(
+    pub async fn insert_credential(
         &self,
         user: &UserRecord,
         cred: &CredentialRecord,
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
-        self.tx(|c| {
+        let user_o = user.clone();
+        let cred_o = cred.clone();
+        let ceremony_id_o = ceremony_id.to_string();
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let user = &user_o;
+            let cred = &cred_o;
+            let ceremony_id = ceremony_id_o.as_str();
+            let audit = &audit_o;
             let stored = upsert_user_row(
                 c,
                 &user.name,
@@ -216,12 +224,13 @@ impl Store {
             insert_audit(c, audit)?;
             Ok(())
         })
+        .await
     }
 
     /// Record a verified assertion: new counter and serialised credential, last use,
     /// ceremony success and audit, atomically. Fails with `Conflict` when the credential is
     /// no longer active (revoked or quarantined concurrently).
-    pub fn record_assertion(
+    pub async fn record_assertion(
         &self,
         cred_id: &[u8],
         counter: u32,
@@ -229,7 +238,15 @@ impl Store {
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
-        self.tx(|c| {
+        let cred_id_o = cred_id.to_vec();
+        let rp_credential_o = rp_credential.to_string();
+        let ceremony_id_o = ceremony_id.to_string();
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let cred_id = &cred_id_o[..];
+            let rp_credential = rp_credential_o.as_str();
+            let ceremony_id = ceremony_id_o.as_str();
+            let audit = &audit_o;
             // Compare-and-set on the counter: two ceremonies racing on two devices (a key and
             // its clone) cannot both move it from the same stored value. A key that always
             // reports 0 stays at 0.
@@ -256,17 +273,26 @@ impl Store {
             insert_audit(c, audit)?;
             Ok(())
         })
+        .await
     }
 
     /// Put a credential into quarantine (possible clone), fail the ceremony, audit; atomically.
-    pub fn quarantine_credential(
+    pub async fn quarantine_credential(
         &self,
         cred_id: &[u8],
         reason: &str,
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
-        self.tx(|c| {
+        let cred_id_o = cred_id.to_vec();
+        let reason_o = reason.to_string();
+        let ceremony_id_o = ceremony_id.to_string();
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let cred_id = &cred_id_o[..];
+            let reason = reason_o.as_str();
+            let ceremony_id = ceremony_id_o.as_str();
+            let audit = &audit_o;
             exec(c,
                 "UPDATE credentials SET state = 'quarantined', state_reason = ?2 WHERE id = ?1 AND state = 'active'",
                 params![cred_id, reason],
@@ -275,11 +301,12 @@ impl Store {
             insert_audit(c, audit)?;
             Ok(())
         })
+        .await
     }
 
     /// Move a user's credential to `to` from one of `from`; audits. NotFound when no such
     /// credential of that user; Conflict when it is not in one of `from`.
-    pub fn transition_credential(
+    pub async fn transition_credential(
         &self,
         user: &str,
         cred_id: &[u8],
@@ -288,7 +315,17 @@ impl Store {
         reason: Option<&str>,
         audit: &NewAudit,
     ) -> Result<CredentialRecord> {
-        self.tx(|c| {
+        let user_o = user.to_string();
+        let cred_id_o = cred_id.to_vec();
+        let from_o = from.to_vec();
+        let reason_o = reason.map(str::to_string);
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let user = user_o.as_str();
+            let cred_id = &cred_id_o[..];
+            let from = &from_o[..];
+            let reason = reason_o.as_deref();
+            let audit = &audit_o;
             let state: Option<String> = c
                 .query_row(
                     "SELECT state FROM credentials WHERE id = ?1 AND user_name = ?2",
@@ -317,16 +354,25 @@ impl Store {
             )?;
             raw.0.into_record()
         })
+        .await
     }
 
-    pub fn rename_credential(
+    pub async fn rename_credential(
         &self,
         user: &str,
         cred_id: &[u8],
         nickname: Option<&str>,
         audit: &NewAudit,
     ) -> Result<CredentialRecord> {
-        self.tx(|c| {
+        let user_o = user.to_string();
+        let cred_id_o = cred_id.to_vec();
+        let nickname_o = nickname.map(str::to_string);
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let user = user_o.as_str();
+            let cred_id = &cred_id_o[..];
+            let nickname = nickname_o.as_deref();
+            let audit = &audit_o;
             let n = exec(c,
                 "UPDATE credentials SET nickname = ?3 WHERE id = ?1 AND user_name = ?2 AND state != 'revoked'",
                 params![cred_id, user, nickname],
@@ -342,5 +388,6 @@ impl Store {
             )?;
             raw.0.into_record()
         })
+        .await
     }
 }

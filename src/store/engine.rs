@@ -372,8 +372,33 @@ impl Store {
         reply_rx.await.map_err(|_| E::from(stopped()))?
     }
 
-    /// Run `f` inside one transaction (committed when `f` returns Ok). For layers above the
-    /// store that need several changes to land together, expressed with store functions.
+    /// The one write path of the store's own methods for async callers: `f` runs on the
+    /// writer thread inside the current group commit, within a savepoint of its own, so that
+    /// its refusal (an Err, even after some writes) undoes only its own changes and never
+    /// fails the other units of the group. Only storage trouble or a panic fails the group.
+    pub(super) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let outcome: Result<Result<T>> = self
+            .atomic(move |t: &Tx<'_>| {
+                let c = t.0;
+                c.execute_batch("SAVEPOINT keygate_write")?;
+                let out = f(c);
+                if out.is_ok() {
+                    c.execute_batch("RELEASE keygate_write")?;
+                } else {
+                    c.execute_batch("ROLLBACK TO keygate_write; RELEASE keygate_write")?;
+                }
+                Ok(out)
+            })
+            .await;
+        outcome?
+    }
+
+    /// Run `f` inside one transaction (committed when `f` returns Ok), on the caller's thread.
+    /// Only for start-up and command-line work before or beside the daemon (never from async
+    /// code, which must not wait on the connection the writer thread holds for a batch).
     pub(super) fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn();
         let tx = c.transaction()?;

@@ -22,27 +22,27 @@ fn sidecar(db: &Path, suffix: &str) -> std::path::PathBuf {
 
 /// The database, its WAL and its shared-memory file are the owner's alone whatever the umask
 /// (the test process runs under the default 022, under which they used to be 0644).
-#[test]
-fn database_wal_and_shm_are_0600() {
+#[tokio::test]
+async fn database_wal_and_shm_are_0600() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keygate.db");
     let s = Store::open(&db).unwrap();
-    s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
-    s.append_audit(&NewAudit::new("x", "t")).unwrap();
+    s.upsert_user("alice", "Alice", &[1; 16]).await.unwrap();
+    s.append_audit(&NewAudit::new("x", "t")).await.unwrap();
     for p in [db.clone(), sidecar(&db, "-wal"), sidecar(&db, "-shm")] {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
 }
 
 /// A database file left readable by others (an older keygate, a copy) is tightened at open.
-#[test]
-fn an_existing_database_file_is_tightened_to_0600() {
+#[tokio::test]
+async fn an_existing_database_file_is_tightened_to_0600() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keygate.db");
     drop(Store::open(&db).unwrap());
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     let s = Store::open(&db).unwrap();
-    s.append_audit(&NewAudit::new("x", "t")).unwrap();
+    s.append_audit(&NewAudit::new("x", "t")).await.unwrap();
     for p in [db.clone(), sidecar(&db, "-wal"), sidecar(&db, "-shm")] {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }

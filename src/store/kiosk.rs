@@ -18,34 +18,53 @@ pub struct KioskSessionRecord {
 }
 
 impl Store {
-    pub fn insert_kiosk_code(&self, code_hash: &[u8], expires_at: OffsetDateTime) -> Result<()> {
-        exec(
-            &self.conn(),
-            "INSERT INTO kiosk_codes (code_hash, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
-            params![code_hash, fmt_time(expires_at)],
-        )?;
-        Ok(())
+    pub async fn insert_kiosk_code(
+        &self,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        let code_hash_o = code_hash.to_vec();
+        self.write(move |c| {
+            let code_hash = &code_hash_o[..];
+            exec(
+                c,
+                "INSERT INTO kiosk_codes (code_hash, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
+                params![code_hash, fmt_time(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Use a code once: true only for the first use of an unexpired code.
-    pub fn consume_kiosk_code(&self, code_hash: &[u8]) -> Result<bool> {
-        let n = exec(&self.conn(),
-            "UPDATE kiosk_codes SET used_at = keygate_now() WHERE code_hash = ?1 AND used_at IS NULL \
-             AND expires_at > keygate_now()",
-            params![code_hash],
-        )?;
-        Ok(n == 1)
+    pub async fn consume_kiosk_code(&self, code_hash: &[u8]) -> Result<bool> {
+        let code_hash_o = code_hash.to_vec();
+        self.write(move |c| {
+            let code_hash = &code_hash_o[..];
+            let n = exec(c,
+                "UPDATE kiosk_codes SET used_at = keygate_now() WHERE code_hash = ?1 AND used_at IS NULL \
+                 AND expires_at > keygate_now()",
+                params![code_hash],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// Mark `token_id` as a kiosk page session valid until `expires_at` (Unix seconds), bound
     /// to nobody. Rows are never deleted: a token with a row stays a page session for good.
-    pub fn insert_kiosk_session(&self, token_id: &str, expires_at: i64) -> Result<()> {
-        exec(
-            &self.conn(),
-            "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
-            params![token_id, expires_at],
-        )?;
-        Ok(())
+    pub async fn insert_kiosk_session(&self, token_id: &str, expires_at: i64) -> Result<()> {
+        let token_id_o = token_id.to_string();
+        self.write(move |c| {
+            let token_id = token_id_o.as_str();
+            exec(
+                c,
+                "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
+                params![token_id, expires_at],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// The page session behind `token_id`; None for every other token.
@@ -68,37 +87,52 @@ impl Store {
 
     /// Bind a page session to a student (`Some((user, display_name))`) or to nobody (`None`).
     /// False when `token_id` is no page session.
-    pub fn bind_kiosk_session(&self, token_id: &str, user: Option<(&str, &str)>) -> Result<bool> {
-        let (u, d) = user.unzip();
-        let n = exec(
-            &self.conn(),
-            "UPDATE kiosk_sessions SET bound_user = ?2, bound_display_name = ?3, \
-             bound_at = CASE WHEN ?2 IS NULL THEN NULL ELSE keygate_now() END WHERE token_id = ?1",
-            params![token_id, u, d],
-        )?;
-        Ok(n == 1)
+    pub async fn bind_kiosk_session(
+        &self,
+        token_id: &str,
+        user: Option<(&str, &str)>,
+    ) -> Result<bool> {
+        let token_id_o = token_id.to_string();
+        let user_o = user.map(|(a, b)| (a.to_string(), b.to_string()));
+        self.write(move |c| {
+            let token_id = token_id_o.as_str();
+            let user = user_o.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+            let (u, d) = user.unzip();
+            let n = exec(
+                c,
+                "UPDATE kiosk_sessions SET bound_user = ?2, bound_display_name = ?3, \
+                 bound_at = CASE WHEN ?2 IS NULL THEN NULL ELSE keygate_now() END WHERE token_id = ?1",
+                params![token_id, u, d],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// Record a handoff token (by hash) as used until `expires_at` (Unix seconds): true only
     /// the first time. Entries whose handoff has expired by `now_unix` are forgotten, since
     /// the token itself is refused from then on.
-    pub fn use_kiosk_handoff(
+    pub async fn use_kiosk_handoff(
         &self,
         token_hash: &[u8],
         expires_at: i64,
         now_unix: i64,
     ) -> Result<bool> {
-        let conn = self.conn();
-        exec(
-            &conn,
-            "DELETE FROM kiosk_handoffs_used WHERE expires_at <= ?1",
-            params![now_unix],
-        )?;
-        let n = exec(
-            &conn,
-            "INSERT OR IGNORE INTO kiosk_handoffs_used (token_hash, expires_at) VALUES (?1, ?2)",
-            params![token_hash, expires_at],
-        )?;
-        Ok(n == 1)
+        let token_hash_o = token_hash.to_vec();
+        self.write(move |c| {
+            let token_hash = &token_hash_o[..];
+            exec(
+                c,
+                "DELETE FROM kiosk_handoffs_used WHERE expires_at <= ?1",
+                params![now_unix],
+            )?;
+            let n = exec(
+                c,
+                "INSERT OR IGNORE INTO kiosk_handoffs_used (token_hash, expires_at) VALUES (?1, ?2)",
+                params![token_hash, expires_at],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 }

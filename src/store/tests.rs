@@ -30,7 +30,7 @@ fn cred(id: &[u8], user: &str) -> CredentialRecord {
     }
 }
 
-fn ceremony(s: &Store, id: &str) {
+async fn ceremony(s: &Store, id: &str) {
     let t = now();
     s.insert_ceremony(
         &CeremonyRecord {
@@ -46,24 +46,26 @@ fn ceremony(s: &Store, id: &str) {
         },
         &NewAudit::new("ceremony.started", "test"),
     )
+    .await
     .unwrap();
 }
 
-#[test]
-fn credential_lifecycle_and_audit() {
+#[tokio::test]
+async fn credential_lifecycle_and_audit() {
     let s = Store::open_in_memory().unwrap();
-    let alice = s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
-    ceremony(&s, "c1");
+    let alice = s.upsert_user("alice", "Alice", &[1; 16]).await.unwrap();
+    ceremony(&s, "c1").await;
     s.insert_credential(
         &alice,
         &cred(b"k1", "alice"),
         "c1",
         &NewAudit::new("credential.enrolled", "test"),
     )
+    .await
     .unwrap();
     assert_eq!(s.get_ceremony("c1").unwrap().unwrap().state, "succeeded");
     // Same credential twice is a conflict and leaves the first intact.
-    ceremony(&s, "c2");
+    ceremony(&s, "c2").await;
     let e = s
         .insert_credential(
             &alice,
@@ -71,17 +73,19 @@ fn credential_lifecycle_and_audit() {
             "c2",
             &NewAudit::new("x", "test"),
         )
+        .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)));
     assert_eq!(s.get_ceremony("c2").unwrap().unwrap().state, "pending");
 
-    ceremony(&s, "c3");
+    ceremony(&s, "c3").await;
     s.quarantine_credential(
         b"k1",
         "counter",
         "c3",
         &NewAudit::new("credential.quarantined", "t"),
     )
+    .await
     .unwrap();
     assert_eq!(
         s.get_credential(b"k1").unwrap().unwrap().state,
@@ -89,6 +93,7 @@ fn credential_lifecycle_and_audit() {
     );
     let e = s
         .record_assertion(b"k1", 5, "{}", "c3", &NewAudit::new("x", "t"))
+        .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)));
     let r = s
@@ -100,9 +105,10 @@ fn credential_lifecycle_and_audit() {
             None,
             &NewAudit::new("credential.released", "t"),
         )
+        .await
         .unwrap();
     assert_eq!(r.state, CredentialState::Active);
-    let receipt = s.reset_user("alice", "t").unwrap();
+    let receipt = s.reset_user("alice", "t").await.unwrap();
     assert_eq!(receipt.credentials_revoked, 1);
     assert!(s.list_credentials("alice", false).unwrap().is_empty());
     assert_eq!(s.list_credentials("alice", true).unwrap().len(), 1);
@@ -111,23 +117,23 @@ fn credential_lifecycle_and_audit() {
     s.check_integrity().unwrap();
 }
 
-#[test]
-fn audit_is_append_only() {
+#[tokio::test]
+async fn audit_is_append_only() {
     let s = Store::open_in_memory().unwrap();
-    s.append_audit(&NewAudit::new("x", "t")).unwrap();
+    s.append_audit(&NewAudit::new("x", "t")).await.unwrap();
     let c = s.conn();
     assert!(c.execute("DELETE FROM audit", []).is_err());
     assert!(c.execute("UPDATE audit SET event = 'y'", []).is_err());
 }
 
-#[test]
-fn interrupted_ceremonies_fail_on_start() {
+#[tokio::test]
+async fn interrupted_ceremonies_fail_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("k.db");
     {
         let s = Store::open(&p).unwrap();
-        s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
-        ceremony(&s, "c1");
+        s.upsert_user("alice", "Alice", &[1; 16]).await.unwrap();
+        ceremony(&s, "c1").await;
     }
     let s = Store::open(&p).unwrap();
     assert_eq!(s.fail_interrupted_ceremonies().unwrap(), 1);
@@ -137,38 +143,46 @@ fn interrupted_ceremonies_fail_on_start() {
     assert_eq!(s.fail_interrupted_ceremonies().unwrap(), 0);
 }
 
-#[test]
-fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
+#[tokio::test]
+async fn the_counter_only_moves_forward_even_when_two_ceremonies_race() {
     let s = Store::open_in_memory().unwrap();
-    let alice = s.upsert_user("alice", "Alice", &[1; 16]).unwrap();
-    ceremony(&s, "c1");
+    let alice = s.upsert_user("alice", "Alice", &[1; 16]).await.unwrap();
+    ceremony(&s, "c1").await;
     s.insert_credential(
         &alice,
         &cred(b"k1", "alice"),
         "c1",
         &NewAudit::new("e", "test"),
     )
+    .await
     .unwrap();
     let audit = NewAudit::new("credential.verified", "test");
     for id in ["a1", "a2", "a3", "a4"] {
-        ceremony(&s, id);
+        ceremony(&s, id).await;
     }
     // A key that always reports 0 is accepted as such.
-    s.record_assertion(b"k1", 0, "{}", "a1", &audit).unwrap();
-    s.record_assertion(b"k1", 5, "{}", "a2", &audit).unwrap();
+    s.record_assertion(b"k1", 0, "{}", "a1", &audit)
+        .await
+        .unwrap();
+    s.record_assertion(b"k1", 5, "{}", "a2", &audit)
+        .await
+        .unwrap();
     // Both ceremonies of a key and its clone checked against 0 and present 5: the second
     // loses the compare-and-set, and nothing of it is stored.
     let e = s
         .record_assertion(b"k1", 5, "{}", "a3", &audit)
+        .await
         .unwrap_err();
     assert!(matches!(e, StoreError::CounterNotAbove), "{e:?}");
     assert_eq!(s.get_ceremony("a3").unwrap().unwrap().state, "pending");
     assert_eq!(s.get_credential(b"k1").unwrap().unwrap().counter, 5);
     // Once quarantined, no counter is recorded at all.
     s.quarantine_credential(b"k1", "test", "a4", &NewAudit::new("q", "test"))
+        .await
         .unwrap();
     let e = s
         .record_assertion(b"k1", 9, "{}", "a4", &audit)
+        .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
 }
@@ -274,8 +288,8 @@ async fn a_unit_failing_after_a_write_rolls_back_its_group() {
 
 /// The first credential of a user creates the user row in its own transaction; a second
 /// "first" enrollment that gave the key another user handle stores nothing.
-#[test]
-fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
+#[tokio::test]
+async fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
     let s = Store::open_in_memory().unwrap();
     let bob = UserRecord {
         name: "bob".into(),
@@ -284,8 +298,9 @@ fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
         created_at: now(),
     };
     assert_eq!(s.get_user("bob").unwrap(), None);
-    ceremony(&s, "c1");
+    ceremony(&s, "c1").await;
     s.insert_credential(&bob, &cred(b"k1", "bob"), "c1", &NewAudit::new("e", "test"))
+        .await
         .unwrap();
     let stored = s.get_user("bob").unwrap().unwrap();
     assert_eq!(stored.user_handle, vec![7; 16]);
@@ -294,7 +309,7 @@ fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
         display_name: "Bob B.".into(),
         ..bob
     };
-    ceremony(&s, "c2");
+    ceremony(&s, "c2").await;
     let e = s
         .insert_credential(
             &raced,
@@ -302,6 +317,7 @@ fn a_first_credential_creates_its_user_and_a_raced_handle_stores_nothing() {
             "c2",
             &NewAudit::new("e", "test"),
         )
+        .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Db(_)), "{e:?}");
     assert_eq!(
@@ -330,11 +346,11 @@ fn row_ids_sort_in_creation_order_and_differ() {
     assert!(ids.iter().all(|i| *i < later));
 }
 
-#[test]
-fn users_page_by_name_with_a_cursor() {
+#[tokio::test]
+async fn users_page_by_name_with_a_cursor() {
     let s = Store::open_in_memory().unwrap();
     for (i, n) in ["carol", "alice", "erin", "bob", "dave"].iter().enumerate() {
-        s.upsert_user(n, n, &[i as u8; 16]).unwrap();
+        s.upsert_user(n, n, &[i as u8; 16]).await.unwrap();
     }
     let (p1, next) = s.list_users_page(None, 2).unwrap();
     let names = |p: &[UserRecord]| p.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
@@ -355,13 +371,14 @@ fn users_page_by_name_with_a_cursor() {
 }
 
 /// Rows from before the one user-name rule are reported at open, never dropped or changed.
-#[test]
-fn user_names_breaking_the_rule_are_reported_and_kept() {
+#[tokio::test]
+async fn user_names_breaking_the_rule_are_reported_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keygate.db");
     Store::open(&db)
         .unwrap()
         .upsert_user("an.peeters+kiosk@odisee.be", "An", &[1; 16])
+        .await
         .unwrap();
     {
         let raw = rusqlite::Connection::open(&db).unwrap();
@@ -419,27 +436,70 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 
 /// Every timestamp the store writes comes from its clock (`keygate_now()`), not the wall
 /// clock: audit lines, kiosk codes and their use, all on a manual clock in the past.
-#[test]
-fn store_timestamps_come_from_the_injected_clock() {
+#[tokio::test]
+async fn store_timestamps_come_from_the_injected_clock() {
     use crate::base::clock::{Clock, ManualClock};
     let dir = tempfile::tempdir().unwrap();
     let clock = std::sync::Arc::new(ManualClock::new(1_600_000_000_000));
     let s = Store::open_with_clock(&dir.path().join("k.db"), clock.clone()).unwrap();
     assert_eq!(s.now(), clock.now());
     s.append_audit(&NewAudit::new("clock.test", "test"))
+        .await
         .unwrap();
     let ev = s.list_audit(None, None, 10).unwrap();
     assert_eq!(ev[0].at, clock.now(), "audit time is the clock's");
     // A kiosk code valid for a minute of the manual clock: usable now, refused after.
     let (code_a, code_b) = (b"a".to_vec(), b"b".to_vec());
     s.insert_kiosk_code(&code_a, clock.now() + time::Duration::minutes(1))
+        .await
         .unwrap();
     s.insert_kiosk_code(&code_b, clock.now() + time::Duration::minutes(1))
+        .await
         .unwrap();
-    assert!(s.consume_kiosk_code(&code_a).unwrap());
+    assert!(s.consume_kiosk_code(&code_a).await.unwrap());
     clock.advance(std::time::Duration::from_secs(61));
     assert!(
-        !s.consume_kiosk_code(&code_b).unwrap(),
+        !s.consume_kiosk_code(&code_b).await.unwrap(),
         "expired on the store's clock"
     );
+}
+
+/// The one write path: an async write waits for the writer thread without blocking the
+/// runtime. On a single-threaded runtime, with the writer busy on a long unit, a ticking task
+/// keeps ticking while `append_audit` waits (a write that locked the writer's connection on
+/// the runtime's thread would freeze every task until the unit ended).
+#[tokio::test(flavor = "current_thread")]
+async fn async_writes_wait_for_the_writer_without_blocking_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("k.db")).unwrap();
+    let busy = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.atomic(|_t| {
+                std::thread::sleep(std::time::Duration::from_millis(400));
+                Ok::<_, StoreError>(())
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let write = {
+        let (s, log) = (s.clone(), log.clone());
+        tokio::spawn(async move {
+            s.append_audit(&NewAudit::new("one.path", "test"))
+                .await
+                .unwrap();
+            log.lock().unwrap().push("written");
+        })
+    };
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        log.lock().unwrap().push("tick");
+    }
+    write.await.unwrap();
+    busy.await.unwrap().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(&log[..5], ["tick"; 5], "the runtime kept running: {log:?}");
+    assert_eq!(log[5], "written");
 }

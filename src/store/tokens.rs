@@ -18,8 +18,12 @@ pub struct TokenRecord {
 }
 
 impl Store {
-    pub fn insert_token(&self, rec: &TokenRecord, audit: &NewAudit) -> Result<()> {
-        self.tx(|c| {
+    pub async fn insert_token(&self, rec: &TokenRecord, audit: &NewAudit) -> Result<()> {
+        let rec_o = rec.clone();
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let rec = &rec_o;
+            let audit = &audit_o;
             exec(c,
                 "INSERT INTO tokens (id, role, hash, label, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
                 params![rec.id, rec.role, rec.hash, rec.label, fmt_time(rec.created_at)],
@@ -27,6 +31,7 @@ impl Store {
             insert_audit(c, audit)?;
             Ok(())
         })
+        .await
     }
 
     pub fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
@@ -72,8 +77,12 @@ impl Store {
             .transpose()
     }
 
-    pub fn revoke_token(&self, id: &str, audit: &NewAudit) -> Result<bool> {
-        self.tx(|c| {
+    pub async fn revoke_token(&self, id: &str, audit: &NewAudit) -> Result<bool> {
+        let id_o = id.to_string();
+        let audit_o = audit.clone();
+        self.write(move |c| {
+            let id = id_o.as_str();
+            let audit = &audit_o;
             let n = exec(
                 c,
                 "UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
@@ -84,5 +93,6 @@ impl Store {
             }
             Ok(n > 0)
         })
+        .await
     }
 }

@@ -71,7 +71,7 @@ pub(super) fn upsert_user_row(
 
 impl Store {
     pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let c = self.conn();
+        let c = self.reader();
         row(
             &c,
             "SELECT name, display_name, user_handle, created_at FROM users WHERE name = ?1",
@@ -84,7 +84,7 @@ impl Store {
     }
 
     pub fn find_user_by_handle(&self, handle: &[u8]) -> Result<Option<UserRecord>> {
-        let c = self.conn();
+        let c = self.reader();
         row(
             &c,
             "SELECT name, display_name, user_handle, created_at FROM users WHERE user_handle = ?1",
@@ -98,14 +98,20 @@ impl Store {
 
     /// Returns the user, creating it with `new_handle` when absent; an existing user's
     /// display name is updated.
-    pub fn upsert_user(
+    pub async fn upsert_user(
         &self,
         name: &str,
         display_name: &str,
         new_handle: &[u8],
     ) -> Result<UserRecord> {
+        let (name, display_name, new_handle) = (
+            name.to_string(),
+            display_name.to_string(),
+            new_handle.to_vec(),
+        );
         let at = self.now();
-        self.tx(|c| upsert_user_row(c, name, display_name, new_handle, at))
+        self.write(move |c| upsert_user_row(c, &name, &display_name, &new_handle, at))
+            .await
     }
 
     /// Migration check for the one user-name rule ([`is_valid_user_name`]): the distinct
@@ -178,7 +184,7 @@ impl Store {
     }
 
     pub fn list_users(&self) -> Result<Vec<UserRecord>> {
-        let c = self.conn();
+        let c = self.reader();
         let mut st = c.prepare(
             "SELECT name, display_name, user_handle, created_at FROM users ORDER BY name",
         )?;
@@ -188,8 +194,13 @@ impl Store {
 
     /// Service-desk reset: revoke every credential of the user and remove their phones;
     /// audited; returns a receipt. NotFound for an unknown user.
-    pub fn reset_user(&self, user: &str, actor: &str) -> Result<ResetReceipt> {
-        self.tx(|c| {
+    pub async fn reset_user(&self, user: &str, actor: &str) -> Result<ResetReceipt> {
+        let user_o = user.to_string();
+        let actor_o = actor.to_string();
+        let at = self.now();
+        self.write(move |c| {
+            let user = user_o.as_str();
+            let actor = actor_o.as_str();
             let exists: Option<String> = c
                 .query_row(
                     "SELECT name FROM users WHERE name = ?1",
@@ -211,7 +222,6 @@ impl Store {
                  WHERE user_name = ?1 AND state = 'pending'",
                 params![user],
             )?;
-            let at = self.now();
             let seq = insert_audit(
                 c,
                 &NewAudit::new("user.reset", actor)
@@ -229,5 +239,6 @@ impl Store {
                 audit_seq: seq,
             })
         })
+        .await
     }
 }

@@ -66,8 +66,12 @@ impl TestServer {
     ) -> TestServer {
         let cfg = test_config(dir, extra_toml);
         let state = keygate::daemon::build_state_with_clock(cfg, clock).expect("state");
-        let admin = keygate::auth::create_token(&state.store, Role::Admin, Some("test")).unwrap();
-        let kiosk = keygate::auth::create_token(&state.store, Role::Kiosk, Some("test")).unwrap();
+        let admin = keygate::auth::create_token(&state.store, Role::Admin, Some("test"))
+            .await
+            .unwrap();
+        let kiosk = keygate::auth::create_token(&state.store, Role::Kiosk, Some("test"))
+            .await
+            .unwrap();
         let server = InProcess::start(state.clone()).await;
         TestServer {
             base: server.base.clone(),
