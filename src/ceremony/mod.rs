@@ -301,14 +301,16 @@ impl CeremonyService {
         if let Some(c) = self.find(id, kind) {
             return Ok((Some(c.owner.clone()), c.user.clone()));
         }
-        let rec = self
-            .store
-            .get_ceremony(id)?
-            .ok_or(CeremonyError::NotFound)?;
-        if rec.kind != kind.as_str() {
-            return Err(CeremonyError::NotFound);
-        }
+        let rec = self.stored(id, kind)?;
         Ok((rec.created_by, rec.user))
+    }
+
+    /// The stored record of ceremony `id` of `kind`; `NotFound` for another kind.
+    fn stored(&self, id: &str, kind: Kind) -> Result<CeremonyRecord, CeremonyError> {
+        self.store
+            .get_ceremony(id)?
+            .filter(|rec| rec.kind == kind.as_str())
+            .ok_or(CeremonyError::NotFound)
     }
 
     /// The current view; falls back to the stored record for ceremonies no longer in memory
@@ -317,13 +319,7 @@ impl CeremonyService {
         if let Some(c) = self.find(id, kind) {
             return Ok(c.view.borrow().clone());
         }
-        let rec = self
-            .store
-            .get_ceremony(id)?
-            .ok_or(CeremonyError::NotFound)?;
-        if rec.kind != kind.as_str() {
-            return Err(CeremonyError::NotFound);
-        }
+        let rec = self.stored(id, kind)?;
         let state = State::parse(&rec.state);
         Ok(CeremonyView {
             id: rec.id,
