@@ -322,11 +322,30 @@ async fn enroll(k: &mut Kiosk, lang: &Lang, key: &str, user: &str, name: &str) {
 /// at the start, stays there, and shows no error.
 async fn cancel_while_waiting_for_touch(k: &mut Kiosk, key: &str) {
     k.sim(key, json!({ "touch": "never" })).await;
+    // Record what a screen reader would hear: every change of the one live region.
+    k.js(
+        "window.__announced = []; const a = document.getElementById('announce'); \
+         new MutationObserver(() => window.__announced.push(a.textContent)) \
+           .observe(a, { childList: true, characterData: true, subtree: true }); return true;",
+    )
+    .await;
     k.click("#btn-verify").await;
     k.wait_screen("pin", 10).await;
     k.type_in("#pin-input", "1234").await;
     k.click("#form-pin button[type=submit]").await;
     k.wait_screen("touch", 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The countdown is redrawn every 250 ms but announced at most once a second (all of a
+    // 4-second timeout is "the last 10 seconds"), starting with the start.
+    let heard = k.js("return window.__announced").await;
+    let heard: Vec<String> = serde_json::from_value(heard).unwrap();
+    assert!(!heard.is_empty() && heard.len() <= 3, "{heard:?}");
+    assert!(heard[0].contains("Je hebt 4 seconden"), "{heard:?}");
+    assert_eq!(
+        k.js("return document.querySelector('.countdown').getAttribute('aria-hidden')")
+            .await,
+        "true"
+    );
     k.shot("touch-before-cancel").await;
     k.click("#screen-touch button.cancel").await;
     k.wait_screen("start", 10).await;
