@@ -14,7 +14,7 @@ use super::{
     exec, fmt_time, now, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError,
 };
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
     Active,

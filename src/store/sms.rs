@@ -12,7 +12,7 @@ use super::{
     exec, fmt_time, now, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError, Tx,
 };
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PhoneRecord {
     pub id: String,
     #[serde(skip)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{AttestationMode, CounterMode};
 
 /// How the simulated user touches the key.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Touch {
     /// Touch after this many milliseconds.
@@ -25,7 +25,7 @@ impl Default for Touch {
 }
 
 /// Options for a new key (`POST /v1/sim/keys`) and changes to one (`PATCH`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimKeyOptions {
     pub touch: Option<Touch>,
@@ -48,7 +48,7 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 }
 
 /// What `/v1/sim/keys` shows about a key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SimKeyStatus {
     pub id: String,
     pub plugged: bool,
