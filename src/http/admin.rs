@@ -92,7 +92,10 @@ pub async fn get_user(
 /// transaction; answers a receipt.
 #[utoipa::path(delete, path = "/v1/users/{user}", tag = "users", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
     security(("bearer" = ["admin"])),
-    responses((status = 200, description = "What the reset removed", body = ReceiptBody)))]
+    responses(
+        (status = 200, description = "What the reset removed", body = ReceiptBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+    ))]
 pub async fn reset_user(
     State(st): State<SharedState>,
     caller: Caller,

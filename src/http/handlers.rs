@@ -71,6 +71,7 @@ pub struct PinBody {
         (status = 408, description = "`touch_timeout`", body = ErrorBody),
         (status = 409, description = "`no_device`, `device_busy`, `device_removed`, `pin_already_set`, `pin_not_set`", body = ErrorBody),
         (status = 422, description = "`pin_invalid`, `pin_policy_violation`", body = ErrorBody),
+        (status = 428, description = "`pin_required`: changing a PIN needs `current_pin`", body = ErrorBody),
         (status = 423, description = "`pin_blocked`, `pin_auth_blocked`", body = ErrorBody),
         (status = 502, description = "`device_error`", body = ErrorBody),
     ))]
@@ -158,7 +159,8 @@ async fn waited(
         (status = 200, description = "Already ended (with `wait`): succeeded, failed or cancelled", body = CeremonyView),
         (status = 404, description = "`not_found`: no such device", body = ErrorBody),
         (status = 409, description = "`no_device`, `multiple_devices`, `device_busy`, `pin_not_set`, ...", body = ErrorBody),
-        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, ...", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, ...", body = ErrorBody),
+        (status = 428, description = "`pin_required`", body = ErrorBody),
         (status = 429, description = "`too_many_streams`", body = ErrorBody),
         (status = 502, description = "`device_error`", body = ErrorBody),
     ))]
@@ -182,7 +184,8 @@ pub async fn start_enrollment(
         (status = 200, description = "Already ended (with `wait`)", body = CeremonyView),
         (status = 404, description = "`not_found`: no such device", body = ErrorBody),
         (status = 409, description = "`no_device`, `multiple_devices`, `device_busy`, `pin_not_set`, ...", body = ErrorBody),
-        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, ...", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, ...", body = ErrorBody),
+        (status = 428, description = "`pin_required`", body = ErrorBody),
         (status = 429, description = "`too_many_streams`", body = ErrorBody),
         (status = 502, description = "`device_error`", body = ErrorBody),
     ))]

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::bodies::{ErrorBody, HandoffView, KioskConfigView, WhoAmI};
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{json_object, ApiJson, ApiQuery};
 use super::{AppState, SharedState};
 use crate::auth::{Caller, Role};
 use crate::kiosk;
@@ -225,13 +225,13 @@ const USER_BODY_ROUTES: [&str; 3] = ["/v1/enrollments", "/v1/assertions", "/v1/s
 /// rejects names nobody (the handler rejects it too).
 fn body_user(route: &str, body: &[u8]) -> Option<String> {
     match route {
-        "/v1/enrollments" => serde_json::from_slice::<crate::ceremony::EnrollmentRequest>(body)
+        "/v1/enrollments" => json_object::<crate::ceremony::EnrollmentRequest>(body)
             .ok()
             .map(|r| r.user),
-        "/v1/assertions" => serde_json::from_slice::<crate::ceremony::AssertionRequest>(body)
+        "/v1/assertions" => json_object::<crate::ceremony::AssertionRequest>(body)
             .ok()
             .and_then(|r| r.user),
-        "/v1/sms/challenges" => serde_json::from_slice::<crate::sms::NewChallenge>(body)
+        "/v1/sms/challenges" => json_object::<crate::sms::NewChallenge>(body)
             .ok()
             .map(|r| r.user),
         _ => None,

@@ -17,7 +17,7 @@ use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
 use super::{admin, handlers, kiosk, sim, sms};
-use crate::config::Config;
+use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
 /// repeat it as a literal (a unit test holds them to this and to `is_valid_user_name`).
@@ -135,7 +135,30 @@ fn add_response(responses: &mut serde_json::Map<String, Value>, status: &str, de
     }
 }
 
+/// utoipa writes Rust's `u32`/`u64` as `int32`/`int64` with `minimum: 0`, which a reader takes
+/// to end at 2^31-1 / 2^63-1; serde reads them up to 2^32-1 / 2^64-1. Say the real range.
+fn unsigned_ranges(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let unsigned = map.get("minimum") == Some(&json!(0));
+            let max = match map.get("format").and_then(Value::as_str) {
+                Some("int32") if unsigned => Some(json!(u32::MAX)),
+                Some("int64") if unsigned => Some(json!(u64::MAX)),
+                _ => None,
+            };
+            if let Some(max) = max {
+                map.remove("format");
+                map.entry("maximum").or_insert(max);
+            }
+            map.values_mut().for_each(unsigned_ranges);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unsigned_ranges),
+        _ => {}
+    }
+}
+
 fn refine(doc: &mut Value, cfg: &Config) {
+    unsigned_ranges(doc);
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         for (_, op) in item.as_object_mut().expect("path item").iter_mut() {
@@ -178,6 +201,18 @@ fn refine(doc: &mut Value, cfg: &Config) {
     let schemas = &mut doc["components"]["schemas"];
     for req in ["EnrollmentRequest", "AssertionRequest"] {
         schemas[req]["properties"]["timeout_ms"]["maximum"] = json!(cfg.ceremony.max_timeout_ms);
+    }
+    // The configured level is a floor: under `required`, asking for `preferred` is refused.
+    if cfg.relying_party.user_verification == UserVerification::Required {
+        schemas["UserVerification"]["enum"] = json!(["required"]);
+    }
+    // A scripted touch delay is bounded (`sim::MAX_TOUCH_DELAY_MS`); `{"auto_after_ms": n}` is
+    // an externally tagged variant, so it has that one member only.
+    if let Some(variants) = schemas["Touch"]["oneOf"].as_array_mut() {
+        for v in variants.iter_mut().filter(|v| v["properties"]["auto_after_ms"].is_object()) {
+            v["properties"]["auto_after_ms"]["maximum"] = json!(super::sim::MAX_TOUCH_DELAY_MS);
+            v["additionalProperties"] = json!(false);
+        }
     }
     // Exactly one of `phone_id` and `number` (a null one counts as absent).
     schemas["NewChallenge"]["oneOf"] = json!([

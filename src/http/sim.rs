@@ -12,7 +12,7 @@ use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath};
 use super::SharedState;
-use crate::device::sim::{SimBench, SimKeyOptions};
+use crate::device::sim::{SimBench, SimKeyOptions, Touch};
 use crate::device::DeviceError;
 
 pub fn routes() -> Router<SharedState> {
@@ -46,9 +46,20 @@ fn sim_error(e: DeviceError) -> ApiError {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
-    serde_json::from_value(v)
-        .map_err(|e| ApiError::invalid(format!("invalid simulated key options: {e}")))
+/// The longest scripted touch delay (what the document states as its maximum).
+pub(super) const MAX_TOUCH_DELAY_MS: u64 = 3_600_000;
+
+fn parse(v: Value) -> ApiResult<SimKeyOptions> {
+    let options: SimKeyOptions = serde_json::from_value(v)
+        .map_err(|e| ApiError::invalid(format!("invalid simulated key options: {e}")))?;
+    if let Some(Touch::AutoAfterMs(ms)) = options.touch {
+        if ms > MAX_TOUCH_DELAY_MS {
+            return Err(ApiError::invalid(format!(
+                "`touch.auto_after_ms` must be at most {MAX_TOUCH_DELAY_MS}"
+            )));
+        }
+    }
+    Ok(options)
 }
 
 /// The simulated keys.
@@ -70,6 +81,7 @@ async fn list(State(st): State<SharedState>) -> ApiResult<Json<SimKeyList>> {
     responses(
         (status = 201, description = "The new key", body = SimKeyBody),
         (status = 404, description = "`not_found`: not simulating", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`", body = ErrorBody),
     ))]
 async fn plug(
     State(st): State<SharedState>,
@@ -87,6 +99,7 @@ async fn plug(
     responses(
         (status = 200, description = "The key", body = SimKeyBody),
         (status = 404, description = "`not_found`: no such simulated key", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`", body = ErrorBody),
     ))]
 async fn configure(
     State(st): State<SharedState>,

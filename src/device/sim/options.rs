@@ -10,7 +10,7 @@ use super::{AttestationMode, CounterMode};
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Touch {
-    /// Touch after this many milliseconds.
+    /// Touch after this many milliseconds (at most an hour).
     AutoAfterMs(u64),
     /// Nobody touches it: the operation runs into its deadline.
     Never,
@@ -32,6 +32,7 @@ pub struct SimKeyOptions {
     pub counter: Option<CounterMode>,
     /// A PIN to set directly (null clears it), bypassing ClientPIN.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(min_length = 4, max_length = 63)]
     pub pin: Option<Option<String>>,
     pub pin_retries: Option<u32>,
     pub resident_slots: Option<u32>,
