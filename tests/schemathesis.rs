@@ -79,7 +79,14 @@ fn schemathesis_finds_nothing() {
     let out = schemathesis
         .args(["--config-file", config, "run"])
         .arg(format!("{}/openapi.json", daemon.base))
-        .args(["--checks", "all", "--max-examples", MAX_EXAMPLES, "--seed", SEED])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--seed",
+            SEED,
+        ])
         .args(["--request-timeout", "60", "--no-color"])
         .arg("-H")
         .arg(format!("Authorization: Bearer {token}"))

@@ -144,6 +144,18 @@ where
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,17 +174,5 @@ mod tests {
         assert!(json_object::<Body>(br#"[30]"#).is_err());
         assert!(json_object::<Body>(b"").is_err());
         assert!(json_object::<Body>(b"{").is_err());
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(ApiError::unauthorized)
     }
 }

@@ -14,9 +14,9 @@ use axum::{Extension, Json};
 use futures::Stream;
 use serde::Deserialize;
 
+use super::bodies::{DeviceBody, DeviceList, ErrorBody, Health};
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
-use super::bodies::{DeviceBody, DeviceList, ErrorBody, Health};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::kiosk::PageSession;
 use super::server::EventStreams;

@@ -99,7 +99,9 @@ impl Modify for Security {
 pub fn wait_schema() -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some(r"^(true|false|\+?0*([0-9]|[1-9][0-9]|1[01][0-9]|120))$"))
+        .pattern(Some(
+            r"^(true|false|\+?0*([0-9]|[1-9][0-9]|1[01][0-9]|120))$",
+        ))
         .build()
         .into()
 }
@@ -209,7 +211,10 @@ fn refine(doc: &mut Value, cfg: &Config) {
     // A scripted touch delay is bounded (`sim::MAX_TOUCH_DELAY_MS`); `{"auto_after_ms": n}` is
     // an externally tagged variant, so it has that one member only.
     if let Some(variants) = schemas["Touch"]["oneOf"].as_array_mut() {
-        for v in variants.iter_mut().filter(|v| v["properties"]["auto_after_ms"].is_object()) {
+        for v in variants
+            .iter_mut()
+            .filter(|v| v["properties"]["auto_after_ms"].is_object())
+        {
             v["properties"]["auto_after_ms"]["maximum"] = json!(super::sim::MAX_TOUCH_DELAY_MS);
             v["additionalProperties"] = json!(false);
         }

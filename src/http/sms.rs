@@ -99,10 +99,7 @@ async fn add_phone(
             &caller.actor(),
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(PhoneAdded { phone, challenge }),
-    ))
+    Ok((StatusCode::CREATED, Json(PhoneAdded { phone, challenge })))
 }
 
 /// A user's phones (masked numbers).
