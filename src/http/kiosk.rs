@@ -220,20 +220,21 @@ impl PageSession {
 /// The routes (POST) whose JSON body names the user acted for; see [`body_user`].
 const USER_BODY_ROUTES: [&str; 3] = ["/v1/enrollments", "/v1/assertions", "/v1/sms/challenges"];
 
-/// The user a request's JSON body names, for each of [`USER_BODY_ROUTES`]. Parsed with the
-/// handler's own type, so that both read the same user from the same bytes; a body the type
-/// rejects names nobody (the handler rejects it too).
+/// The user a request's JSON body names, for each of [`USER_BODY_ROUTES`]. Read the way the
+/// handler reads it ([`json_object`]), and also the way serde alone would (a JSON array as
+/// the struct's fields in order), so that no reading of the bytes the handler could accept
+/// names a user this check did not see; a body neither reading accepts names nobody (the
+/// handler refuses it).
 fn body_user(route: &str, body: &[u8]) -> Option<String> {
+    fn read<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+        json_object::<T>(body)
+            .ok()
+            .or_else(|| serde_json::from_slice::<T>(body).ok())
+    }
     match route {
-        "/v1/enrollments" => json_object::<crate::ceremony::EnrollmentRequest>(body)
-            .ok()
-            .map(|r| r.user),
-        "/v1/assertions" => json_object::<crate::ceremony::AssertionRequest>(body)
-            .ok()
-            .and_then(|r| r.user),
-        "/v1/sms/challenges" => json_object::<crate::sms::NewChallenge>(body)
-            .ok()
-            .map(|r| r.user),
+        "/v1/enrollments" => read::<crate::ceremony::EnrollmentRequest>(body).map(|r| r.user),
+        "/v1/assertions" => read::<crate::ceremony::AssertionRequest>(body).and_then(|r| r.user),
+        "/v1/sms/challenges" => read::<crate::sms::NewChallenge>(body).map(|r| r.user),
         _ => None,
     }
 }
