@@ -43,8 +43,9 @@ use rp::{RelyingParty, RpError};
 
 pub use error::CeremonyError;
 pub use view::{
-    credential_json, time_json, validate_user_name, AssertionRequest, CeremonyView,
-    EnrollmentRequest, ErrorView, Kind, State,
+    credential_json, time_json, validate_user_name, AssertionRequest, AssertionResult,
+    CeremonyResult, CeremonyView, CredentialView, EnrollmentRequest, EnrollmentResult, ErrorView,
+    Kind, State,
 };
 
 /// One running (or recently finished) ceremony.

@@ -1,6 +1,8 @@
 //! The JSON shapes of the ceremony API: what a client sends ([`EnrollmentRequest`],
 //! [`AssertionRequest`]) and the checks on its text fields, and what it gets back
-//! ([`CeremonyView`], [`ErrorView`], [`credential_json`]).
+//! ([`CeremonyView`], [`ErrorView`], [`CredentialView`]). Each derives its OpenAPI schema
+//! (`utoipa::ToSchema`); the `#[schema]` attributes state the limits the ceremony service
+//! enforces, so that the document served at `/openapi.json` says what the server checks.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -11,7 +13,7 @@ use crate::store::CredentialRecord;
 use super::client::b64;
 use super::error::CeremonyError;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Enrollment,
@@ -27,7 +29,7 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Pending,
@@ -71,7 +73,7 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorView {
     pub code: String,
     pub message: String,
@@ -90,7 +92,7 @@ impl From<&CeremonyError> for ErrorView {
 }
 
 /// What clients see of a ceremony.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CeremonyView {
     pub id: String,
     pub kind: Kind,
@@ -109,41 +111,93 @@ pub struct CeremonyView {
     /// `failed`/`cancelled`: why. `needs_pin` after a wrong PIN: the `pin_invalid` error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
+    /// `succeeded`: what the ceremony produced.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<CeremonyResult>)]
     pub result: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The `result` of a succeeded ceremony (documentation of the shapes `enroll` and `assert`
+/// build): an enrollment's credential, or a verified assertion.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CeremonyResult {
+    Enrollment(EnrollmentResult),
+    Assertion(AssertionResult),
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EnrollmentResult {
+    pub credential: CredentialView,
+    /// The WebAuthn RegistrationResponseJSON the key's answer amounts to.
+    #[schema(value_type = Object)]
+    pub registration_response: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AssertionResult {
+    pub user: String,
+    pub credential_id: String,
+    pub counter: u32,
+    pub user_verified: bool,
+    pub nickname: Option<String>,
+    #[schema(format = DateTime)]
+    pub enrolled_at: String,
+    /// The WebAuthn AuthenticationResponseJSON the key's answer amounts to.
+    #[schema(value_type = Object)]
+    pub authentication_response: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentRequest {
+    #[schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._@+-]{1,128}$")]
     pub user: String,
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub display_name: String,
     #[serde(default)]
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub nickname: Option<String>,
     #[serde(default)]
     pub discoverable: Option<bool>,
     #[serde(default)]
     pub user_verification: Option<UserVerification>,
+    /// The key's PIN: 4 or more characters, at most 63 bytes of UTF-8 (CTAP 2.1).
     #[serde(default)]
+    #[schema(min_length = 4, max_length = 63)]
     pub pin: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    /// Milliseconds; the maximum is the daemon's `ceremony.max_timeout_ms`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 600000)]
     pub timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssertionRequest {
+    /// Absent or null: a user-less ("test my key") assertion with a discoverable credential.
     #[serde(default)]
+    #[schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._@+-]{1,128}$")]
     pub user: Option<String>,
     #[serde(default)]
     pub user_verification: Option<UserVerification>,
+    /// The key's PIN: 4 or more characters, at most 63 bytes of UTF-8 (CTAP 2.1).
     #[serde(default)]
+    #[schema(min_length = 4, max_length = 63)]
     pub pin: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    /// Milliseconds; the maximum is the daemon's `ceremony.max_timeout_ms`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 600000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -163,26 +217,56 @@ pub fn time_json(t: OffsetDateTime) -> String {
     crate::store::fmt_time(t)
 }
 
-/// The API representation of a stored credential. `with_public_key` adds the COSE key (admin).
-pub fn credential_json(r: &CredentialRecord, with_public_key: bool) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "id": b64(&r.id),
-        "user": r.user,
-        "nickname": r.nickname,
-        "aaguid": r.aaguid,
-        "model": r.model,
-        "attestation_format": r.attestation_format,
-        "attested": r.attested,
-        "discoverable": r.discoverable,
-        "user_verified": r.user_verified,
-        "counter": r.counter,
-        "created_at": time_json(r.created_at),
-        "last_used_at": r.last_used_at.map(time_json),
-        "state": r.state,
-        "state_reason": r.state_reason,
-    });
-    if with_public_key {
-        v["public_key_cose"] = serde_json::Value::String(b64(&r.public_key_cose));
+/// The API representation of a stored credential.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CredentialView {
+    /// The credential id, base64url without padding.
+    pub id: String,
+    pub user: String,
+    pub nickname: Option<String>,
+    pub aaguid: Option<uuid::Uuid>,
+    pub model: Option<String>,
+    pub attestation_format: String,
+    pub attested: bool,
+    pub discoverable: bool,
+    pub user_verified: bool,
+    pub counter: u32,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+    pub state: crate::store::CredentialState,
+    pub state_reason: Option<String>,
+    /// The COSE public key, base64url (single-credential admin view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_cose: Option<String>,
+}
+
+impl CredentialView {
+    /// `with_public_key` adds the COSE key (admin).
+    pub fn new(r: &CredentialRecord, with_public_key: bool) -> CredentialView {
+        CredentialView {
+            id: b64(&r.id),
+            user: r.user.clone(),
+            nickname: r.nickname.clone(),
+            aaguid: r.aaguid,
+            model: r.model.clone(),
+            attestation_format: r.attestation_format.clone(),
+            attested: r.attested,
+            discoverable: r.discoverable,
+            user_verified: r.user_verified,
+            counter: r.counter,
+            created_at: time_json(r.created_at),
+            last_used_at: r.last_used_at.map(time_json),
+            state: r.state,
+            state_reason: r.state_reason.clone(),
+            public_key_cose: with_public_key.then(|| b64(&r.public_key_cose)),
+        }
     }
-    v
+}
+
+/// [`CredentialView`] as JSON.
+pub fn credential_json(r: &CredentialRecord, with_public_key: bool) -> serde_json::Value {
+    serde_json::to_value(CredentialView::new(r, with_public_key))
+        .expect("a credential view serialises")
 }

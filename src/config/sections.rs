@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Secret;
 
 /// User verification demanded of a key during enrollment and verification.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserVerification {
     /// PIN or built-in UV always (Entra ID's policy for FIDO2 keys).

@@ -35,7 +35,7 @@ pub struct DeviceActor {
 }
 
 /// A device as the API reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceStatus {
     #[serde(flatten)]
     pub info: DeviceInfo,

@@ -31,7 +31,7 @@ pub use status::CtapStatus;
 pub type DeviceId = String;
 
 /// What keygate reports about one plugged key.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DeviceInfo {
     pub id: DeviceId,
     /// `hid` or `sim`.

@@ -1,7 +1,8 @@
-//! Extractors whose rejections use keygate's error shape.
+//! Extractors whose rejections use keygate's error shape, and the one way a JSON request body
+//! is read ([`json_object`]).
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -24,9 +25,10 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !json_content_type(req.headers()) {
-            return Err(json_rejection(JsonRejection::MissingJsonContentType(
-                Default::default(),
-            )));
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send a JSON body with `Content-Type: application/json`",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -35,21 +37,47 @@ where
                 ApiError::invalid("the request body could not be read")
             }
         })?;
-        // serde reads a struct from a JSON array too (`[]` would be an empty request): every
-        // request body keygate takes is an object, so anything else is refused first.
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            None => {
-                return Err(ApiError::invalid(
-                    "the request body is empty: send a JSON object",
-                ))
+        json_object(&bytes).map(ApiJson)
+    }
+}
+
+/// A request body as `T`. Every body keygate takes is a JSON object: serde would read a struct
+/// from a JSON array too (`[]` would be an empty request), so anything else is refused first.
+/// A number with a zero fraction (`30.0`) is the integer it equals, as JSON Schema (and so the
+/// OpenAPI document) counts it. Handlers and the page-session check read bodies only through
+/// this, so both see the same request in the same bytes.
+pub(crate) fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => {
+            return Err(ApiError::invalid(
+                "the request body is empty: send a JSON object",
+            ))
+        }
+        Some(_) => return Err(ApiError::invalid("the request body must be a JSON object")),
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::invalid("the request body is not valid JSON"))?;
+    integral_floats_to_integers(&mut value);
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+/// `30.0` -> `30`, wherever it occurs, for numbers that f64 holds exactly (|n| <= 2^53).
+fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() <= EXACT {
+                    *v = Value::from(f as i64);
+                }
             }
-            Some(_) => return Err(ApiError::invalid("the request body must be a JSON object")),
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(json_rejection(rej)),
-        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
     }
 }
 
@@ -116,25 +144,6 @@ where
     }
 }
 
-fn json_rejection(rej: JsonRejection) -> ApiError {
-    match rej {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "send a JSON body with `Content-Type: application/json`",
-        ),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::invalid(format!("invalid request body: {}", e.body_text()))
-        }
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::invalid("the request body is not valid JSON")
-        }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
-        }
-        other => ApiError::invalid(other.body_text()),
-    }
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
@@ -144,5 +153,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Body {
+        n: u32,
+    }
+
+    #[test]
+    fn bodies_are_objects_and_integral_floats_are_integers() {
+        assert_eq!(json_object::<Body>(br#"{"n": 30.0}"#).unwrap().n, 30);
+        assert_eq!(json_object::<Body>(br#"{"n": 30}"#).unwrap().n, 30);
+        assert!(json_object::<Body>(br#"{"n": 30.5}"#).is_err());
+        assert!(json_object::<Body>(br#"{"n": 1e300}"#).is_err());
+        assert!(json_object::<Body>(br#"[30]"#).is_err());
+        assert!(json_object::<Body>(b"").is_err());
+        assert!(json_object::<Body>(b"{").is_err());
     }
 }

@@ -1,18 +1,20 @@
-//! Route handlers: parse, call the ceremony service or the store, shape JSON.
+//! Route handlers of the keys and their ceremonies: devices, enrollments, assertions (state,
+//! long-poll, cancel, PIN, event streams). Each carries its `#[utoipa::path]`: every status
+//! and content type it answers, so that `/openapi.json` documents what the handler does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::json;
 
+use super::bodies::{DeviceBody, DeviceList, ErrorBody, Health};
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
@@ -20,58 +22,81 @@ use super::kiosk::PageSession;
 use super::server::EventStreams;
 use super::{access, SharedState};
 use crate::auth::Caller;
-use crate::ceremony::{
-    client::unb64, credential_json, validate_user_name, AssertionRequest, CeremonyView,
-    EnrollmentRequest, Kind, State as CState,
-};
-use crate::store::{CredentialState, NewAudit};
+use crate::ceremony::{AssertionRequest, CeremonyView, EnrollmentRequest, Kind, State as CState};
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
-}
-
-pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
+/// Liveness: answers while the daemon serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The daemon is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 // ---- devices ------------------------------------------------------------------------------
 
-pub async fn list_devices(State(st): State<SharedState>) -> ApiResult<Json<serde_json::Value>> {
+/// Plugged keys: model, AAGUID, CTAP versions, PIN state and retries, UV, slots.
+#[utoipa::path(get, path = "/v1/devices", tag = "devices",
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The plugged keys", body = DeviceList),
+        (status = 502, description = "`device_error`: a key failed to answer", body = ErrorBody),
+    ))]
+pub async fn list_devices(State(st): State<SharedState>) -> ApiResult<Json<DeviceList>> {
     let devices = st.ceremonies.devices().clone();
     let statuses = devices.statuses().await?;
-    Ok(Json(json!({ "devices": statuses })))
+    Ok(Json(DeviceList { devices: statuses }))
 }
 
-#[derive(Deserialize)]
+/// A new PIN for a key (4 or more characters, at most 63 bytes), and the current one when
+/// changing it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinBody {
+    #[schema(min_length = 4, max_length = 63)]
     new_pin: String,
     #[serde(default)]
     current_pin: Option<String>,
 }
 
+/// Set a PIN (key without one) or change it (with `current_pin`).
+#[utoipa::path(post, path = "/v1/devices/{id}/pin", tag = "devices",
+    params(("id" = String, Path, description = "Device id (`sim:<n>` or `hid:<path>`)")),
+    request_body = PinBody,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The key, with its PIN set", body = DeviceBody),
+        (status = 404, description = "`not_found`: no such key", body = ErrorBody),
+        (status = 408, description = "`touch_timeout`", body = ErrorBody),
+        (status = 409, description = "`no_device`, `device_busy`, `device_removed`, `pin_already_set`, `pin_not_set`", body = ErrorBody),
+        (status = 422, description = "`pin_invalid`, `pin_policy_violation`", body = ErrorBody),
+        (status = 428, description = "`pin_required`: changing a PIN needs `current_pin`", body = ErrorBody),
+        (status = 423, description = "`pin_blocked`, `pin_auth_blocked`", body = ErrorBody),
+        (status = 502, description = "`device_error`", body = ErrorBody),
+    ))]
 pub async fn device_pin(
     State(st): State<SharedState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PinBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<DeviceBody>> {
     let status = st
         .ceremonies
         .set_pin(&id, body.new_pin, body.current_pin, &caller.actor())
         .await?;
-    Ok(Json(json!({ "device": status })))
+    Ok(Json(DeviceBody { device: status }))
 }
 
 // ---- ceremonies ---------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
+    /// `true`: wait until the ceremony ended or needs the client (bounded by its deadline);
+    /// `0`-`120`: wait at most that many seconds; `false` or absent: answer at once.
     #[serde(default)]
+    #[param(schema_with = super::openapi::wait_schema)]
     wait: Option<String>,
 }
 
@@ -125,6 +150,20 @@ async fn waited(
     }
 }
 
+/// Start enrolling a key for a user: `202` while it runs, `200` once it ended (with `wait`).
+#[utoipa::path(post, path = "/v1/enrollments", tag = "ceremonies", params(WaitQuery),
+    request_body = EnrollmentRequest,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 202, description = "Started; follow it with GET, `wait` or the event stream", body = CeremonyView),
+        (status = 200, description = "Already ended (with `wait`): succeeded, failed or cancelled", body = CeremonyView),
+        (status = 404, description = "`not_found`: no such device", body = ErrorBody),
+        (status = 409, description = "`no_device`, `multiple_devices`, `device_busy`, `pin_not_set`, ...", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, ...", body = ErrorBody),
+        (status = 428, description = "`pin_required`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams`", body = ErrorBody),
+        (status = 502, description = "`device_error`", body = ErrorBody),
+    ))]
 pub async fn start_enrollment(
     State(st): State<SharedState>,
     caller: Caller,
@@ -136,6 +175,20 @@ pub async fn start_enrollment(
     Ok(ceremony_response(view, true))
 }
 
+/// Start verifying a key: for a named user, or user-less ("test my key") without `user`.
+#[utoipa::path(post, path = "/v1/assertions", tag = "ceremonies", params(WaitQuery),
+    request_body = AssertionRequest,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 202, description = "Started; follow it with GET, `wait` or the event stream", body = CeremonyView),
+        (status = 200, description = "Already ended (with `wait`)", body = CeremonyView),
+        (status = 404, description = "`not_found`: no such device", body = ErrorBody),
+        (status = 409, description = "`no_device`, `multiple_devices`, `device_busy`, `pin_not_set`, ...", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, ...", body = ErrorBody),
+        (status = 428, description = "`pin_required`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams`", body = ErrorBody),
+        (status = 502, description = "`device_error`", body = ErrorBody),
+    ))]
 pub async fn start_assertion(
     State(st): State<SharedState>,
     caller: Caller,
@@ -158,6 +211,14 @@ async fn get_ceremony(
     Ok(ceremony_response(view, false))
 }
 
+/// The ceremony's state (a long-poll with `wait`).
+#[utoipa::path(get, path = "/v1/enrollments/{id}", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id"), WaitQuery),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The ceremony", body = CeremonyView),
+        (status = 404, description = "`not_found` (also another caller's ceremony)", body = ErrorBody),
+    ))]
 pub async fn get_enrollment(
     State(st): State<SharedState>,
     caller: Caller,
@@ -169,6 +230,14 @@ pub async fn get_enrollment(
     get_ceremony(st, id, q, Kind::Enrollment).await
 }
 
+/// The ceremony's state (a long-poll with `wait`).
+#[utoipa::path(get, path = "/v1/assertions/{id}", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id"), WaitQuery),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The ceremony", body = CeremonyView),
+        (status = 404, description = "`not_found` (also another caller's ceremony)", body = ErrorBody),
+    ))]
 pub async fn get_assertion(
     State(st): State<SharedState>,
     caller: Caller,
@@ -180,6 +249,14 @@ pub async fn get_assertion(
     get_ceremony(st, id, q, Kind::Assertion).await
 }
 
+/// Cancel the ceremony (the key stops waiting for a touch); answers its end state.
+#[utoipa::path(delete, path = "/v1/enrollments/{id}", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The ceremony, cancelled (or already ended)", body = CeremonyView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub async fn cancel_enrollment(
     State(st): State<SharedState>,
     caller: Caller,
@@ -190,6 +267,14 @@ pub async fn cancel_enrollment(
     cancel(st, id, Kind::Enrollment).await
 }
 
+/// Cancel the ceremony (the key stops waiting for a touch); answers its end state.
+#[utoipa::path(delete, path = "/v1/assertions/{id}", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The ceremony, cancelled (or already ended)", body = CeremonyView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub async fn cancel_assertion(
     State(st): State<SharedState>,
     caller: Caller,
@@ -213,12 +298,25 @@ async fn cancel(st: SharedState, id: String, kind: Kind) -> ApiResult<Response> 
     Ok(ceremony_response(view, false))
 }
 
-#[derive(Deserialize)]
+/// The key's PIN: 4 or more characters, at most 63 bytes of UTF-8.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CeremonyPin {
+    #[schema(min_length = 4, max_length = 63)]
     pin: String,
 }
 
+/// Answer `needs_pin` with the key's PIN.
+#[utoipa::path(post, path = "/v1/enrollments/{id}/pin", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id"), WaitQuery),
+    request_body = CeremonyPin,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The ceremony after the PIN was handed over", body = CeremonyView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_waiting_for_pin`, `ceremony_ended`", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`", body = ErrorBody),
+    ))]
 pub async fn enrollment_pin(
     State(st): State<SharedState>,
     caller: Caller,
@@ -231,6 +329,17 @@ pub async fn enrollment_pin(
     ceremony_pin(st, id, q, body, Kind::Enrollment).await
 }
 
+/// Answer `needs_pin` with the key's PIN.
+#[utoipa::path(post, path = "/v1/assertions/{id}/pin", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id"), WaitQuery),
+    request_body = CeremonyPin,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The ceremony after the PIN was handed over", body = CeremonyView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_waiting_for_pin`, `ceremony_ended`", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`", body = ErrorBody),
+    ))]
 pub async fn assertion_pin(
     State(st): State<SharedState>,
     caller: Caller,
@@ -308,6 +417,17 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }
 
+/// Server-Sent Events of the ceremony: one event per state (`pending`, `waiting_touch`,
+/// `needs_pin`, `processing`, then `done`, `failed` or `cancelled`, which ends the stream),
+/// each with the ceremony as JSON data.
+#[utoipa::path(get, path = "/v1/enrollments/{id}/events", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams` (with `retry_after`)", body = ErrorBody),
+    ))]
 pub async fn enrollment_events(
     State(st): State<SharedState>,
     caller: Caller,
@@ -319,6 +439,17 @@ pub async fn enrollment_events(
     events(st, streams, id, Kind::Enrollment).await
 }
 
+/// Server-Sent Events of the ceremony: one event per state (`pending`, `waiting_touch`,
+/// `needs_pin`, `processing`, then `done`, `failed` or `cancelled`, which ends the stream),
+/// each with the ceremony as JSON data.
+#[utoipa::path(get, path = "/v1/assertions/{id}/events", tag = "ceremonies",
+    params(("id" = String, Path, description = "Ceremony id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams` (with `retry_after`)", body = ErrorBody),
+    ))]
 pub async fn assertion_events(
     State(st): State<SharedState>,
     caller: Caller,
@@ -328,218 +459,4 @@ pub async fn assertion_events(
 ) -> ApiResult<impl IntoResponse> {
     access::ceremony(&st, &caller, &session, &id, Kind::Assertion)?;
     events(st, streams, id, Kind::Assertion).await
-}
-
-// ---- users and credentials (admin) --------------------------------------------------------
-
-fn check_user(u: &str) -> ApiResult<()> {
-    validate_user_name(u).map_err(ApiError::from)
-}
-
-fn cred_id(id: &str) -> ApiResult<Vec<u8>> {
-    unb64(id)
-        .filter(|b| !b.is_empty() && b.len() <= 1023)
-        .ok_or_else(|| ApiError::invalid("credential id must be base64url"))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsersQuery {
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
-/// Users by name, a page at a time: `limit` (1-1000, default 100) after the cursor `after`;
-/// `next` is the cursor of the following page, null on the last.
-pub async fn list_users(
-    State(st): State<SharedState>,
-    ApiQuery(q): ApiQuery<UsersQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    if let Some(a) = &q.after {
-        check_user(a)?;
-    }
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid("`limit` must be 1-1000"));
-    }
-    let (users, next) = st
-        .store
-        .list_users_page(q.after.as_deref(), limit as usize)?;
-    Ok(Json(json!({ "users": users, "next": next })))
-}
-
-pub async fn get_user(
-    State(st): State<SharedState>,
-    ApiPath(user): ApiPath<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let u = st.store.get_user(&user)?.ok_or_else(ApiError::not_found)?;
-    let creds: Vec<_> = st
-        .store
-        .list_credentials(&user, false)?
-        .iter()
-        .map(|c| credential_json(c, false))
-        .collect();
-    Ok(Json(json!({ "user": u, "credentials": creds })))
-}
-
-pub async fn reset_user(
-    State(st): State<SharedState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let receipt = st.store.reset_user(&user, &caller.actor()).await?;
-    tracing::info!(user = %user, credentials = receipt.credentials_revoked, phones = receipt.phones_removed, "service desk reset");
-    Ok(Json(json!({ "receipt": receipt })))
-}
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    include_revoked: Option<bool>,
-}
-
-pub async fn list_credentials(
-    State(st): State<SharedState>,
-    ApiPath(user): ApiPath<String>,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let creds: Vec<_> = st
-        .store
-        .list_credentials(&user, q.include_revoked.unwrap_or(false))?
-        .iter()
-        .map(|c| credential_json(c, false))
-        .collect();
-    Ok(Json(json!({ "credentials": creds })))
-}
-
-pub async fn get_credential(
-    State(st): State<SharedState>,
-    ApiPath((user, id)): ApiPath<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let raw = cred_id(&id)?;
-    let c = st
-        .store
-        .get_credential(&raw)?
-        .filter(|c| c.user == user)
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(json!({ "credential": credential_json(&c, true) })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchCredential {
-    nickname: Option<String>,
-}
-
-pub async fn patch_credential(
-    State(st): State<SharedState>,
-    caller: Caller,
-    ApiPath((user, id)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<PatchCredential>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let raw = cred_id(&id)?;
-    if let Some(n) = &body.nickname {
-        if n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "`nickname` must be 1-64 printable characters",
-            ));
-        }
-    }
-    let c = st
-        .store
-        .rename_credential(
-            &user,
-            &raw,
-            body.nickname.as_deref(),
-            &NewAudit::new("credential.renamed", &caller.actor())
-                .user(&user)
-                .credential(&id),
-        )
-        .await?;
-    Ok(Json(json!({ "credential": credential_json(&c, false) })))
-}
-
-pub async fn revoke_credential(
-    State(st): State<SharedState>,
-    caller: Caller,
-    ApiPath((user, id)): ApiPath<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let raw = cred_id(&id)?;
-    let c = st
-        .store
-        .transition_credential(
-            &user,
-            &raw,
-            &[CredentialState::Active, CredentialState::Quarantined],
-            CredentialState::Revoked,
-            Some("removed by admin"),
-            &NewAudit::new("credential.revoked", &caller.actor())
-                .user(&user)
-                .credential(&id),
-        )
-        .await?;
-    Ok(Json(json!({ "credential": credential_json(&c, false) })))
-}
-
-pub async fn release_credential(
-    State(st): State<SharedState>,
-    caller: Caller,
-    ApiPath((user, id)): ApiPath<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    check_user(&user)?;
-    let raw = cred_id(&id)?;
-    let c = st
-        .store
-        .transition_credential(
-            &user,
-            &raw,
-            &[CredentialState::Quarantined],
-            CredentialState::Active,
-            None,
-            &NewAudit::new("credential.released", &caller.actor())
-                .user(&user)
-                .credential(&id),
-        )
-        .await?;
-    Ok(Json(json!({ "credential": credential_json(&c, false) })))
-}
-
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    since: Option<String>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
-pub async fn audit(
-    State(st): State<SharedState>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    if let Some(u) = &q.user {
-        check_user(u)?;
-    }
-    let since = match &q.since {
-        Some(s) => Some(
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ApiError::invalid("`since` must be an RFC 3339 timestamp"))?,
-        ),
-        None => None,
-    };
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid("`limit` must be 1-1000"));
-    }
-    let events = st.store.list_audit(q.user.as_deref(), since, limit)?;
-    Ok(Json(json!({ "events": events })))
 }

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::bodies::{ErrorBody, HandoffView, KioskConfigView, WhoAmI};
 use super::error::ErrorCode;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{json_object, ApiJson, ApiQuery};
 use super::{AppState, SharedState};
 use crate::auth::{Caller, Role};
 use crate::kiosk;
@@ -36,9 +36,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 pub fn public_routes() -> Router<SharedState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/kiosk/") }))
+        .route("/", get(root))
         .route("/favicon.ico", get(icon))
-        .route("/kiosk", get(|| async { Redirect::permanent("/kiosk/") }))
+        .route("/kiosk", get(kiosk_slash))
         .route("/kiosk/", get(index))
         .route("/kiosk/app.js", get(app_js))
         .route("/kiosk/app.css", get(app_css))
@@ -73,28 +73,66 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
+/// The browser's way in: to the kiosk page.
+#[utoipa::path(get, path = "/", tag = "kiosk page",
+    responses((status = 303, description = "To the kiosk page",
+        headers(("Location" = String, description = "`/kiosk/`")))))]
+async fn root() -> Redirect {
+    Redirect::to("/kiosk/")
+}
+
+/// The page lives at `/kiosk/` (its assets are relative to it).
+#[utoipa::path(get, path = "/kiosk", tag = "kiosk page",
+    responses((status = 308, description = "To the kiosk page",
+        headers(("Location" = String, description = "`/kiosk/`")))))]
+async fn kiosk_slash() -> Redirect {
+    Redirect::permanent("/kiosk/")
+}
+
+/// The kiosk page (strict CSP, no framing, not cached).
+#[utoipa::path(get, path = "/kiosk/", tag = "kiosk page",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 async fn index() -> Response {
     asset("text/html; charset=utf-8", kiosk::INDEX_HTML)
 }
 
+/// The page's script.
+#[utoipa::path(get, path = "/kiosk/app.js", tag = "kiosk page",
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", kiosk::APP_JS)
 }
 
+/// The page's style sheet.
+#[utoipa::path(get, path = "/kiosk/app.css", tag = "kiosk page",
+    responses((status = 200, description = "The style sheet", content_type = "text/css", body = String)))]
 async fn app_css() -> Response {
     asset("text/css; charset=utf-8", kiosk::APP_CSS)
 }
 
+/// The page's icon (so that browsers' `/favicon.ico` requests are answered).
+#[utoipa::path(get, path = "/favicon.ico", tag = "kiosk page",
+    responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = String)))]
 async fn icon() -> Response {
     asset("image/svg+xml", kiosk::ICON_SVG)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SessionQuery {
+    /// The one-time code of a `keygate kiosk-link` URL.
     code: String,
 }
 
 /// Exchange a one-time code for a kiosk session cookie, then go to the page.
+/// Exchange a one-time code for a kiosk session cookie, then go to the page.
+#[utoipa::path(get, path = "/kiosk/session", tag = "kiosk page", params(SessionQuery),
+    responses(
+        (status = 303, description = "To the kiosk page, with the session cookie",
+            headers(("Location" = String, description = "`/kiosk/`"),
+                ("Set-Cookie" = String, description = "`keygate_session=...; HttpOnly; SameSite=Strict`"))),
+        (status = 403, description = "`forbidden`: the link is invalid, expired or already used", body = ErrorBody),
+    ))]
 async fn session(
     State(st): State<SharedState>,
     ApiQuery(q): ApiQuery<SessionQuery>,
@@ -145,15 +183,19 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-async fn config(State(st): State<SharedState>) -> Json<Value> {
+/// What the kiosk page needs to know about the daemon.
+#[utoipa::path(get, path = "/v1/kiosk/config", tag = "kiosk page",
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses((status = 200, description = "The page's settings", body = KioskConfigView)))]
+async fn config(State(st): State<SharedState>) -> Json<KioskConfigView> {
     let k = &st.cfg.kiosk;
-    Json(json!({
-        "inactivity_secs": k.inactivity_secs,
-        "touch_timeout_secs": k.touch_timeout_secs,
-        "sms": st.sms.is_some(),
-        "simulate": st.cfg.simulate,
-        "trusted_user_header": k.trusted_user_header.is_some(),
-    }))
+    Json(KioskConfigView {
+        inactivity_secs: k.inactivity_secs,
+        touch_timeout_secs: k.touch_timeout_secs,
+        sms: st.sms.is_some(),
+        simulate: st.cfg.simulate,
+        trusted_user_header: k.trusted_user_header.is_some(),
+    })
 }
 
 /// On requests authenticated by a page session: the session and whom it is bound to.
@@ -182,20 +224,21 @@ impl PageSession {
 /// The routes (POST) whose JSON body names the user acted for; see [`body_user`].
 const USER_BODY_ROUTES: [&str; 3] = ["/v1/enrollments", "/v1/assertions", "/v1/sms/challenges"];
 
-/// The user a request's JSON body names, for each of [`USER_BODY_ROUTES`]. Parsed with the
-/// handler's own type, so that both read the same user from the same bytes; a body the type
-/// rejects names nobody (the handler rejects it too).
+/// The user a request's JSON body names, for each of [`USER_BODY_ROUTES`]. Read the way the
+/// handler reads it ([`json_object`]), and also the way serde alone would (a JSON array as
+/// the struct's fields in order), so that no reading of the bytes the handler could accept
+/// names a user this check did not see; a body neither reading accepts names nobody (the
+/// handler refuses it).
 fn body_user(route: &str, body: &[u8]) -> Option<String> {
+    fn read<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+        json_object::<T>(body)
+            .ok()
+            .or_else(|| serde_json::from_slice::<T>(body).ok())
+    }
     match route {
-        "/v1/enrollments" => serde_json::from_slice::<crate::ceremony::EnrollmentRequest>(body)
-            .ok()
-            .map(|r| r.user),
-        "/v1/assertions" => serde_json::from_slice::<crate::ceremony::AssertionRequest>(body)
-            .ok()
-            .and_then(|r| r.user),
-        "/v1/sms/challenges" => serde_json::from_slice::<crate::sms::NewChallenge>(body)
-            .ok()
-            .map(|r| r.user),
+        "/v1/enrollments" => read::<crate::ceremony::EnrollmentRequest>(body).map(|r| r.user),
+        "/v1/assertions" => read::<crate::ceremony::AssertionRequest>(body).and_then(|r| r.user),
+        "/v1/sms/challenges" => read::<crate::sms::NewChallenge>(body).map(|r| r.user),
         _ => None,
     }
 }
@@ -246,20 +289,28 @@ pub async fn bind_page_session(st: &AppState, req: Request) -> Result<Request, A
     Ok(Request::from_parts(parts, body))
 }
 
-#[derive(Deserialize)]
+/// The upstream sign-in's signed handoff token.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HandoffBody {
+pub(super) struct HandoffBody {
     token: String,
 }
 
 /// Check the upstream sign-in's signed handoff (each token once); the page learns the user
 /// only this way. A page session is bound to the verified user, or to nobody when the check
 /// fails.
+/// Check a signed handoff and bind the page session to the student it names.
+#[utoipa::path(post, path = "/v1/kiosk/handoff", tag = "kiosk page", request_body = HandoffBody,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The verified student", body = HandoffView),
+        (status = 403, description = "`handoff_invalid`: bad signature, expired, replayed or malformed", body = ErrorBody),
+    ))]
 async fn handoff(
     State(st): State<SharedState>,
     session: Option<Extension<PageSession>>,
     ApiJson(body): ApiJson<HandoffBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<HandoffView>> {
     if let Some(Extension(s)) = &session {
         st.store.bind_kiosk_session(&s.token_id, None).await?;
     }
@@ -279,12 +330,18 @@ async fn handoff(
             .bind_kiosk_session(&s.token_id, Some((&h.user, &h.display_name)))
             .await?;
     }
-    Ok(Json(
-        json!({ "user": h.user, "display_name": h.display_name, "expires_at": h.exp }),
-    ))
+    Ok(Json(HandoffView {
+        user: h.user,
+        display_name: h.display_name,
+        expires_at: h.exp,
+    }))
 }
 
 /// The student is done (the page reset): a page session goes back to acting for nobody.
+/// The student is done: the page session acts for nobody again.
+#[utoipa::path(delete, path = "/v1/kiosk/handoff", tag = "kiosk page",
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses((status = 204, description = "Signed out")))]
 async fn sign_out(
     State(st): State<SharedState>,
     session: Option<Extension<PageSession>>,
@@ -298,11 +355,19 @@ async fn sign_out(
 /// The user a reverse proxy on this machine signed in (when so configured), to which a page
 /// session is then bound (to nobody when the header names no valid user). Only honoured
 /// while keygate listens on loopback, so that every caller is local.
+/// The student a reverse proxy on this machine signed in (`kiosk.trusted_user_header`).
+#[utoipa::path(get, path = "/v1/kiosk/whoami", tag = "kiosk page",
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The signed-in student", body = WhoAmI),
+        (status = 403, description = "`forbidden`: keygate does not listen on loopback", body = ErrorBody),
+        (status = 404, description = "`not_found`: no trusted header configured, or it names no valid user", body = ErrorBody),
+    ))]
 async fn whoami(
     State(st): State<SharedState>,
     session: Option<Extension<PageSession>>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WhoAmI>> {
     let Some(name) = &st.cfg.kiosk.trusted_user_header else {
         return Err(ApiError::not_found());
     };
@@ -321,5 +386,8 @@ async fn whoami(
             .await?;
     }
     let user = user.ok_or_else(ApiError::not_found)?;
-    Ok(Json(json!({ "user": user, "display_name": user })))
+    Ok(Json(WhoAmI {
+        user: user.to_string(),
+        display_name: user.to_string(),
+    }))
 }

@@ -3,10 +3,13 @@
 //! Origin check (cross-origin browsers), body limit, bearer-token auth per route group.
 
 mod access;
+mod admin;
+mod bodies;
 pub mod error;
 pub(crate) mod extract;
 mod handlers;
 mod kiosk;
+pub mod openapi;
 pub mod server;
 mod sim;
 mod sms;
@@ -70,32 +73,29 @@ pub fn router(state: SharedState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_kiosk));
 
     let admin = Router::new()
-        .route("/v1/users", get(handlers::list_users))
+        .route("/v1/users", get(admin::list_users))
         .route(
             "/v1/users/{user}",
-            get(handlers::get_user).delete(handlers::reset_user),
+            get(admin::get_user).delete(admin::reset_user),
         )
-        .route(
-            "/v1/users/{user}/credentials",
-            get(handlers::list_credentials),
-        )
+        .route("/v1/users/{user}/credentials", get(admin::list_credentials))
         .route(
             "/v1/users/{user}/credentials/{id}",
-            get(handlers::get_credential)
-                .patch(handlers::patch_credential)
-                .delete(handlers::revoke_credential),
+            get(admin::get_credential)
+                .patch(admin::patch_credential)
+                .delete(admin::revoke_credential),
         )
         .route(
             "/v1/users/{user}/credentials/{id}/release",
-            post(handlers::release_credential),
+            post(admin::release_credential),
         )
-        .route("/v1/audit", get(handlers::audit))
+        .route("/v1/audit", get(admin::audit))
         .merge(sms::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()
         .route("/healthz", get(handlers::healthz))
-        .route("/openapi.json", get(handlers::openapi))
+        .route("/openapi.json", get(openapi::handler(&state.cfg)))
         .merge(kiosk)
         .merge(admin)
         .merge(sms::callback_routes())

@@ -1,25 +1,25 @@
 //! SMS routes: phones as a method, challenges (send, verify, resend, cancel), provider health,
 //! provider delivery callbacks (signature-verified, no bearer token), and under `--simulate`
-//! the simulated phones' inbox.
+//! the simulated phones' inbox. Each handler carries its `#[utoipa::path]`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::bodies::{ErrorBody, PhoneAdded, PhoneList, ProviderList, SimInboxBody, Verified};
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::kiosk::PageSession;
 use super::SharedState;
 use crate::auth::{Caller, Role};
 use crate::sms::providers;
 use crate::sms::template::Locale;
-use crate::sms::{NewChallenge, SmsService};
+use crate::sms::{ChallengeView, NewChallenge, SmsService};
 
 /// Routes for kiosks (and admins); list/delete of phones check the admin role themselves.
 pub fn kiosk_routes() -> Router<SharedState> {
@@ -60,20 +60,36 @@ fn admin_only(caller: &Caller) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+/// A phone to register: its number (E.164 or national in the default region), a label
+/// (at most 64 characters, no control characters) and the locale of its messages.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddPhone {
+pub(super) struct AddPhone {
     number: String,
+    #[schema(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     label: Option<String>,
     locale: Option<Locale>,
 }
 
+/// Register a phone (unverified) and send it a verification code; atomic (no phone is
+/// registered when the code cannot be sent).
+#[utoipa::path(post, path = "/v1/users/{user}/phones", tag = "sms", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+    request_body = AddPhone,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 201, description = "The phone and its verification challenge", body = PhoneAdded),
+        (status = 404, description = "`not_found`: the SMS factor is not set up", body = ErrorBody),
+        (status = 409, description = "`conflict`: the user already has this number", body = ErrorBody),
+        (status = 422, description = "`invalid_phone_number`, `country_not_allowed`, `not_a_mobile_number`", body = ErrorBody),
+        (status = 429, description = "`user_locked`, `rate_limited`", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`", body = ErrorBody),
+    ))]
 async fn add_phone(
     State(st): State<SharedState>,
     caller: Caller,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<AddPhone>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PhoneAdded>)> {
     let (phone, challenge) = service(&st)?
         .add_phone(
             &user,
@@ -83,25 +99,39 @@ async fn add_phone(
             &caller.actor(),
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "phone": phone, "challenge": challenge })),
-    ))
+    Ok((StatusCode::CREATED, Json(PhoneAdded { phone, challenge })))
 }
 
+/// A user's phones (masked numbers).
+#[utoipa::path(get, path = "/v1/users/{user}/phones", tag = "sms", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The phones", body = PhoneList),
+        (status = 404, description = "`not_found`: the SMS factor is not set up", body = ErrorBody),
+    ))]
 async fn list_phones(
     State(st): State<SharedState>,
     caller: Caller,
-    Path(user): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Json<PhoneList>> {
     admin_only(&caller)?;
-    Ok(Json(json!({ "phones": service(&st)?.list_phones(&user)? })))
+    Ok(Json(PhoneList {
+        phones: service(&st)?.list_phones(&user)?,
+    }))
 }
 
+/// Remove a phone.
+#[utoipa::path(delete, path = "/v1/users/{user}/phones/{id}", tag = "sms",
+    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, description = "Phone id")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn delete_phone(
     State(st): State<SharedState>,
     caller: Caller,
-    Path((user, id)): Path<(String, String)>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     admin_only(&caller)?;
     service(&st)?
@@ -110,12 +140,30 @@ async fn delete_phone(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Send a code to a phone of the user: a verified phone (`phone_id`, or `number` naming one).
+/// With an `Idempotency-Key`, a retried request sends nothing twice (`200` with the same
+/// challenge); the key is the token's own, and reusing it for another request is
+/// `409 idempotency_conflict`.
+#[utoipa::path(post, path = "/v1/sms/challenges", tag = "sms",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128,
+        pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Makes a retry safe: 1-128 printable ASCII characters")),
+    request_body = NewChallenge,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 201, description = "The code was queued for sending", body = ChallengeView),
+        (status = 200, description = "A replay of an earlier request with the same Idempotency-Key", body = ChallengeView),
+        (status = 404, description = "`not_found`: no such phone, or the SMS factor is not set up", body = ErrorBody),
+        (status = 409, description = "`phone_not_verified`, `idempotency_conflict`", body = ErrorBody),
+        (status = 422, description = "`invalid_phone_number`, `country_not_allowed`, `not_a_mobile_number`", body = ErrorBody),
+        (status = 429, description = "`user_locked`, `rate_limited`", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`", body = ErrorBody),
+    ))]
 async fn create_challenge(
     State(st): State<SharedState>,
     caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewChallenge>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ChallengeView>)> {
     let key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -131,72 +179,133 @@ async fn create_challenge(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!(view))))
+    Ok((status, Json(view)))
 }
 
+/// A challenge's state: masked number, resend time, attempts left, delivery status.
+#[utoipa::path(get, path = "/v1/sms/challenges/{id}", tag = "sms", params(("id" = String, Path, description = "Challenge id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The challenge", body = ChallengeView),
+        (status = 404, description = "`not_found` (also another caller's challenge)", body = ErrorBody),
+    ))]
 async fn get_challenge(
     State(st): State<SharedState>,
     caller: Caller,
     session: Option<Extension<PageSession>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ChallengeView>> {
     super::access::challenge(service(&st)?, &caller, &session, &id)?;
-    Ok(Json(json!(service(&st)?.get_challenge(&id)?)))
+    Ok(Json(service(&st)?.get_challenge(&id)?))
 }
 
+/// Cancel a challenge (the student went back).
+#[utoipa::path(delete, path = "/v1/sms/challenges/{id}", tag = "sms", params(("id" = String, Path, description = "Challenge id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The challenge, cancelled", body = ChallengeView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`challenge_used`", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`, `challenge_failed`, `challenge_cancelled`", body = ErrorBody),
+    ))]
 async fn cancel_challenge(
     State(st): State<SharedState>,
     caller: Caller,
     session: Option<Extension<PageSession>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ChallengeView>> {
     super::access::challenge(service(&st)?, &caller, &session, &id)?;
-    Ok(Json(json!(
-        service(&st)?.cancel(&id, &caller.actor()).await?
-    )))
+    Ok(Json(service(&st)?.cancel(&id, &caller.actor()).await?))
 }
 
-#[derive(Deserialize)]
+/// The code the student typed: six digits (spaces anywhere are ignored).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VerifyBody {
+pub(super) struct VerifyBody {
+    #[schema(pattern = r"^\s*([0-9]\s*){6}$")]
     code: String,
 }
 
+/// Check the typed code.
+#[utoipa::path(post, path = "/v1/sms/challenges/{id}/verify", tag = "sms", params(("id" = String, Path, description = "Challenge id")),
+    request_body = VerifyBody,
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The code was right", body = Verified),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`challenge_used`", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`, `challenge_failed`, `challenge_cancelled`", body = ErrorBody),
+        (status = 422, description = "`wrong_code` (with `attempts_left`)", body = ErrorBody),
+        (status = 429, description = "`user_locked`", body = ErrorBody),
+    ))]
 async fn verify(
     State(st): State<SharedState>,
     caller: Caller,
     session: Option<Extension<PageSession>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<VerifyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Verified>> {
     super::access::challenge(service(&st)?, &caller, &session, &id)?;
     let view = service(&st)?
         .verify(&id, &body.code, &caller.actor())
         .await?;
-    Ok(Json(json!({ "verified": true, "challenge": view })))
+    Ok(Json(Verified {
+        verified: true,
+        challenge: view,
+    }))
 }
 
+/// Send the same code again (after a cooldown, a few times at most).
+#[utoipa::path(post, path = "/v1/sms/challenges/{id}/resend", tag = "sms", params(("id" = String, Path, description = "Challenge id")),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The challenge, resent", body = ChallengeView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`challenge_used`", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`, `challenge_failed`, `challenge_cancelled`", body = ErrorBody),
+        (status = 429, description = "`resend_too_soon`, `resend_limit`, `user_locked`, `rate_limited` (with `retry_after`)", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`", body = ErrorBody),
+    ))]
 async fn resend(
     State(st): State<SharedState>,
     caller: Caller,
     session: Option<Extension<PageSession>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ChallengeView>> {
     super::access::challenge(service(&st)?, &caller, &session, &id)?;
-    Ok(Json(json!(
-        service(&st)?.resend(&id, &caller.actor()).await?
-    )))
+    Ok(Json(service(&st)?.resend(&id, &caller.actor()).await?))
 }
 
-async fn providers(State(st): State<SharedState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "providers": service(&st)?.providers() })))
+/// The SMS providers in failover order, with their circuit state and counters.
+#[utoipa::path(get, path = "/v1/sms/providers", tag = "sms",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The providers", body = ProviderList),
+        (status = 404, description = "`not_found`: the SMS factor is not set up", body = ErrorBody),
+    ))]
+async fn providers(State(st): State<SharedState>) -> ApiResult<Json<ProviderList>> {
+    Ok(Json(ProviderList {
+        providers: service(&st)?.providers(),
+    }))
 }
 
 /// Authentication and parsing belong to the provider ([`providers::receipt`]); this route only
 /// records what it returns.
+/// A provider's delivery report: `twilio` (signed with `X-Twilio-Signature`), `vonage`
+/// (signed `sig`) or `webhook` (`X-Keygate-Signature`). No bearer token: the signature
+/// authenticates it.
+#[utoipa::path(post, path = "/v1/sms/callbacks/{provider}", tag = "sms",
+    params(("provider" = String, Path, description = "`twilio`, `vonage` or `webhook`")),
+    request_body(description = "The provider's own form or JSON body",
+        content((String = "application/x-www-form-urlencoded"), (Object = "application/json"))),
+    responses(
+        (status = 204, description = "Recorded, or acknowledged without a change"),
+        (status = 403, description = "`forbidden`: the signature does not verify", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such provider or message", body = ErrorBody),
+    ))]
 async fn callback(
     State(st): State<SharedState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
@@ -215,17 +324,29 @@ async fn callback(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct InboxQuery {
+    /// The simulated phone's number.
     number: String,
 }
 
+/// What the simulated phones received (only with `--simulate`).
+#[utoipa::path(get, path = "/v1/sim/sms", tag = "simulator", params(InboxQuery),
+    security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
+    responses(
+        (status = 200, description = "The messages sent to that number", body = SimInboxBody),
+        (status = 404, description = "`not_found`: not simulating", body = ErrorBody),
+        (status = 422, description = "`invalid_phone_number`", body = ErrorBody),
+    ))]
 async fn sim_inbox(
     State(st): State<SharedState>,
-    Query(q): Query<InboxQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<InboxQuery>,
+) -> ApiResult<Json<SimInboxBody>> {
     let sms = service(&st)?;
     let inbox = sms.inbox.as_ref().ok_or_else(ApiError::not_found)?;
     let parsed = sms.parse_number(&q.number).map_err(ApiError::from)?;
-    Ok(Json(json!({ "messages": inbox.for_number(&parsed.e164) })))
+    Ok(Json(SimInboxBody {
+        messages: inbox.for_number(&parsed.e164),
+    }))
 }

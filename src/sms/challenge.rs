@@ -18,13 +18,14 @@ use crate::base::sync::lock;
 use crate::store::{NewAudit, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx};
 
 /// What clients see of a challenge (never the code, never the full number).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ChallengeView {
     pub id: String,
     pub user: String,
     pub phone_id: Option<String>,
     pub purpose: String,
     /// `pending`, `verified`, `failed`, `cancelled` or `expired`.
+    #[schema(pattern = "^(pending|verified|failed|cancelled|expired)$")]
     pub state: String,
     pub masked_number: String,
     pub locale: String,
@@ -37,16 +38,17 @@ pub struct ChallengeView {
     pub delivery: Delivery,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Delivery {
     /// `queued`, `sent`, `delivered`, `failed` or `undeliverable`.
     pub status: String,
 }
 
 /// A request for a new challenge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChallenge {
+    #[schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._@+-]{1,128}$")]
     pub user: String,
     pub phone_id: Option<String>,
     pub number: Option<String>,

@@ -17,7 +17,7 @@ use super::providers::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::base::clock::Clock;
 use crate::base::sync::lock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     Closed,
@@ -26,7 +26,7 @@ pub enum CircuitState {
 }
 
 /// What `GET /v1/sms/providers` shows per provider.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderHealth {
     pub name: &'static str,
     pub circuit: CircuitState,

@@ -11,7 +11,7 @@ use super::template::Locale;
 use super::{validate_user, SmsService};
 use crate::store::{NewAudit, PhoneRecord};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PhoneView {
     pub id: String,
     pub masked_number: String,

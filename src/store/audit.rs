@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{fmt_time, parse_time, Result, Store};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub seq: i64,
     #[serde(with = "time::serde::rfc3339")]

@@ -12,7 +12,7 @@ use super::ceremonies::set_ceremony_state;
 use super::users::{upsert_user_row, UserRecord};
 use super::{exec, fmt_time, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError};
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
     Active,

@@ -10,7 +10,7 @@ use super::audit::insert_audit;
 use super::outbox::insert_outbox;
 use super::{exec, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError, Tx};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PhoneRecord {
     pub id: String,
     #[serde(skip)]

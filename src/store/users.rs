@@ -10,7 +10,7 @@ use super::audit::insert_audit;
 use super::{exec, fmt_time, parse_time, row, NewAudit, Result, Store, StoreError};
 use crate::base::user::{is_valid_user_name, USER_NAME_RULE};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UserRecord {
     pub name: String,
     pub display_name: String,
@@ -21,7 +21,7 @@ pub struct UserRecord {
 }
 
 /// What a service-desk reset removed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ResetReceipt {
     pub user: String,
     pub credentials_revoked: u64,

@@ -52,7 +52,7 @@ impl UserPresence for AlwaysPresent {
 }
 
 /// How the sign counter behaves.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterMode {
     /// A global counter that goes up by one per signature (most keys).
@@ -63,7 +63,7 @@ pub enum CounterMode {
 }
 
 /// Which attestation statement the key produces.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttestationMode {
     /// Packed attestation with a certificate from the bench's test CA.

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::{AttestationMode, CounterMode};
 
 /// How the simulated user touches the key.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Touch {
-    /// Touch after this many milliseconds.
+    /// Touch after this many milliseconds (at most an hour).
     AutoAfterMs(u64),
     /// Nobody touches it: the operation runs into its deadline.
     Never,
@@ -25,13 +25,14 @@ impl Default for Touch {
 }
 
 /// Options for a new key (`POST /v1/sim/keys`) and changes to one (`PATCH`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimKeyOptions {
     pub touch: Option<Touch>,
     pub counter: Option<CounterMode>,
     /// A PIN to set directly (null clears it), bypassing ClientPIN.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(min_length = 4, max_length = 63)]
     pub pin: Option<Option<String>>,
     pub pin_retries: Option<u32>,
     pub resident_slots: Option<u32>,
@@ -48,7 +49,7 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 }
 
 /// What `/v1/sim/keys` shows about a key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SimKeyStatus {
     pub id: String,
     pub plugged: bool,

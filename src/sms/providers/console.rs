@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::base::sync::lock;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SimMessage {
     pub to: String,
     pub text: String,

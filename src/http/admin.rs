@@ -1,0 +1,321 @@
+//! Admin routes over users, their credentials and the audit log (the service desk's tools).
+//! Each handler carries its `#[utoipa::path]` with every status it answers.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+
+use super::bodies::{
+    AuditPage, CredentialBody, CredentialList, ErrorBody, ReceiptBody, UserDetail, UserPage,
+};
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::SharedState;
+use crate::auth::Caller;
+use crate::ceremony::{client::unb64, validate_user_name, CredentialView};
+use crate::store::{CredentialState, NewAudit};
+
+fn check_user(u: &str) -> ApiResult<()> {
+    validate_user_name(u).map_err(ApiError::from)
+}
+
+fn cred_id(id: &str) -> ApiResult<Vec<u8>> {
+    unb64(id)
+        .filter(|b| !b.is_empty() && b.len() <= 1023)
+        .ok_or_else(|| ApiError::invalid("credential id must be base64url"))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    /// The cursor: the `next` of the previous page.
+    #[serde(default)]
+    #[param(pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$")]
+    after: Option<String>,
+    /// Users per page, 1-1000 (default 100).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// Users by name, a page at a time: `limit` (1-1000, default 100) after the cursor `after`;
+/// `next` is the cursor of the following page, null on the last.
+/// Users by name, a page at a time; `next` is the cursor of the following page (null on
+/// the last).
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(UsersQuery),
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "One page of users", body = UserPage)))]
+pub async fn list_users(
+    State(st): State<SharedState>,
+    ApiQuery(q): ApiQuery<UsersQuery>,
+) -> ApiResult<Json<UserPage>> {
+    if let Some(a) = &q.after {
+        check_user(a)?;
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid("`limit` must be 1-1000"));
+    }
+    let (users, next) = st
+        .store
+        .list_users_page(q.after.as_deref(), limit as usize)?;
+    Ok(Json(UserPage { users, next }))
+}
+
+/// A user and their active credentials.
+#[utoipa::path(get, path = "/v1/users/{user}", tag = "users", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The user", body = UserDetail),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+    ))]
+pub async fn get_user(
+    State(st): State<SharedState>,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Json<UserDetail>> {
+    check_user(&user)?;
+    let u = st.store.get_user(&user)?.ok_or_else(ApiError::not_found)?;
+    let creds: Vec<_> = st
+        .store
+        .list_credentials(&user, false)?
+        .iter()
+        .map(|c| CredentialView::new(c, false))
+        .collect();
+    Ok(Json(UserDetail {
+        user: u,
+        credentials: creds,
+    }))
+}
+
+/// Service-desk reset: revoke every key of the user and remove their phones, in one
+/// transaction; answers a receipt.
+#[utoipa::path(delete, path = "/v1/users/{user}", tag = "users", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "What the reset removed", body = ReceiptBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+    ))]
+pub async fn reset_user(
+    State(st): State<SharedState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Json<ReceiptBody>> {
+    check_user(&user)?;
+    let receipt = st.store.reset_user(&user, &caller.actor()).await?;
+    tracing::info!(user = %user, credentials = receipt.credentials_revoked, phones = receipt.phones_removed, "service desk reset");
+    Ok(Json(ReceiptBody { receipt }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `true` to include revoked credentials.
+    #[serde(default)]
+    include_revoked: Option<bool>,
+}
+
+/// A user's credentials (active and quarantined; revoked too with `include_revoked`).
+#[utoipa::path(get, path = "/v1/users/{user}/credentials", tag = "users",
+    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ListQuery),
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The credentials", body = CredentialList)))]
+pub async fn list_credentials(
+    State(st): State<SharedState>,
+    ApiPath(user): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<CredentialList>> {
+    check_user(&user)?;
+    let credentials: Vec<_> = st
+        .store
+        .list_credentials(&user, q.include_revoked.unwrap_or(false))?
+        .iter()
+        .map(|c| CredentialView::new(c, false))
+        .collect();
+    Ok(Json(CredentialList { credentials }))
+}
+
+/// One credential, with its COSE public key.
+#[utoipa::path(get, path = "/v1/users/{user}/credentials/{id}", tag = "users",
+    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The credential", body = CredentialBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn get_credential(
+    State(st): State<SharedState>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
+) -> ApiResult<Json<CredentialBody>> {
+    check_user(&user)?;
+    let raw = cred_id(&id)?;
+    let c = st
+        .store
+        .get_credential(&raw)?
+        .filter(|c| c.user == user)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(CredentialBody {
+        credential: CredentialView::new(&c, true),
+    }))
+}
+
+/// A new nickname (1-64 printable characters), or null to clear it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchCredential {
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+    )]
+    nickname: Option<String>,
+}
+
+/// Rename a credential (its nickname).
+#[utoipa::path(patch, path = "/v1/users/{user}/credentials/{id}", tag = "users",
+    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")), request_body = PatchCredential,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The credential", body = CredentialBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn patch_credential(
+    State(st): State<SharedState>,
+    caller: Caller,
+    ApiPath((user, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PatchCredential>,
+) -> ApiResult<Json<CredentialBody>> {
+    check_user(&user)?;
+    let raw = cred_id(&id)?;
+    if let Some(n) = &body.nickname {
+        if crate::base::text::check_text(n, 64).is_err() {
+            return Err(ApiError::invalid(crate::base::text::text_message(
+                "nickname", 64,
+            )));
+        }
+    }
+    let c = st
+        .store
+        .rename_credential(
+            &user,
+            &raw,
+            body.nickname.as_deref(),
+            &NewAudit::new("credential.renamed", &caller.actor())
+                .user(&user)
+                .credential(&id),
+        )
+        .await?;
+    Ok(Json(CredentialBody {
+        credential: CredentialView::new(&c, false),
+    }))
+}
+
+/// Revoke a credential (active or quarantined).
+#[utoipa::path(delete, path = "/v1/users/{user}/credentials/{id}", tag = "users",
+    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The credential, revoked", body = CredentialBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: already revoked", body = ErrorBody),
+    ))]
+pub async fn revoke_credential(
+    State(st): State<SharedState>,
+    caller: Caller,
+    ApiPath((user, id)): ApiPath<(String, String)>,
+) -> ApiResult<Json<CredentialBody>> {
+    check_user(&user)?;
+    let raw = cred_id(&id)?;
+    let c = st
+        .store
+        .transition_credential(
+            &user,
+            &raw,
+            &[CredentialState::Active, CredentialState::Quarantined],
+            CredentialState::Revoked,
+            Some("removed by admin"),
+            &NewAudit::new("credential.revoked", &caller.actor())
+                .user(&user)
+                .credential(&id),
+        )
+        .await?;
+    Ok(Json(CredentialBody {
+        credential: CredentialView::new(&c, false),
+    }))
+}
+
+/// Release a credential from quarantine (after a suspected clone was cleared).
+#[utoipa::path(post, path = "/v1/users/{user}/credentials/{id}/release", tag = "users",
+    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The credential, active again", body = CredentialBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: not quarantined", body = ErrorBody),
+    ))]
+pub async fn release_credential(
+    State(st): State<SharedState>,
+    caller: Caller,
+    ApiPath((user, id)): ApiPath<(String, String)>,
+) -> ApiResult<Json<CredentialBody>> {
+    check_user(&user)?;
+    let raw = cred_id(&id)?;
+    let c = st
+        .store
+        .transition_credential(
+            &user,
+            &raw,
+            &[CredentialState::Quarantined],
+            CredentialState::Active,
+            None,
+            &NewAudit::new("credential.released", &caller.actor())
+                .user(&user)
+                .credential(&id),
+        )
+        .await?;
+    Ok(Json(CredentialBody {
+        credential: CredentialView::new(&c, false),
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this user's lines.
+    #[serde(default)]
+    #[param(pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$")]
+    user: Option<String>,
+    /// Only lines at or after this RFC 3339 time.
+    #[serde(default)]
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Lines at most, 1-1000 (default 100).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "users", params(AuditQuery),
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "Audit lines", body = AuditPage)))]
+pub async fn audit(
+    State(st): State<SharedState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    if let Some(u) = &q.user {
+        check_user(u)?;
+    }
+    let since = match &q.since {
+        Some(s) => Some(
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::invalid("`since` must be an RFC 3339 timestamp"))?,
+        ),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid("`limit` must be 1-1000"));
+    }
+    let events = st.store.list_audit(q.user.as_deref(), since, limit)?;
+    Ok(Json(AuditPage { events }))
+}

@@ -1,0 +1,169 @@
+//! The JSON envelopes the routes answer: one typed struct per response shape, each deriving
+//! its OpenAPI schema, so that `/openapi.json` is derived from what the handlers serialise.
+//! Contract: each serialises to exactly the JSON the API has always answered (the kiosk page
+//! and the tests read these members by name).
+
+use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+
+use crate::base::error::ErrorCode;
+use crate::ceremony::CredentialView;
+use crate::device::actor::DeviceStatus;
+use crate::device::sim::SimKeyStatus;
+use crate::sms::dispatch::ProviderHealth;
+use crate::sms::providers::SimMessage;
+use crate::sms::{ChallengeView, PhoneView};
+use crate::store::{AuditEvent, ResetReceipt, UserRecord};
+
+/// Every 4xx and 5xx keygate answers: `{"error":{"code","message",...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+/// The error object: a stable code (which fixes the status), a message for people, and
+/// per-code details (`retries_left`, `attempts_left`, `retry_after`, `devices`, ...).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorObject {
+    pub code: ErrorCodeName,
+    pub message: String,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One of keygate's stable error codes (`base::error::ErrorCode`).
+#[derive(Serialize)]
+pub struct ErrorCodeName(pub &'static str);
+
+impl utoipa::PartialSchema for ErrorCodeName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some("A stable error code; each has one HTTP status"))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCodeName {}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceStatus>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceBody {
+    pub device: DeviceStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    pub users: Vec<UserRecord>,
+    /// The cursor of the following page (`after`); null on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserDetail {
+    pub user: UserRecord,
+    pub credentials: Vec<CredentialView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReceiptBody {
+    pub receipt: ResetReceipt,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CredentialList {
+    pub credentials: Vec<CredentialView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CredentialBody {
+    pub credential: CredentialView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SimKeyList {
+    pub keys: Vec<SimKeyStatus>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SimKeyBody {
+    pub key: SimKeyStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PhoneAdded {
+    pub phone: PhoneView,
+    /// The verification code sent to the new phone.
+    pub challenge: ChallengeView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PhoneList {
+    pub phones: Vec<PhoneView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Verified {
+    /// Always `true` (a wrong code is a `wrong_code` error).
+    pub verified: bool,
+    pub challenge: ChallengeView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderList {
+    pub providers: Vec<ProviderHealth>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SimInboxBody {
+    /// Newest first.
+    pub messages: Vec<SimMessage>,
+}
+
+/// What the kiosk page needs to know about the daemon.
+#[derive(Serialize, ToSchema)]
+pub struct KioskConfigView {
+    pub inactivity_secs: u64,
+    pub touch_timeout_secs: u64,
+    /// The SMS factor is available.
+    pub sms: bool,
+    pub simulate: bool,
+    /// A reverse proxy names the signed-in student (`/v1/kiosk/whoami`).
+    pub trusted_user_header: bool,
+}
+
+/// The student a verified handoff names.
+#[derive(Serialize, ToSchema)]
+pub struct HandoffView {
+    pub user: String,
+    pub display_name: String,
+    /// Unix seconds when the handoff expires.
+    pub expires_at: i64,
+}
+
+/// The student the trusted header names.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub user: String,
+    pub display_name: String,
+}
