@@ -63,12 +63,13 @@ impl CeremonyService {
             if std::mem::take(&mut need_pin) {
                 let retries = self.pin_retries(&c.actor, deadline).await;
                 let err_view = last_error.as_ref().map(ErrorView::from);
+                // Stored first: whoever sees `needs_pin` in the view finds it in the store too.
+                self.persist_state(c, State::NeedsPin).await;
                 c.update(|v| {
                     v.state = State::NeedsPin;
                     v.pin_retries = retries;
                     v.error = err_view;
                 });
-                self.persist_state(c, State::NeedsPin).await;
                 match self.wait_for_pin(c, deadline, &mut pin_rx).await {
                     Waited::Pin(p) => args.set_pin(Some(p)),
                     Waited::Cancelled => return Err(DeviceError::Cancelled.into()),
