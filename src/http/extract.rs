@@ -56,11 +56,81 @@ pub(crate) fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr
         }
         Some(_) => return Err(ApiError::invalid("the request body must be a JSON object")),
     }
-    let mut value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|_| ApiError::invalid("the request body is not valid JSON"))?;
+    let mut value = serde_json::from_slice::<StrictJson>(bytes)
+        .map_err(|e| {
+            if e.is_data() {
+                ApiError::invalid(format!("invalid request body: {e}"))
+            } else {
+                ApiError::invalid("the request body is not valid JSON")
+            }
+        })?
+        .0;
     integral_floats_to_integers(&mut value);
     serde_json::from_value(value)
         .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+/// A JSON value whose objects never repeat a key: `{"user":"a","user":"b"}` is refused, not
+/// read as whichever copy a parser keeps (a proxy or a front-end may keep the other one).
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        use serde_json::Value;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictJson;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::from(n)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::from(s)))
+            }
+            fn visit_string<E>(self, s: String) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::from(s)))
+            }
+            fn visit_unit<E>(self) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<StrictJson, E> {
+                Ok(StrictJson(Value::Null))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<StrictJson, D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+                let mut items = Vec::new();
+                while let Some(StrictJson(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(StrictJson(Value::Array(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let StrictJson(v) = map.next_value()?;
+                    if object.insert(key.clone(), v).is_some() {
+                        return Err(A::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                }
+                Ok(StrictJson(Value::Object(object)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `30.0` -> `30`, wherever it occurs, for numbers that f64 holds exactly (|n| <= 2^53).
@@ -174,5 +244,10 @@ mod tests {
         assert!(json_object::<Body>(br#"[30]"#).is_err());
         assert!(json_object::<Body>(b"").is_err());
         assert!(json_object::<Body>(b"{").is_err());
+        // A repeated key is refused, not resolved to one of its copies.
+        let e = json_object::<Body>(br#"{"n": 1, "n": 2}"#).unwrap_err();
+        assert!(e.message.contains("duplicate key `n`"), "{}", e.message);
+        assert!(json_object::<serde_json::Value>(br#"{"a": {"b": 1, "b": 1}}"#).is_err());
+        assert!(json_object::<serde_json::Value>(br#"{"a": [{"b": 1}, {"b": 2}]}"#).is_ok());
     }
 }
