@@ -223,20 +223,36 @@ pub async fn revoke_credential(
     caller: Caller,
     ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<CredentialBody>> {
-    check_user(&user)?;
-    let raw = cred_id(&id)?;
+    transition(
+        &st,
+        &caller,
+        &user,
+        &id,
+        &[CredentialState::Active, CredentialState::Quarantined],
+        (CredentialState::Revoked, Some("removed by admin")),
+        "credential.revoked",
+    )
+    .await
+}
+
+/// Move a user's credential from one of `from` to `to` (with its reason), audited as `event`.
+async fn transition(
+    st: &SharedState,
+    caller: &Caller,
+    user: &str,
+    id: &str,
+    from: &[CredentialState],
+    (to, reason): (CredentialState, Option<&str>),
+    event: &str,
+) -> ApiResult<Json<CredentialBody>> {
+    check_user(user)?;
+    let raw = cred_id(id)?;
+    let audit = NewAudit::new(event, &caller.actor())
+        .user(user)
+        .credential(id);
     let c = st
         .store
-        .transition_credential(
-            &user,
-            &raw,
-            &[CredentialState::Active, CredentialState::Quarantined],
-            CredentialState::Revoked,
-            Some("removed by admin"),
-            &NewAudit::new("credential.revoked", &caller.actor())
-                .user(&user)
-                .credential(&id),
-        )
+        .transition_credential(user, &raw, from, to, reason, &audit)
         .await?;
     Ok(Json(CredentialBody {
         credential: CredentialView::new(&c, false),
@@ -257,24 +273,16 @@ pub async fn release_credential(
     caller: Caller,
     ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<CredentialBody>> {
-    check_user(&user)?;
-    let raw = cred_id(&id)?;
-    let c = st
-        .store
-        .transition_credential(
-            &user,
-            &raw,
-            &[CredentialState::Quarantined],
-            CredentialState::Active,
-            None,
-            &NewAudit::new("credential.released", &caller.actor())
-                .user(&user)
-                .credential(&id),
-        )
-        .await?;
-    Ok(Json(CredentialBody {
-        credential: CredentialView::new(&c, false),
-    }))
+    transition(
+        &st,
+        &caller,
+        &user,
+        &id,
+        &[CredentialState::Quarantined],
+        (CredentialState::Active, None),
+        "credential.released",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
