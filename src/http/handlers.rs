@@ -102,7 +102,11 @@ pub struct WaitQuery {
 
 /// `?wait=true` waits until the ceremony ended or needs the client (bounded by its own
 /// deadline); `?wait=N` waits at most N seconds (≤ 120).
-fn wait_duration(q: &WaitQuery, view: &CeremonyView) -> ApiResult<Option<Duration>> {
+fn wait_duration(
+    q: &WaitQuery,
+    view: &CeremonyView,
+    now: time::OffsetDateTime,
+) -> ApiResult<Option<Duration>> {
     let Some(w) = q.wait.as_deref() else {
         return Ok(None);
     };
@@ -112,7 +116,7 @@ fn wait_duration(q: &WaitQuery, view: &CeremonyView) -> ApiResult<Option<Duratio
             // The ceremony ends at its deadline (the key is cancelled then); the grace covers
             // the cancel's round trip, which a slow key or a loaded machine can stretch to
             // seconds: `wait=true` must not hand back a ceremony still waiting for a touch.
-            let left = view.expires_at - time::OffsetDateTime::now_utc();
+            let left = view.expires_at - now;
             let secs = left.whole_milliseconds().max(0) as u64 + 10_000;
             Ok(Some(Duration::from_millis(secs.min(135_000))))
         }
@@ -142,7 +146,7 @@ async fn waited(
     q: &WaitQuery,
     kind: Kind,
 ) -> ApiResult<CeremonyView> {
-    match wait_duration(q, &view)? {
+    match wait_duration(q, &view, st.store.now())? {
         Some(d) if !view.state.needs_client_or_done() => {
             Ok(st.ceremonies.wait(&view.id, kind, d).await?)
         }
@@ -361,7 +365,7 @@ async fn ceremony_pin(
 ) -> ApiResult<Response> {
     let mut view = st.ceremonies.submit_pin(&id, kind, body.pin)?;
     // The PIN was handed over while the view still says needs_pin; report the next state.
-    if let Some(d) = wait_duration(&q, &view)? {
+    if let Some(d) = wait_duration(&q, &view, st.store.now())? {
         let mut rx = st.ceremonies.subscribe(&id, kind)?;
         let _ = tokio::time::timeout(d, async {
             let _ = rx.wait_for(|v| v.state != CState::NeedsPin).await;
