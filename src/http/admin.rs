@@ -64,7 +64,7 @@ pub async fn list_users(
 }
 
 /// A user and their active credentials.
-#[utoipa::path(get, path = "/v1/users/{user}", tag = "users", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+#[utoipa::path(get, path = "/v1/users/{user}", tag = "users", params(super::bodies::UserPath),
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The user", body = UserDetail),
@@ -90,7 +90,7 @@ pub async fn get_user(
 
 /// Service-desk reset: revoke every key of the user and remove their phones, in one
 /// transaction; answers a receipt.
-#[utoipa::path(delete, path = "/v1/users/{user}", tag = "users", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+#[utoipa::path(delete, path = "/v1/users/{user}", tag = "users", params(super::bodies::UserPath),
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "What the reset removed", body = ReceiptBody),
@@ -117,7 +117,7 @@ pub struct ListQuery {
 
 /// A user's credentials (active and quarantined; revoked too with `include_revoked`).
 #[utoipa::path(get, path = "/v1/users/{user}/credentials", tag = "users",
-    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ListQuery),
+    params(super::bodies::UserPath, ListQuery),
     security(("bearer" = ["admin"])),
     responses((status = 200, description = "The credentials", body = CredentialList)))]
 pub async fn list_credentials(
@@ -137,7 +137,7 @@ pub async fn list_credentials(
 
 /// One credential, with its COSE public key.
 #[utoipa::path(get, path = "/v1/users/{user}/credentials/{id}", tag = "users",
-    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")),
+    params(super::bodies::CredentialPath),
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The credential", body = CredentialBody),
@@ -172,7 +172,7 @@ pub struct PatchCredential {
 
 /// Rename a credential (its nickname).
 #[utoipa::path(patch, path = "/v1/users/{user}/credentials/{id}", tag = "users",
-    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")), request_body = PatchCredential,
+    params(super::bodies::CredentialPath), request_body = PatchCredential,
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The credential", body = CredentialBody),
@@ -211,7 +211,7 @@ pub async fn patch_credential(
 
 /// Revoke a credential (active or quarantined).
 #[utoipa::path(delete, path = "/v1/users/{user}/credentials/{id}", tag = "users",
-    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")),
+    params(super::bodies::CredentialPath),
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The credential, revoked", body = CredentialBody),
@@ -261,7 +261,7 @@ async fn transition(
 
 /// Release a credential from quarantine (after a suspected clone was cleared).
 #[utoipa::path(post, path = "/v1/users/{user}/credentials/{id}/release", tag = "users",
-    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364, description = "Credential id, base64url without padding")),
+    params(super::bodies::CredentialPath),
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The credential, active again", body = CredentialBody),

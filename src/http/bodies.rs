@@ -167,3 +167,30 @@ pub struct WhoAmI {
     pub user: String,
     pub display_name: String,
 }
+
+/// `{user}` in a path: the one user-name rule (documentation only; `ApiPath` extracts it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct UserPath {
+    /// User name
+    #[param(pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$")]
+    user: String,
+}
+
+/// `{user}` and a credential `{id}` in a path (documentation only).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct CredentialPath {
+    /// User name
+    #[param(pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$")]
+    user: String,
+    /// Credential id, base64url without padding
+    #[param(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
+    id: String,
+}

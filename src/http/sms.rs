@@ -73,7 +73,7 @@ pub(super) struct AddPhone {
 
 /// Register a phone (unverified) and send it a verification code; atomic (no phone is
 /// registered when the code cannot be sent).
-#[utoipa::path(post, path = "/v1/users/{user}/phones", tag = "sms", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+#[utoipa::path(post, path = "/v1/users/{user}/phones", tag = "sms", params(super::bodies::UserPath),
     request_body = AddPhone,
     security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
     responses(
@@ -103,7 +103,7 @@ async fn add_phone(
 }
 
 /// A user's phones (masked numbers).
-#[utoipa::path(get, path = "/v1/users/{user}/phones", tag = "sms", params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name")),
+#[utoipa::path(get, path = "/v1/users/{user}/phones", tag = "sms", params(super::bodies::UserPath),
     security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The phones", body = PhoneList),
@@ -122,7 +122,7 @@ async fn list_phones(
 
 /// Remove a phone.
 #[utoipa::path(delete, path = "/v1/users/{user}/phones/{id}", tag = "sms",
-    params(("user" = String, Path, pattern = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$", description = "User name"), ("id" = String, Path, description = "Phone id")),
+    params(super::bodies::UserPath, ("id" = String, Path, description = "Phone id")),
     security(("bearer" = ["admin"])),
     responses(
         (status = 204, description = "Removed"),
