@@ -38,11 +38,9 @@ pub(super) fn set_ceremony_state(
 
 impl Store {
     pub async fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
-        let rec_o = rec.clone();
-        let audit_o = audit.clone();
+        let rec = rec.clone();
+        let audit = audit.clone();
         self.write(move |c| {
-            let rec = &rec_o;
-            let audit = &audit_o;
             exec(c,
                 "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -58,7 +56,7 @@ impl Store {
                     rec.created_by
                 ],
             )?;
-            insert_audit(c, audit)?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -73,17 +71,13 @@ impl Store {
         error_code: Option<&str>,
         audit: Option<&NewAudit>,
     ) -> Result<()> {
-        let id_o = id.to_string();
-        let state_o = state.to_string();
-        let error_code_o = error_code.map(str::to_string);
-        let audit_o = audit.cloned();
+        let id = id.to_string();
+        let state = state.to_string();
+        let error_code = error_code.map(str::to_string);
+        let audit = audit.cloned();
         self.write(move |c| {
-            let id = id_o.as_str();
-            let state = state_o.as_str();
-            let error_code = error_code_o.as_deref();
-            let audit = audit_o.as_ref();
-            set_ceremony_state(c, id, state, error_code)?;
-            if let Some(a) = audit {
+            set_ceremony_state(c, &id, &state, error_code.as_deref())?;
+            if let Some(a) = &audit {
                 insert_audit(c, a)?;
             }
             Ok(())

@@ -175,15 +175,11 @@ impl Store {
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
-        let user_o = user.clone();
-        let cred_o = cred.clone();
-        let ceremony_id_o = ceremony_id.to_string();
-        let audit_o = audit.clone();
+        let user = user.clone();
+        let cred = cred.clone();
+        let ceremony_id = ceremony_id.to_string();
+        let audit = audit.clone();
         self.write(move |c| {
-            let user = &user_o;
-            let cred = &cred_o;
-            let ceremony_id = ceremony_id_o.as_str();
-            let audit = &audit_o;
             let stored = upsert_user_row(
                 c,
                 &user.name,
@@ -220,8 +216,8 @@ impl Store {
                     cred.state_reason
                 ],
             )?;
-            set_ceremony_state(c, ceremony_id, "succeeded", None)?;
-            insert_audit(c, audit)?;
+            set_ceremony_state(c, &ceremony_id, "succeeded", None)?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -238,15 +234,11 @@ impl Store {
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
-        let cred_id_o = cred_id.to_vec();
-        let rp_credential_o = rp_credential.to_string();
-        let ceremony_id_o = ceremony_id.to_string();
-        let audit_o = audit.clone();
+        let cred_id = cred_id.to_vec();
+        let rp_credential = rp_credential.to_string();
+        let ceremony_id = ceremony_id.to_string();
+        let audit = audit.clone();
         self.write(move |c| {
-            let cred_id = &cred_id_o[..];
-            let rp_credential = rp_credential_o.as_str();
-            let ceremony_id = ceremony_id_o.as_str();
-            let audit = &audit_o;
             // Compare-and-set on the counter: two ceremonies racing on two devices (a key and
             // its clone) cannot both move it from the same stored value. A key that always
             // reports 0 stays at 0.
@@ -269,8 +261,8 @@ impl Store {
                     _ => StoreError::Conflict("credential is not active".into()),
                 });
             }
-            set_ceremony_state(c, ceremony_id, "succeeded", None)?;
-            insert_audit(c, audit)?;
+            set_ceremony_state(c, &ceremony_id, "succeeded", None)?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -284,21 +276,17 @@ impl Store {
         ceremony_id: &str,
         audit: &NewAudit,
     ) -> Result<()> {
-        let cred_id_o = cred_id.to_vec();
-        let reason_o = reason.to_string();
-        let ceremony_id_o = ceremony_id.to_string();
-        let audit_o = audit.clone();
+        let cred_id = cred_id.to_vec();
+        let reason = reason.to_string();
+        let ceremony_id = ceremony_id.to_string();
+        let audit = audit.clone();
         self.write(move |c| {
-            let cred_id = &cred_id_o[..];
-            let reason = reason_o.as_str();
-            let ceremony_id = ceremony_id_o.as_str();
-            let audit = &audit_o;
             exec(c,
                 "UPDATE credentials SET state = 'quarantined', state_reason = ?2 WHERE id = ?1 AND state = 'active'",
                 params![cred_id, reason],
             )?;
-            set_ceremony_state(c, ceremony_id, "failed", Some("possible_cloned_key"))?;
-            insert_audit(c, audit)?;
+            set_ceremony_state(c, &ceremony_id, "failed", Some("possible_cloned_key"))?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -315,17 +303,12 @@ impl Store {
         reason: Option<&str>,
         audit: &NewAudit,
     ) -> Result<CredentialRecord> {
-        let user_o = user.to_string();
-        let cred_id_o = cred_id.to_vec();
-        let from_o = from.to_vec();
-        let reason_o = reason.map(str::to_string);
-        let audit_o = audit.clone();
+        let user = user.to_string();
+        let cred_id = cred_id.to_vec();
+        let from = from.to_vec();
+        let reason = reason.map(str::to_string);
+        let audit = audit.clone();
         self.write(move |c| {
-            let user = user_o.as_str();
-            let cred_id = &cred_id_o[..];
-            let from = &from_o[..];
-            let reason = reason_o.as_deref();
-            let audit = &audit_o;
             let state: Option<String> = c
                 .query_row(
                     "SELECT state FROM credentials WHERE id = ?1 AND user_name = ?2",
@@ -345,7 +328,7 @@ impl Store {
                 "UPDATE credentials SET state = ?2, state_reason = ?3 WHERE id = ?1",
                 params![cred_id, to.as_str(), reason],
             )?;
-            insert_audit(c, audit)?;
+            insert_audit(c, &audit)?;
             let raw = row(
                 c,
                 &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
@@ -364,15 +347,11 @@ impl Store {
         nickname: Option<&str>,
         audit: &NewAudit,
     ) -> Result<CredentialRecord> {
-        let user_o = user.to_string();
-        let cred_id_o = cred_id.to_vec();
-        let nickname_o = nickname.map(str::to_string);
-        let audit_o = audit.clone();
+        let user = user.to_string();
+        let cred_id = cred_id.to_vec();
+        let nickname = nickname.map(str::to_string);
+        let audit = audit.clone();
         self.write(move |c| {
-            let user = user_o.as_str();
-            let cred_id = &cred_id_o[..];
-            let nickname = nickname_o.as_deref();
-            let audit = &audit_o;
             let n = exec(c,
                 "UPDATE credentials SET nickname = ?3 WHERE id = ?1 AND user_name = ?2 AND state != 'revoked'",
                 params![cred_id, user, nickname],
@@ -380,7 +359,7 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            insert_audit(c, audit)?;
+            insert_audit(c, &audit)?;
             let raw = row(c,
                 &format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"),
                 params![cred_id],

@@ -23,9 +23,8 @@ impl Store {
         code_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> Result<()> {
-        let code_hash_o = code_hash.to_vec();
+        let code_hash = code_hash.to_vec();
         self.write(move |c| {
-            let code_hash = &code_hash_o[..];
             exec(
                 c,
                 "INSERT INTO kiosk_codes (code_hash, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
@@ -38,9 +37,8 @@ impl Store {
 
     /// Use a code once: true only for the first use of an unexpired code.
     pub async fn consume_kiosk_code(&self, code_hash: &[u8]) -> Result<bool> {
-        let code_hash_o = code_hash.to_vec();
+        let code_hash = code_hash.to_vec();
         self.write(move |c| {
-            let code_hash = &code_hash_o[..];
             let n = exec(c,
                 "UPDATE kiosk_codes SET used_at = keygate_now() WHERE code_hash = ?1 AND used_at IS NULL \
                  AND expires_at > keygate_now()",
@@ -54,9 +52,8 @@ impl Store {
     /// Mark `token_id` as a kiosk page session valid until `expires_at` (Unix seconds), bound
     /// to nobody. Rows are never deleted: a token with a row stays a page session for good.
     pub async fn insert_kiosk_session(&self, token_id: &str, expires_at: i64) -> Result<()> {
-        let token_id_o = token_id.to_string();
+        let token_id = token_id.to_string();
         self.write(move |c| {
-            let token_id = token_id_o.as_str();
             exec(
                 c,
                 "INSERT INTO kiosk_sessions (token_id, created_at, expires_at) VALUES (?1, keygate_now(), ?2)",
@@ -92,11 +89,9 @@ impl Store {
         token_id: &str,
         user: Option<(&str, &str)>,
     ) -> Result<bool> {
-        let token_id_o = token_id.to_string();
-        let user_o = user.map(|(a, b)| (a.to_string(), b.to_string()));
+        let token_id = token_id.to_string();
+        let user = user.map(|(a, b)| (a.to_string(), b.to_string()));
         self.write(move |c| {
-            let token_id = token_id_o.as_str();
-            let user = user_o.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
             let (u, d) = user.unzip();
             let n = exec(
                 c,
@@ -118,9 +113,8 @@ impl Store {
         expires_at: i64,
         now_unix: i64,
     ) -> Result<bool> {
-        let token_hash_o = token_hash.to_vec();
+        let token_hash = token_hash.to_vec();
         self.write(move |c| {
-            let token_hash = &token_hash_o[..];
             exec(
                 c,
                 "DELETE FROM kiosk_handoffs_used WHERE expires_at <= ?1",

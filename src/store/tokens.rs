@@ -19,16 +19,14 @@ pub struct TokenRecord {
 
 impl Store {
     pub async fn insert_token(&self, rec: &TokenRecord, audit: &NewAudit) -> Result<()> {
-        let rec_o = rec.clone();
-        let audit_o = audit.clone();
+        let rec = rec.clone();
+        let audit = audit.clone();
         self.write(move |c| {
-            let rec = &rec_o;
-            let audit = &audit_o;
             exec(c,
                 "INSERT INTO tokens (id, role, hash, label, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
                 params![rec.id, rec.role, rec.hash, rec.label, fmt_time(rec.created_at)],
             )?;
-            insert_audit(c, audit)?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -78,18 +76,16 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: &str, audit: &NewAudit) -> Result<bool> {
-        let id_o = id.to_string();
-        let audit_o = audit.clone();
+        let id = id.to_string();
+        let audit = audit.clone();
         self.write(move |c| {
-            let id = id_o.as_str();
-            let audit = &audit_o;
             let n = exec(
                 c,
                 "UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
                 params![id],
             )?;
             if n > 0 {
-                insert_audit(c, audit)?;
+                insert_audit(c, &audit)?;
             }
             Ok(n > 0)
         })

@@ -195,12 +195,10 @@ impl Store {
     /// Service-desk reset: revoke every credential of the user and remove their phones;
     /// audited; returns a receipt. NotFound for an unknown user.
     pub async fn reset_user(&self, user: &str, actor: &str) -> Result<ResetReceipt> {
-        let user_o = user.to_string();
-        let actor_o = actor.to_string();
+        let user = user.to_string();
+        let actor = actor.to_string();
         let at = self.now();
         self.write(move |c| {
-            let user = user_o.as_str();
-            let actor = actor_o.as_str();
             let exists: Option<String> = c
                 .query_row(
                     "SELECT name FROM users WHERE name = ?1",
@@ -224,8 +222,8 @@ impl Store {
             )?;
             let seq = insert_audit(
                 c,
-                &NewAudit::new("user.reset", actor)
-                    .user(user)
+                &NewAudit::new("user.reset", &actor)
+                    .user(&user)
                     .detail(serde_json::json!({
                         "credentials_revoked": creds,
                         "phones_removed": phones,
