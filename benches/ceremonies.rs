@@ -236,6 +236,7 @@ fn key_only(n: usize) -> (Duration, Duration) {
                     resident_key: false,
                     user_verification: true,
                     pin: Some(Pin::new("1234")),
+                    extensions: Default::default(),
                 },
                 &ctx(),
             )

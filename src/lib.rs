@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod doctor;
+pub mod entra;
 #[doc(hidden)]
 pub mod harness;
 pub mod http;

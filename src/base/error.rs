@@ -96,6 +96,20 @@ error_codes! {
     ChallengeUsed = "challenge_used" => CONFLICT,
     PhoneNotVerified = "phone_not_verified" => CONFLICT,
     ProviderUnavailable = "provider_unavailable" => SERVICE_UNAVAILABLE,
+    // Microsoft Entra ID (Graph), the upstream directory
+    /// `[entra]` is not configured on this daemon.
+    EntraNotConfigured = "entra_not_configured" => NOT_IMPLEMENTED,
+    /// The identity platform refused keygate's client credentials.
+    EntraAuthFailed = "entra_auth_failed" => BAD_GATEWAY,
+    /// Graph answered 403: an application permission is missing or a policy forbids it.
+    EntraForbidden = "entra_forbidden" => BAD_GATEWAY,
+    EntraUserNotFound = "entra_user_not_found" => NOT_FOUND,
+    /// Graph refused the registration (400): attestation enforcement, AAGUID restriction...
+    EntraRejected = "entra_rejected" => UNPROCESSABLE_ENTITY,
+    /// The 5-minute window of Entra's creationOptions challenge closed.
+    EntraChallengeExpired = "entra_challenge_expired" => GONE,
+    EntraThrottled = "entra_throttled" => TOO_MANY_REQUESTS,
+    EntraUnavailable = "entra_unavailable" => SERVICE_UNAVAILABLE,
     // The daemon itself
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
     Internal = "internal" => INTERNAL_SERVER_ERROR,
@@ -147,6 +161,10 @@ mod tests {
                             | ErrorCode::ProviderUnavailable
                             | ErrorCode::StoreUnavailable
                             | ErrorCode::TooManyConnections
+                            | ErrorCode::EntraNotConfigured
+                            | ErrorCode::EntraAuthFailed
+                            | ErrorCode::EntraForbidden
+                            | ErrorCode::EntraUnavailable
                     ),
                     "{c} is a 5xx"
                 );

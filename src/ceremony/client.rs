@@ -95,6 +95,7 @@ pub fn make_credential_args(
         resident_key,
         user_verification: wants_uv(policy, key_can_verify),
         pin,
+        extensions: Default::default(),
     };
     (cdj, args)
 }

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use secret::Secret;
 pub use sections::{
-    CeremonyConfig, HttpConfig, KioskConfig, LogConfig, RelyingPartyConfig, SmsConfig,
-    TwilioConfig, UserVerification, VonageConfig, WebhookConfig,
+    CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
+    RelyingPartyConfig, SmsConfig, TwilioConfig, UserVerification, VonageConfig, WebhookConfig,
 };
 use validate::validate;
 
@@ -63,6 +63,8 @@ pub struct Config {
     pub log: LogConfig,
     pub sms: SmsConfig,
     pub kiosk: KioskConfig,
+    /// Microsoft Entra ID (optional section).
+    pub entra: Option<EntraConfig>,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sms: SmsConfig::default(),
             kiosk: KioskConfig::default(),
+            entra: None,
         }
     }
 }

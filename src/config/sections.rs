@@ -66,6 +66,20 @@ pub struct KioskConfig {
     /// Alternatively, a header a reverse proxy on this machine sets to the signed-in user
     /// (e.g. `X-Remote-User`); honoured only on connections from loopback.
     pub trusted_user_header: Option<String>,
+    /// Where the kiosk page enrolls keys: keygate's own relying party or the student's
+    /// Microsoft Entra ID account (needs `[entra]`).
+    pub enroll_target: EnrollTarget,
+}
+
+/// Where an enrollment registers the key.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollTarget {
+    /// keygate's own relying party (`[relying_party]`).
+    #[default]
+    Local,
+    /// Microsoft Entra ID through Graph's passkey provisioning (`[entra]`).
+    Entra,
 }
 
 impl Default for KioskConfig {
@@ -76,6 +90,7 @@ impl Default for KioskConfig {
             session_code_ttl_secs: 600,
             handoff_secret: Secret::default(),
             trusted_user_header: None,
+            enroll_target: EnrollTarget::Local,
         }
     }
 }
@@ -286,6 +301,52 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+        }
+    }
+}
+
+/// Microsoft Entra ID: Graph passkey provisioning on a user's behalf, phone-method sync and
+/// service-desk actions. Absent (the default): every Entra feature answers `entra_not_configured`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntraConfig {
+    pub tenant_id: String,
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    /// Client secret; or `client_certificate` (one of the two).
+    pub client_secret: Secret,
+    /// PEM file with the certificate and its private key (private_key_jwt client assertion).
+    pub client_certificate: Option<PathBuf>,
+    /// The user principal name of a keygate user: `{user}` is replaced.
+    pub upn_template: String,
+    pub authority_url: String,
+    pub graph_url: String,
+    /// The passkey's name in Entra: `{model}`, `{date}` (YYYY-MM-DD), `{user}`.
+    pub display_name_template: String,
+    /// Add a phone verified by SMS at the kiosk as the user's Entra `mobile` method.
+    pub sync_phones: bool,
+    /// Bound on each call to the identity platform or Graph.
+    pub request_timeout_ms: u64,
+    /// Retries of idempotent calls (GET, DELETE, token) on 5xx and timeouts.
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+}
+
+impl Default for EntraConfig {
+    fn default() -> Self {
+        EntraConfig {
+            tenant_id: String::new(),
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            client_certificate: None,
+            upn_template: "{user}".into(),
+            authority_url: "https://login.microsoftonline.com".into(),
+            graph_url: "https://graph.microsoft.com/v1.0".into(),
+            display_name_template: "{model} {date}".into(),
+            sync_phones: true,
+            request_timeout_ms: 10_000,
+            max_retries: 2,
+            retry_base_ms: 200,
         }
     }
 }

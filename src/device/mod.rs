@@ -136,6 +136,42 @@ impl std::fmt::Debug for Pin {
     }
 }
 
+/// credProtect policy (CTAP 2.1 §12.1): what a getAssertion must show to use the credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CredProtect {
+    /// 0x01: usable with or without UV, discoverable without UV.
+    UserVerificationOptional = 1,
+    /// 0x02: without UV only when the RP names the credential (allow list).
+    UserVerificationOptionalWithCredentialIdList = 2,
+    /// 0x03: only with UV.
+    UserVerificationRequired = 3,
+}
+
+impl CredProtect {
+    pub fn from_level(level: u8) -> Option<Self> {
+        match level {
+            1 => Some(Self::UserVerificationOptional),
+            2 => Some(Self::UserVerificationOptionalWithCredentialIdList),
+            3 => Some(Self::UserVerificationRequired),
+            _ => None,
+        }
+    }
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Authenticator extension inputs of a makeCredential (CTAP 2.1 §12). The outputs come back
+/// in the authenticator data's extensions map (flag ED), inside the attestation object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialExtensions {
+    /// `credProtect`: None leaves the key's default (level 1).
+    pub cred_protect: Option<CredProtect>,
+    /// `hmac-secret: true`: create the credential's CredRandom (Windows sign-in uses it).
+    pub hmac_secret: bool,
+}
+
 /// authenticatorMakeCredential, as keygate asks for it.
 #[derive(Debug, Clone)]
 pub struct MakeCredentialArgs {
@@ -155,6 +191,7 @@ pub struct MakeCredentialArgs {
     /// Require user verification (PIN or built-in UV).
     pub user_verification: bool,
     pub pin: Option<Pin>,
+    pub extensions: CredentialExtensions,
 }
 
 /// The authenticator's answer, already assembled as a WebAuthn attestationObject (CBOR map

@@ -221,6 +221,7 @@ pub fn bench_key(key: &DeviceActor, opts: &BenchOptions, say: &dyn Fn(&str)) -> 
             resident_key: false,
             user_verification: uv,
             pin: pin.clone(),
+            extensions: Default::default(),
         };
         key.record_client_data(&cdj);
         let out = key
@@ -309,6 +310,7 @@ pub fn bench_key(key: &DeviceActor, opts: &BenchOptions, say: &dyn Fn(&str)) -> 
                 resident_key: true,
                 user_verification: true,
                 pin: pin.clone(),
+                extensions: Default::default(),
             };
             key.record_client_data(&cdj);
             key.run(opts.touch_timeout, move |a, ctx| {

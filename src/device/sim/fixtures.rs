@@ -51,6 +51,7 @@ pub(crate) fn mc_args(rk: bool, pin: Option<&str>) -> MakeCredentialArgs {
         resident_key: rk,
         user_verification: pin.is_some(),
         pin: pin.map(Pin::new),
+        extensions: Default::default(),
     }
 }
 
