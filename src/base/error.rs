@@ -110,6 +110,9 @@ error_codes! {
     EntraChallengeExpired = "entra_challenge_expired" => GONE,
     EntraThrottled = "entra_throttled" => TOO_MANY_REQUESTS,
     EntraUnavailable = "entra_unavailable" => SERVICE_UNAVAILABLE,
+    /// The key lacks a feature the enrollment target needs (named in the message): for Entra
+    /// a PIN, discoverable credentials, credProtect, hmac-secret, ES256.
+    KeyUnsupported = "key_unsupported" => UNPROCESSABLE_ENTITY,
     // The daemon itself
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
     Internal = "internal" => INTERNAL_SERVER_ERROR,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::UserVerification;
+use crate::config::{EnrollTarget, UserVerification};
 use crate::device::DeviceError;
 use crate::store::{CredentialState, NewAudit, StoreError};
 
@@ -24,6 +24,9 @@ impl CeremonyService {
         req: AssertionRequest,
         who: &str,
     ) -> Result<CeremonyView, CeremonyError> {
+        if req.target == Some(EnrollTarget::Entra) {
+            return self.start_entra_assertion(req, who).await;
+        }
         if let Some(u) = &req.user {
             validate_user_name(u)?;
         }
@@ -65,7 +68,7 @@ impl CeremonyService {
         let (cdj, args) =
             client::get_assertion_args(&options, &self.rp.origin, key_can_verify, pin);
         let id = crate::store::new_row_id();
-        let (c, pin_rx) = self
+        let (c, mut pin_rx) = self
             .register(
                 &id,
                 Kind::Assertion,
@@ -84,7 +87,7 @@ impl CeremonyService {
         tokio::spawn(async move {
             let c = task_c;
             let outcome = svc
-                .drive(&c, deadline, pin_rx, args, |a, args, ctx| {
+                .drive(&c, deadline, &mut pin_rx, args, |a, args, ctx| {
                     a.get_assertion(args, ctx)
                 })
                 .await;

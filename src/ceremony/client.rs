@@ -50,6 +50,19 @@ pub fn client_data_json(ceremony_type: &str, challenge: &[u8], origin: &str) -> 
     .expect("client data serialises")
 }
 
+/// clientDataJSON for a remote relying party's challenge given as the base64url text it sent
+/// (Entra's creationOptions): the text goes in exactly as received, never decoded and
+/// re-encoded, so padding or any other spelling the RP chose survives byte for byte.
+pub fn client_data_json_for(ceremony_type: &str, challenge: &str, origin: &str) -> Vec<u8> {
+    serde_json::to_vec(&CollectedClientData {
+        type_: ceremony_type,
+        challenge: challenge.to_string(),
+        origin,
+        cross_origin: false,
+    })
+    .expect("client data serialises")
+}
+
 fn wants_uv(policy: UserVerificationPolicy, key_can_verify: bool) -> bool {
     match policy {
         UserVerificationPolicy::Required => true,
@@ -199,6 +212,10 @@ pub struct AuthDataSummary {
     pub credential_id: Option<Vec<u8>>,
     /// The credential public key exactly as the key encoded it (COSE_Key CBOR).
     pub cose_key: Option<Vec<u8>>,
+    /// Extension outputs (flag ED): `credProtect` level.
+    pub cred_protect: Option<u8>,
+    /// Extension outputs (flag ED): `hmac-secret` (true: the credential has its CredRandom).
+    pub hmac_secret: Option<bool>,
 }
 
 impl AuthDataSummary {
@@ -223,7 +240,10 @@ pub fn parse_auth_data(ad: &[u8]) -> Option<AuthDataSummary> {
         aaguid: None,
         credential_id: None,
         cose_key: None,
+        cred_protect: None,
+        hmac_secret: None,
     };
+    let mut extensions_at = 37;
     if flags & 0x40 != 0 {
         let rest = &ad[37..];
         if rest.len() < 18 {
@@ -241,6 +261,21 @@ pub fn parse_auth_data(ad: &[u8]) -> Option<AuthDataSummary> {
         let _: ciborium::Value = ciborium::de::from_reader(&mut cursor).ok()?;
         let used = cursor.position() as usize;
         s.cose_key = Some(key_bytes[..used].to_vec());
+        extensions_at = ad.len() - (key_bytes.len() - used);
+    }
+    if flags & 0x80 != 0 {
+        let ext: ciborium::Value = ciborium::de::from_reader(&ad[extensions_at..]).ok()?;
+        for (k, v) in ext.as_map()? {
+            match k.as_text() {
+                Some("credProtect") => {
+                    s.cred_protect = v
+                        .as_integer()
+                        .and_then(|i| u8::try_from(i128::from(i)).ok());
+                }
+                Some("hmac-secret") => s.hmac_secret = v.as_bool(),
+                _ => {}
+            }
+        }
     }
     Some(s)
 }

@@ -41,7 +41,7 @@ impl CeremonyService {
         &self,
         c: &Arc<Ceremony>,
         deadline: Instant,
-        mut pin_rx: mpsc::Receiver<Pin>,
+        pin_rx: &mut mpsc::Receiver<Pin>,
         mut args: A,
         op: F,
     ) -> Result<T, CeremonyError>
@@ -61,25 +61,10 @@ impl CeremonyService {
                 return Err(DeviceError::Cancelled.into());
             }
             if std::mem::take(&mut need_pin) {
-                let retries = self.pin_retries(&c.actor, deadline).await;
-                let err_view = last_error.as_ref().map(ErrorView::from);
-                // Stored first: whoever sees `needs_pin` in the view finds it in the store too.
-                self.persist_state(c, State::NeedsPin).await;
-                c.update(|v| {
-                    v.state = State::NeedsPin;
-                    v.pin_retries = retries;
-                    v.error = err_view;
-                });
-                match self.wait_for_pin(c, deadline, &mut pin_rx).await {
-                    Waited::Pin(p) => args.set_pin(Some(p)),
-                    Waited::Cancelled => return Err(DeviceError::Cancelled.into()),
-                    Waited::Expired => return Err(CeremonyError::CeremonyExpired),
-                }
-                c.update(|v| {
-                    v.state = State::Pending;
-                    v.pin_retries = None;
-                    v.error = None;
-                });
+                let pin = self
+                    .ask_pin(c, deadline, pin_rx, last_error.as_ref())
+                    .await?;
+                args.set_pin(Some(pin));
             }
             let view = c.view.clone();
             let progress: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p| {
@@ -119,7 +104,61 @@ impl CeremonyService {
         }
     }
 
-    async fn pin_retries(&self, actor: &Arc<DeviceActor>, deadline: Instant) -> Option<u32> {
+    /// Ask the client for the key's PIN (`needs_pin`, with the retries left and the error of a
+    /// wrong PIN) and wait for it until cancel or `deadline`.
+    pub(super) async fn ask_pin(
+        &self,
+        c: &Arc<Ceremony>,
+        deadline: Instant,
+        pin_rx: &mut mpsc::Receiver<Pin>,
+        last_error: Option<&CeremonyError>,
+    ) -> Result<Pin, CeremonyError> {
+        let retries = self.pin_retries(&c.actor, deadline).await;
+        let err_view = last_error.map(ErrorView::from);
+        // Stored first: whoever sees `needs_pin` in the view finds it in the store too.
+        self.persist_state(c, State::NeedsPin).await;
+        c.update(|v| {
+            v.state = State::NeedsPin;
+            v.pin_retries = retries;
+            v.error = err_view;
+        });
+        let pin = match self.wait_for_pin(c, deadline, pin_rx).await {
+            Waited::Pin(p) => p,
+            Waited::Cancelled => return Err(DeviceError::Cancelled.into()),
+            Waited::Expired => return Err(CeremonyError::CeremonyExpired),
+        };
+        c.update(|v| {
+            v.state = State::Pending;
+            v.pin_retries = None;
+            v.error = None;
+        });
+        Ok(pin)
+    }
+
+    /// Run `work` (a call to a remote service) unless the ceremony is cancelled first: a
+    /// cancel drops `work` where it stands and answers `cancelled`.
+    pub(super) async fn unless_cancelled<T>(
+        &self,
+        c: &Arc<Ceremony>,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, CeremonyError> {
+        let notified = c.cancel_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if c.cancelled.load(Ordering::SeqCst) {
+            return Err(DeviceError::Cancelled.into());
+        }
+        tokio::select! {
+            out = work => Ok(out),
+            _ = &mut notified => Err(DeviceError::Cancelled.into()),
+        }
+    }
+
+    pub(super) async fn pin_retries(
+        &self,
+        actor: &Arc<DeviceActor>,
+        deadline: Instant,
+    ) -> Option<u32> {
         let ctx = OpContext::new(
             deadline.min(Instant::now() + Duration::from_secs(5)),
             Arc::new(|_| {}),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use crate::config::UserVerification;
+use crate::config::{EnrollTarget, UserVerification};
 use crate::device::DeviceError;
 use crate::store::{CredentialRecord, CredentialState, NewAudit, StoreError};
 
@@ -25,6 +25,9 @@ impl CeremonyService {
         req: EnrollmentRequest,
         who: &str,
     ) -> Result<CeremonyView, CeremonyError> {
+        if req.target == Some(EnrollTarget::Entra) {
+            return self.start_entra_enrollment(req, who).await;
+        }
         validate_user_name(&req.user)?;
         validate_text("display_name", &req.display_name, 128)?;
         if let Some(n) = &req.nickname {
@@ -78,7 +81,7 @@ impl CeremonyService {
             client::make_credential_args(&options, &self.rp.origin, key_can_verify, pin);
 
         let id = crate::store::new_row_id();
-        let (c, pin_rx) = self
+        let (c, mut pin_rx) = self
             .register(&id, Kind::Enrollment, Some(&user.name), actor, timeout, who)
             .await?;
         let svc = self.clone();
@@ -91,7 +94,7 @@ impl CeremonyService {
         tokio::spawn(async move {
             let c = task_c;
             let outcome = svc
-                .drive(&c, deadline, pin_rx, args, |a, args, ctx| {
+                .drive(&c, deadline, &mut pin_rx, args, |a, args, ctx| {
                     a.make_credential(args, ctx)
                 })
                 .await;

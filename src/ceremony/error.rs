@@ -3,6 +3,7 @@
 
 use crate::base::error::{ErrorCode, PublicError};
 use crate::device::DeviceError;
+use crate::entra::EntraError;
 use crate::store::StoreError;
 
 use super::rp::RpError;
@@ -39,6 +40,12 @@ pub enum CeremonyError {
     Rp(#[from] RpError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Microsoft Entra ID (Graph) refused or failed; its own code and public message.
+    #[error(transparent)]
+    Entra(#[from] EntraError),
+    /// The key lacks what the enrollment target needs; the text names the missing feature.
+    #[error("{0}")]
+    KeyUnsupported(String),
 }
 
 impl CeremonyError {
@@ -64,6 +71,8 @@ impl CeremonyError {
             CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => {
                 ErrorCode::Internal
             }
+            CeremonyError::Entra(e) => e.code(),
+            CeremonyError::KeyUnsupported(_) => ErrorCode::KeyUnsupported,
         }
     }
 
@@ -85,6 +94,7 @@ impl CeremonyError {
             | CeremonyError::Device(DeviceError::Io(_)) => {
                 "the security key reported an error".into()
             }
+            CeremonyError::Entra(e) => e.public_message(),
             other => other.to_string(),
         }
     }
@@ -92,6 +102,14 @@ impl CeremonyError {
     pub fn retries_left(&self) -> Option<u32> {
         match self {
             CeremonyError::Device(DeviceError::PinInvalid { retries_left }) => *retries_left,
+            _ => None,
+        }
+    }
+
+    /// `entra_throttled`: seconds until Graph takes requests again (its `Retry-After`).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            CeremonyError::Entra(EntraError::Throttled { retry_after_secs }) => *retry_after_secs,
             _ => None,
         }
     }
@@ -105,8 +123,13 @@ impl PublicError for CeremonyError {
         CeremonyError::public_message(self)
     }
     fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
-        self.retries_left()
-            .map(|r| vec![("retries_left", r.into())])
-            .unwrap_or_default()
+        let mut d = Vec::new();
+        if let Some(r) = self.retries_left() {
+            d.push(("retries_left", r.into()));
+        }
+        if let Some(s) = self.retry_after() {
+            d.push(("retry_after", s.into()));
+        }
+        d
     }
 }

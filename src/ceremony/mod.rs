@@ -19,6 +19,7 @@ mod assert;
 pub mod client;
 mod drive;
 mod enroll;
+mod entra;
 mod error;
 mod keys;
 pub mod rp;
@@ -44,8 +45,9 @@ use rp::{RelyingParty, RpError};
 pub use error::CeremonyError;
 pub use view::{
     credential_json, time_json, validate_user_name, AssertionRequest, AssertionResult,
-    CeremonyResult, CeremonyView, CredentialView, EnrollmentRequest, EnrollmentResult, ErrorView,
-    Kind, State,
+    CeremonyResult, CeremonyView, CredentialView, EnrollmentRequest, EnrollmentResult,
+    EntraAssertionResult, EntraCredentialView, EntraEnrollmentResult, EntraMethodView,
+    EntraOwnerView, EntraWindow, ErrorView, Kind, State,
 };
 
 /// One running (or recently finished) ceremony.
@@ -77,6 +79,8 @@ pub struct CeremonyService {
     devices: Arc<DeviceManager>,
     /// The source of every wall-clock time this service writes or shows.
     clock: Arc<dyn Clock>,
+    /// `[entra]`: enrollments into users' Microsoft Entra ID accounts (`target: "entra"`).
+    entra: Option<crate::entra::EntraClient>,
     live: Mutex<HashMap<String, Arc<Ceremony>>>,
     /// When [`CeremonyService::prune`] last walked `live`.
     pruned_at: Mutex<Option<Instant>>,
@@ -96,9 +100,16 @@ impl CeremonyService {
             store,
             devices,
             clock,
+            entra: None,
             live: Mutex::new(HashMap::new()),
             pruned_at: Mutex::new(None),
         }
+    }
+
+    /// The service with Entra enrollments (`[entra]` configured).
+    pub fn with_entra(mut self, entra: Option<crate::entra::EntraClient>) -> Self {
+        self.entra = entra;
+        self
     }
 
     pub fn devices(&self) -> &Arc<DeviceManager> {
@@ -160,6 +171,7 @@ impl CeremonyService {
             pin_retries: None,
             error: None,
             result: None,
+            entra: None,
         };
         let mut audit = NewAudit::new(&format!("{}.started", kind.as_str()), who)
             .ceremony(id)
@@ -257,6 +269,9 @@ impl CeremonyService {
                     CeremonyError::Rp(d) => {
                         tracing::warn!(ceremony = %id, detail = %d, "verification failed")
                     }
+                    CeremonyError::Entra(d) => {
+                        tracing::warn!(ceremony = %id, detail = %d, "Microsoft Entra ID refused or failed")
+                    }
                     _ => {}
                 }
                 let view = ErrorView::from(&e);
@@ -340,8 +355,10 @@ impl CeremonyService {
                 },
                 code,
                 retries_left: None,
+                retry_after: None,
             }),
             result: None,
+            entra: None,
         })
     }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::UserVerification;
+use crate::config::{EnrollTarget, UserVerification};
 use crate::store::CredentialRecord;
 
 use super::client::b64;
@@ -79,6 +79,9 @@ pub struct ErrorView {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries_left: Option<u32>,
+    /// `entra_throttled`: seconds until Microsoft Entra ID takes requests again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl From<&CeremonyError> for ErrorView {
@@ -87,8 +90,19 @@ impl From<&CeremonyError> for ErrorView {
             code: e.code().to_string(),
             message: e.public_message(),
             retries_left: e.retries_left(),
+            retry_after: e.retry_after(),
         }
     }
+}
+
+/// An Entra enrollment's registration window, once Graph issued its challenge: the kiosk shows
+/// the countdown. The ceremony ends by `challenge_expires_at` at the latest.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct EntraWindow {
+    /// The user principal name the key is registered for.
+    pub upn: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub challenge_expires_at: OffsetDateTime,
 }
 
 /// What clients see of a ceremony.
@@ -115,6 +129,9 @@ pub struct CeremonyView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<CeremonyResult>)]
     pub result: Option<serde_json::Value>,
+    /// An Entra enrollment, once Microsoft issued its challenge: the registration window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entra: Option<EntraWindow>,
 }
 
 /// The `result` of a succeeded ceremony (documentation of the shapes `enroll` and `assert`
@@ -124,6 +141,65 @@ pub struct CeremonyView {
 pub enum CeremonyResult {
     Enrollment(EnrollmentResult),
     Assertion(AssertionResult),
+    EntraEnrollment(EntraEnrollmentResult),
+    EntraAssertion(EntraAssertionResult),
+}
+
+/// The passkey as Microsoft Entra ID registered it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntraMethodView {
+    /// Graph's fido2AuthenticationMethod id.
+    pub method_id: String,
+    pub display_name: String,
+    pub model: Option<String>,
+    /// `attested`, `notAttested`, ... as Graph reports it.
+    pub attestation_level: Option<String>,
+}
+
+/// The key's credential as keygate recorded it (an Entra passkey).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntraCredentialView {
+    /// The credential id, base64url without padding.
+    pub id: String,
+    pub aaguid: Option<uuid::Uuid>,
+    pub rp_id: String,
+    pub counter: u32,
+    pub user_verified: bool,
+    /// The credProtect level the key reported (1 = userVerificationOptional).
+    pub cred_protect: Option<u8>,
+    pub hmac_secret: bool,
+}
+
+/// `target: "entra"` enrollment result.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntraEnrollmentResult {
+    pub entra: EntraMethodView,
+    pub credential: EntraCredentialView,
+    pub upn: String,
+    /// The WebAuthn RegistrationResponseJSON keygate posted to Graph.
+    #[schema(value_type = Object)]
+    pub registration_response: serde_json::Value,
+}
+
+/// The Entra passkey a verified key belongs to.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntraOwnerView {
+    pub method_id: String,
+    pub display_name: String,
+    pub upn: String,
+}
+
+/// `target: "entra"` assertion result: whose Entra passkey this key holds (verified locally
+/// against the public key recorded at enrollment).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntraAssertionResult {
+    pub user: String,
+    pub entra: EntraOwnerView,
+    pub credential_id: String,
+    pub counter: u32,
+    pub user_verified: bool,
+    #[schema(format = DateTime)]
+    pub enrolled_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -178,6 +254,12 @@ pub struct EnrollmentRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 600000)]
     pub timeout_ms: Option<u64>,
+    /// Where the key is registered: `local` (default, keygate's relying party) or `entra`
+    /// (the user's Microsoft Entra ID account; needs `[entra]`, a PIN and a discoverable
+    /// credential: `nickname`, `discoverable: false` and `user_verification: "preferred"` are
+    /// refused).
+    #[serde(default)]
+    pub target: Option<EnrollTarget>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -199,6 +281,10 @@ pub struct AssertionRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 600000)]
     pub timeout_ms: Option<u64>,
+    /// `entra`: whose Entra passkey the key holds (a PIN is required; with `user`, only that
+    /// user's Entra passkeys). Default `local`.
+    #[serde(default)]
+    pub target: Option<EnrollTarget>,
 }
 
 /// The one user-name rule ([`crate::base::user`]).

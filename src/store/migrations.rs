@@ -179,6 +179,38 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX sms_challenges_idempotency ON sms_challenges (idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     "#,
+    // 8: Microsoft Entra ID. `entra_passkeys`: a key enrolled into a user's Entra account
+    // (Graph's method id, the credential's public key and counter for local verification, what
+    // Entra reported about it). Phones carry their Entra sync state (`pending` while the
+    // mobile method is being added, `synced` with Graph's method id, `failed` with the code).
+    r#"
+    CREATE TABLE entra_passkeys (
+        credential_id BLOB PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name),
+        upn TEXT NOT NULL,
+        method_id TEXT NOT NULL,
+        rp_id TEXT NOT NULL,
+        entra_user_id BLOB NOT NULL,
+        public_key_cose BLOB NOT NULL,
+        counter INTEGER NOT NULL CHECK (counter >= 0),
+        aaguid TEXT,
+        model TEXT,
+        attestation_level TEXT,
+        display_name TEXT NOT NULL,
+        cred_protect INTEGER,
+        hmac_secret INTEGER NOT NULL,
+        user_verified INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        last_used_at TEXT
+    );
+    CREATE INDEX entra_passkeys_user ON entra_passkeys (user_name);
+    CREATE INDEX entra_passkeys_method ON entra_passkeys (method_id);
+    ALTER TABLE phones ADD COLUMN entra_state TEXT
+        CHECK (entra_state IN ('pending', 'synced', 'failed'));
+    ALTER TABLE phones ADD COLUMN entra_method_id TEXT;
+    ALTER TABLE phones ADD COLUMN entra_error TEXT;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -24,6 +24,9 @@ pub struct PhoneRecord {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub verified_at: Option<OffsetDateTime>,
+    /// The phone's sync to Microsoft Entra ID (`[entra] sync_phones`); absent when never synced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entra: Option<super::PhoneEntraSync>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,9 +105,20 @@ type PhoneTuple = (
     bool,
     String,
     Option<String>,
+    Option<super::PhoneEntraSync>,
 );
 
 fn phone_row(r: &Row<'_>) -> rusqlite::Result<PhoneTuple> {
+    let entra = r
+        .get::<_, Option<String>>(7)?
+        .map(|state| -> rusqlite::Result<_> {
+            Ok(super::PhoneEntraSync {
+                state,
+                method_id: r.get(8)?,
+                error: r.get(9)?,
+            })
+        })
+        .transpose()?;
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -113,6 +127,7 @@ fn phone_row(r: &Row<'_>) -> rusqlite::Result<PhoneTuple> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        entra,
     ))
 }
 
@@ -125,10 +140,12 @@ fn to_phone(t: PhoneTuple) -> Result<PhoneRecord> {
         verified: t.4,
         created_at: parse_time(&t.5)?,
         verified_at: parse_opt_time(t.6)?,
+        entra: t.7,
     })
 }
 
-const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, verified_at";
+const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, verified_at, \
+    entra_state, entra_method_id, entra_error";
 
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
     exec(
