@@ -112,17 +112,22 @@ pub fn build_state_with_clock(
     )
     .map_err(|e| anyhow::anyhow!("relying party: {e}"))?;
     let devices = Arc::new(DeviceManager::new(sources));
-    let ceremonies = Arc::new(CeremonyService::new(
-        cfg.clone(),
-        rp,
-        store.clone(),
-        devices,
-        clock.clone(),
-    ));
-    let sms = crate::sms::SmsService::new(cfg.clone(), store.clone(), clock)
+    let entra = match &cfg.entra {
+        Some(e) => Some(
+            crate::entra::EntraClient::new(e, clock.clone())
+                .map_err(|e| anyhow::anyhow!("entra: {e}"))?,
+        ),
+        None => None,
+    };
+    let ceremonies = Arc::new(
+        CeremonyService::new(cfg.clone(), rp, store.clone(), devices, clock.clone())
+            .with_entra(entra.clone()),
+    );
+    let sms = crate::sms::SmsService::with_entra(cfg.clone(), store.clone(), clock, entra.clone())
         .map_err(|e| anyhow::anyhow!("SMS: {e}"))?;
     if tokio::runtime::Handle::try_current().is_ok() {
         sms.spawn_worker();
+        sms.resume_entra_syncs();
     }
     Ok(Arc::new(AppState {
         cfg,
@@ -130,6 +135,7 @@ pub fn build_state_with_clock(
         ceremonies,
         sim,
         sms: Some(sms),
+        entra,
     }))
 }
 

@@ -150,6 +150,10 @@ pub struct KioskConfigView {
     pub simulate: bool,
     /// A reverse proxy names the signed-in student (`/v1/kiosk/whoami`).
     pub trusted_user_header: bool,
+    /// Where the page enrolls keys (`[kiosk] enroll_target`): send it as `target`.
+    pub enroll_target: crate::config::EnrollTarget,
+    /// `[entra]` is configured (Entra enrollments and "whose key is this?" work).
+    pub entra: bool,
 }
 
 /// The student a verified handoff names.

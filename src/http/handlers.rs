@@ -163,9 +163,11 @@ async fn waited(
         (status = 200, description = "Already ended (with `wait`): succeeded, failed or cancelled", body = CeremonyView),
         (status = 404, description = "`not_found`: no such device", body = ErrorBody),
         (status = 409, description = "`no_device`, `multiple_devices`, `device_busy`, `pin_not_set`, ...", body = ErrorBody),
-        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, ...", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, `key_unsupported` (`target: \"entra\"`: the key lacks a PIN, discoverable credentials, credProtect or hmac-secret), ...", body = ErrorBody),
+        (status = 423, description = "`pin_blocked`", body = ErrorBody),
         (status = 428, description = "`pin_required`", body = ErrorBody),
         (status = 429, description = "`too_many_streams`", body = ErrorBody),
+        (status = 501, description = "`entra_not_configured`: `target: \"entra\"` without `[entra]`", body = ErrorBody),
         (status = 502, description = "`device_error`", body = ErrorBody),
     ))]
 pub async fn start_enrollment(
@@ -188,9 +190,11 @@ pub async fn start_enrollment(
         (status = 200, description = "Already ended (with `wait`)", body = CeremonyView),
         (status = 404, description = "`not_found`: no such device", body = ErrorBody),
         (status = 409, description = "`no_device`, `multiple_devices`, `device_busy`, `pin_not_set`, ...", body = ErrorBody),
-        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, ...", body = ErrorBody),
+        (status = 422, description = "`pin_policy_violation`, `uv_unsupported`, `discoverable_unsupported`, `no_credentials`, `key_unsupported` (`target: \"entra\"`: the key lacks a PIN, discoverable credentials, credProtect or hmac-secret), ...", body = ErrorBody),
+        (status = 423, description = "`pin_blocked`", body = ErrorBody),
         (status = 428, description = "`pin_required`", body = ErrorBody),
         (status = 429, description = "`too_many_streams`", body = ErrorBody),
+        (status = 501, description = "`entra_not_configured`: `target: \"entra\"` without `[entra]`", body = ErrorBody),
         (status = 502, description = "`device_error`", body = ErrorBody),
     ))]
 pub async fn start_assertion(

@@ -195,6 +195,8 @@ async fn config(State(st): State<SharedState>) -> Json<KioskConfigView> {
         sms: st.sms.is_some(),
         simulate: st.cfg.simulate,
         trusted_user_header: k.trusted_user_header.is_some(),
+        enroll_target: k.enroll_target,
+        entra: st.entra.is_some(),
     })
 }
 

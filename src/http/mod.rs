@@ -5,6 +5,7 @@
 mod access;
 mod admin;
 mod bodies;
+mod entra;
 pub mod error;
 pub(crate) mod extract;
 mod handlers;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub sim: Option<Arc<SimBench>>,
     /// The SMS factor (None only when it could not be set up, e.g. in bare unit tests).
     pub sms: Option<Arc<crate::sms::SmsService>>,
+    /// `[entra]`: Microsoft Entra ID (the service desk's `/v1/users/{user}/entra/...` routes).
+    pub entra: Option<crate::entra::EntraClient>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -91,6 +94,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/v1/audit", get(admin::audit))
         .merge(sms::admin_routes())
+        .merge(entra::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::code::Code;
+use super::entra_sync::PhoneSync;
 use super::error::SmsError;
 use super::phone;
 use super::template::Locale;
 use super::{validate_user, SmsService};
 use crate::base::sync::lock;
-use crate::store::{NewAudit, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx};
+use crate::store::{
+    NewAudit, PhoneEntraSync, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx,
+};
 
 /// What clients see of a challenge (never the code, never the full number).
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -350,9 +353,14 @@ impl SmsService {
         let code = Code::parse_typed(typed)
             .ok_or_else(|| SmsError::Invalid("`code` must be 6 digits".into()))?;
         let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
-        self.store
+        let (view, sync) = self
+            .store
             .atomic(move |tx| svc.verify_in(tx, &id, &code, &actor))
-            .await?
+            .await??;
+        if let Some(job) = sync {
+            self.spawn_entra_sync(job);
+        }
+        Ok(view)
     }
 
     /// [`SmsService::verify`] as one atomic unit. The outer error rolls the unit back; the
@@ -363,7 +371,7 @@ impl SmsService {
         id: &str,
         code: &Code,
         actor: &str,
-    ) -> Result<Result<ChallengeView, SmsError>, SmsError> {
+    ) -> Result<Result<(ChallengeView, Option<PhoneSync>), SmsError>, SmsError> {
         let now = self.now();
         let ch = tx.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
         if let Err(e) = self.live(tx, &ch, now) {
@@ -378,12 +386,32 @@ impl SmsService {
                 return Err(SmsError::ChallengeUsed);
             }
             tracing::info!(challenge = %ch.id, "SMS code verified");
+            // A verified phone goes to Entra: `pending` lands with the verification.
+            let sync = match (&ch.phone_id, ch.purpose.as_str()) {
+                (Some(phone), "verify_phone") if self.entra_sync_enabled() => {
+                    tx.set_phone_entra_state(
+                        phone,
+                        &PhoneEntraSync {
+                            state: "pending".into(),
+                            method_id: None,
+                            error: None,
+                        },
+                    )?;
+                    Some(PhoneSync {
+                        phone_id: phone.clone(),
+                        user: ch.user.clone(),
+                        e164: ch.e164.clone(),
+                        actor: actor.to_string(),
+                    })
+                }
+                _ => None,
+            };
             let ch = SmsChallengeRecord {
                 state: "verified".into(),
                 code_enc: None,
                 ..ch
             };
-            return Ok(Ok(self.view(&ch)));
+            return Ok(Ok((self.view(&ch), sync)));
         }
         let attempts = ch.attempts + 1;
         let failures = user_state.consecutive_failures + 1;

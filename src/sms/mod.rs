@@ -18,6 +18,7 @@ pub mod providers;
 pub mod template;
 
 mod challenge;
+mod entra_sync;
 mod error;
 mod numbers;
 mod outbox;
@@ -66,6 +67,8 @@ pub struct SmsService {
     /// Sends of the last hour (time, country code), oldest first: the global and per-country
     /// budgets are counted here instead of scanning the send log on every request.
     recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
+    /// `[entra]`: verified phones are added as the user's Entra mobile method (`sync_phones`).
+    entra: Option<crate::entra::EntraClient>,
 }
 
 impl SmsService {
@@ -73,6 +76,17 @@ impl SmsService {
         cfg: Config,
         store: Store,
         clock: Arc<dyn Clock>,
+    ) -> Result<Arc<SmsService>, SmsError> {
+        Self::with_entra(cfg, store, clock, None)
+    }
+
+    /// [`SmsService::new`] that adds verified phones to Microsoft Entra ID (`[entra]
+    /// sync_phones`) through `entra`.
+    pub fn with_entra(
+        cfg: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        entra: Option<crate::entra::EntraClient>,
     ) -> Result<Arc<SmsService>, SmsError> {
         if let Some(region) =
             phone::unknown_region(&cfg.sms.default_region, &cfg.sms.allowed_countries)
@@ -123,6 +137,7 @@ impl SmsService {
             numbers: std::sync::Mutex::new(std::collections::HashMap::new()),
             wake: Notify::new(),
             recent: std::sync::Mutex::new(recent),
+            entra,
         }))
     }
 
