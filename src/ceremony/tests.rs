@@ -83,6 +83,7 @@ fn enrollment(user: &str, pin: Option<&str>) -> EnrollmentRequest {
         pin: pin.map(str::to_string),
         device: None,
         timeout_ms: None,
+        target: None,
     }
 }
 
@@ -93,6 +94,7 @@ fn assertion(user: &str, pin: Option<&str>) -> AssertionRequest {
         pin: pin.map(str::to_string),
         device: None,
         timeout_ms: None,
+        target: None,
     }
 }
 
@@ -373,4 +375,34 @@ async fn a_pin_outside_the_ctap_limits_is_refused_naming_the_limit_it_broke() {
         assert!(matches!(e, CeremonyError::NoCredentials), "{pin:?}: {e}");
     }
     b.svc.cancel(&live.id, Kind::Enrollment).unwrap();
+}
+
+#[tokio::test]
+async fn entra_targets_without_an_entra_section_are_refused_before_any_key_is_touched() {
+    let b = bench(Touch::Never);
+    let mut req = enrollment("an.peeters", Some(PIN));
+    req.target = Some(crate::config::EnrollTarget::Entra);
+    let e = b.svc.start_enrollment(req, "test").await.unwrap_err();
+    assert_eq!(code(&e), "entra_not_configured");
+    let mut req = assertion("an.peeters", Some(PIN));
+    req.user = None;
+    req.target = Some(crate::config::EnrollTarget::Entra);
+    let e = b.svc.start_assertion(req, "test").await.unwrap_err();
+    assert_eq!(code(&e), "entra_not_configured");
+    // `local` is the default and the same as naming it.
+    let mut req = enrollment("an.peeters", Some(PIN));
+    req.target = Some(crate::config::EnrollTarget::Local);
+    let v = b.svc.start_enrollment(req, "test").await.unwrap();
+    assert!(v.entra.is_none());
+    b.svc.cancel(&v.id, Kind::Enrollment).unwrap();
+    assert_eq!(
+        ended(&b.svc, &v.id, Kind::Enrollment).await.state,
+        State::Cancelled
+    );
+    assert!(b
+        .store
+        .list_audit(None, None, 100)
+        .unwrap()
+        .iter()
+        .all(|a| !a.event.starts_with("entra.")));
 }

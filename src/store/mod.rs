@@ -133,4 +133,6 @@ pub struct Tx<'a>(&'a Connection);
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
+mod entra_tests;
+#[cfg(test)]
 mod tests;
