@@ -557,6 +557,10 @@ async fn the_service_desk_lists_and_deletes_entra_passkeys() {
         .filter(|e| *e == "entra.passkey_deleted")
         .count();
     assert_eq!(deleted, 2);
+    // The service-desk reset leaves Entra alone, and says so.
+    let (st, r) = e.s.delete("/v1/users/s1").await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert!(r["entra"].as_str().unwrap().contains("separate"), "{r}");
 }
 
 #[tokio::test]

@@ -104,7 +104,13 @@ pub async fn reset_user(
     check_user(&user)?;
     let receipt = st.store.reset_user(&user, &caller.actor()).await?;
     tracing::info!(user = %user, credentials = receipt.credentials_revoked, phones = receipt.phones_removed, "service desk reset");
-    Ok(Json(ReceiptBody { receipt }))
+    Ok(Json(ReceiptBody {
+        receipt,
+        entra: st.entra.is_some().then_some(
+            "Microsoft Entra ID methods are separate and were not changed: see \
+             GET /v1/users/{user}/entra/methods",
+        ),
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

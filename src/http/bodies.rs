@@ -83,6 +83,10 @@ pub struct UserDetail {
 #[derive(Serialize, ToSchema)]
 pub struct ReceiptBody {
     pub receipt: ResetReceipt,
+    /// With `[entra]`: the user's Microsoft Entra ID methods are separate and untouched by
+    /// this reset (`/v1/users/{user}/entra/methods`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entra: Option<&'static str>,
 }
 
 #[derive(Serialize, ToSchema)]
