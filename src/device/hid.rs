@@ -12,23 +12,35 @@
 //!   [`CtapStatus`] here; "read err" means the key went away;
 //! - `HidApi::new()` inside it panics instead of returning an error (no hidraw support, no
 //!   udev): calls are wrapped in `catch_unwind` and reported as `device_error`;
-//! - `enable_keep_alive_msg` must be false, or it prints "touch the key" to stdout.
+//! - `enable_keep_alive_msg` must be false, or it prints "touch the key" to stdout;
+//! - makeCredential extensions: it writes the extensions map in the order it is given (so
+//!   keygate gives canonical order), encodes `CredProtect(policy)` as `policy as i64`, which
+//!   is the CTAP level because its enum starts with `Unknown = 0`, and unwraps the `Option`s
+//!   (always `Some` here). Its `Attestation::auth_data` is the key's authData byte string,
+//!   copied before parsing, so the extension outputs (flag ED and the CBOR map) reach the
+//!   attestation object exactly as the key signed them. It fails the whole call when it cannot
+//!   parse that map, and prints to stdout on an output it does not know: keygate asks only
+//!   for credProtect and hmac-secret, which it knows.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use ciborium::value::Value;
+use ctap_hid_fido2::fidokey::credential_management::credential_management_params::CredentialProtectionPolicy;
 use ctap_hid_fido2::fidokey::get_assertion::get_assertion_params::Assertion;
 use ctap_hid_fido2::fidokey::make_credential::Attestation;
-use ctap_hid_fido2::fidokey::{GetAssertionArgsBuilder, MakeCredentialArgsBuilder};
+use ctap_hid_fido2::fidokey::{
+    CredentialExtension as Mext, GetAssertionArgsBuilder, MakeCredentialArgsBuilder,
+};
 use ctap_hid_fido2::public_key_credential_user_entity::PublicKeyCredentialUserEntity;
 use ctap_hid_fido2::{FidoKeyHid, HidParam, LibCfg};
 
 use super::ctap2::{bytes, encode, int, text, text_map};
 use super::{
-    AssertionOutput, Authenticator, CtapStatus, DeviceError, DeviceId, DeviceInfo, DeviceSource,
-    GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput, OpContext, Pin, Progress,
+    AssertionOutput, Authenticator, CredProtect, CredentialExtensions, CtapStatus, DeviceError,
+    DeviceId, DeviceInfo, DeviceSource, GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput,
+    OpContext, Pin, Progress,
 };
 use crate::base::sync::lock;
 
@@ -91,6 +103,31 @@ pub fn attestation_object_from_parts(
     ]))
 }
 
+/// The library's makeCredential extension inputs for `ext`, in CTAP2 canonical key order
+/// ("credProtect" before "hmac-secret": equal length, then bytewise).
+fn library_extensions(ext: &CredentialExtensions) -> Vec<Mext> {
+    let mut out = Vec::new();
+    if let Some(level) = ext.cred_protect {
+        out.push(Mext::CredProtect(Some(match level {
+            CredProtect::UserVerificationOptional => {
+                CredentialProtectionPolicy::UserVerificationOptional
+            }
+            CredProtect::UserVerificationOptionalWithCredentialIdList => {
+                CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList
+            }
+            CredProtect::UserVerificationRequired => {
+                CredentialProtectionPolicy::UserVerificationRequired
+            }
+        })));
+    }
+    if ext.hmac_secret {
+        out.push(Mext::HmacSecret(Some(true)));
+    }
+    out
+}
+
+/// The attestation object as the key made it: `att.auth_data` is the key's authData verbatim
+/// (extension outputs included), the statement is rebuilt from the parsed alg/sig/x5c.
 fn attestation_output(att: &Attestation) -> MakeCredentialOutput {
     MakeCredentialOutput {
         attestation_object: attestation_object_from_parts(
@@ -229,6 +266,10 @@ impl Authenticator for HidAuthenticator {
             }
             if args.resident_key {
                 b = b.resident_key();
+            }
+            let extensions = library_extensions(&args.extensions);
+            if !extensions.is_empty() {
+                b = b.extensions(&extensions);
             }
             key.make_credential_with_args(&b.build())
         })?;
