@@ -68,3 +68,24 @@ async fn the_extensions_option_shapes_what_the_key_reports() {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
     assert_eq!(code(&e), "invalid_request");
 }
+
+#[tokio::test]
+async fn the_option_is_in_the_derived_openapi_document() {
+    let s = TestServer::start().await;
+    let (st, doc) = s.get("/openapi.json").await;
+    assert_eq!(st, StatusCode::OK);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["SimExtension"]["enum"],
+        json!(["credProtect", "hmac-secret"]),
+        "{}",
+        schemas["SimExtension"]
+    );
+    for owner in ["SimKeyOptions", "SimKeyStatus"] {
+        let property = schemas[owner]["properties"]["extensions"].to_string();
+        assert!(
+            property.contains("#/components/schemas/SimExtension"),
+            "{owner}: {property}"
+        );
+    }
+}
