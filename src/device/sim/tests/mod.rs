@@ -1,5 +1,10 @@
 //! The simulated key on its own: determinism, the PIN state machine, persistence, and fuzzing of
-//! the CBOR paths (arbitrary bytes must give a status, never a panic).
+//! the CBOR paths (arbitrary bytes must give a status, never a panic). The extensions have their
+//! own files: `extensions` (makeCredential outputs, credProtect, the `extensions` option, old
+//! key files) and `hmac_secret` (hmac-secret at getAssertion).
+
+mod extensions;
+mod hmac_secret;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,7 +252,7 @@ fn never_touched_runs_into_the_deadline_and_cancel_is_honoured() {
 }
 
 /// A bare core with a shared attestation (created once: CA generation is the slow part).
-fn softkey() -> SoftKey {
+pub(super) fn softkey() -> SoftKey {
     static ATTESTATION: std::sync::OnceLock<Arc<Attestation>> = std::sync::OnceLock::new();
     let att = ATTESTATION.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -319,6 +324,7 @@ proptest! {
     fn response_parsers_survive_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = GetInfo::parse(&body);
         let _ = ctap2::credential_id_from_auth_data(&body);
+        let _ = ctap2::auth_data_extensions(&body);
         if let Ok(v) = ctap2::decode(&body) {
             let _ = attestation_object(&v);
             let _ = ctap2::parse_assertion(&v, &[]);
