@@ -320,6 +320,13 @@ impl Authenticator for HidAuthenticator {
         .map_err(|e| self.err(e))
     }
 
+    fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError> {
+        guarded("get_pin_token", || {
+            self.key.get_pin_token(pin.expose()).map(|_| ())
+        })
+        .map_err(|e| self.err(e))
+    }
+
     fn cancel(&self) {
         // CTAPHID_CANCEL on the key's channel; see the module docs for why this works.
         if let Err(e) = guarded("cancel", || self.key.cancel_selection()) {

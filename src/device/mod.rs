@@ -430,6 +430,12 @@ pub trait Authenticator: Send + Sync {
     fn pin_retries(&self) -> Result<u32, DeviceError>;
     fn set_pin(&self, new_pin: &Pin) -> Result<(), DeviceError>;
     fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError>;
+    /// Check a PIN without a touch: ClientPIN getPinToken (CTAP 2.1 §6.5.5.7). Contract: a
+    /// wrong PIN costs one retry on the key exactly as it would inside makeCredential
+    /// (`PinInvalid` with the retries left, `PinAuthBlocked` after three in a row), so callers
+    /// use it only where the PIN is about to be used anyway: before a ceremony whose clock
+    /// must not start on a wrong PIN (Entra's 5-minute window).
+    fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError>;
     /// Interrupt the operation in flight, if any. Must not block.
     fn cancel(&self);
 }

@@ -349,6 +349,14 @@ impl Authenticator for Ctap2Authenticator {
         Ok(())
     }
 
+    fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError> {
+        match self.get_info()?.option("clientPin") {
+            Some(true) => self.pin_token(pin).map(|_| ()),
+            Some(false) => Err(DeviceError::PinNotSet),
+            None => Err(DeviceError::UvUnsupported),
+        }
+    }
+
     fn cancel(&self) {
         self.transport.cancel();
     }

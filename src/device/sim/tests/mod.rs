@@ -428,3 +428,32 @@ fn a_stored_non_der_attestation_certificate_is_made_anew() {
     let (att, _) = load_or_create_attestation(dir.path(), Some(7)).unwrap();
     assert!(!has_non_der_basic_constraints(&att.cert_der));
 }
+
+#[test]
+fn verify_pin_takes_a_token_without_a_touch_and_counts_a_wrong_pin() {
+    let (_d, b, a) = bench(Some(5));
+    // Nobody touches: verify_pin must not need it.
+    b.configure(
+        "sim:1",
+        crate::device::sim::SimKeyOptions {
+            touch: Some(crate::device::sim::Touch::Never),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        a.verify_pin(&Pin::new("1234")).unwrap_err(),
+        DeviceError::PinNotSet
+    );
+    a.set_pin(&Pin::new("1234")).unwrap();
+    a.verify_pin(&Pin::new("1234")).unwrap();
+    assert_eq!(
+        a.verify_pin(&Pin::new("0000")).unwrap_err(),
+        DeviceError::PinInvalid {
+            retries_left: Some(7)
+        }
+    );
+    // The right PIN resets the run of wrong ones, as getPinToken does (§6.5.5.7).
+    a.verify_pin(&Pin::new("1234")).unwrap();
+    assert_eq!(a.pin_retries().unwrap(), 8);
+}
