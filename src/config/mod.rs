@@ -5,8 +5,10 @@
 //!
 //! Files: this one holds the top-level [`Config`], the layering and [`load`]; `sections` the
 //! per-section structs and their defaults, `secret` the redacted [`Secret`], `validate` the
-//! checks every layered result must pass.
+//! checks every layered result must pass, `entra` those of `[entra]` (and the one file check,
+//! [`check_entra_files`], that [`load`] adds).
 
+mod entra;
 mod secret;
 mod sections;
 #[cfg(test)]
@@ -20,6 +22,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use secret::Secret;
 pub use sections::{
     CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
@@ -169,7 +172,8 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
     }
 }
 
-/// Read the file (if any) and the process environment, then [`parse_config`].
+/// Read the file (if any) and the process environment, then [`parse_config`], then check the
+/// files the configuration names ([`check_entra_files`]).
 pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let text = match path {
         Some(p) => Some(
@@ -183,5 +187,7 @@ pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Con
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("KEYGATE_"))
         .collect();
-    parse_config(text.as_deref(), &env, overrides)
+    let cfg = parse_config(text.as_deref(), &env, overrides)?;
+    check_entra_files(&cfg)?;
+    Ok(cfg)
 }

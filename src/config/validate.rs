@@ -1,6 +1,6 @@
 //! The checks a layered [`Config`] must pass before keygate starts: the relying party's ID
 //! against its origin, ceremony timeouts, the SMS regions, limits and providers, HTTP limits,
-//! the log format and the allowed origins. A failure names the offending setting.
+//! the log format, the allowed origins and `[entra]`. A failure names the offending setting.
 
 use super::{Config, ConfigError};
 
@@ -72,5 +72,5 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         url::Url::parse(o)
             .map_err(|e| ConfigError::Invalid(format!("allowed_origins `{o}`: {e}")))?;
     }
-    Ok(())
+    super::entra::validate(cfg)
 }

@@ -302,6 +302,9 @@ mod tests {
         fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError> {
             self.inner.change_pin(current_pin, new_pin)
         }
+        fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError> {
+            self.inner.verify_pin(pin)
+        }
         fn cancel(&self) {
             self.inner.cancel()
         }

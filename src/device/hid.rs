@@ -12,23 +12,35 @@
 //!   [`CtapStatus`] here; "read err" means the key went away;
 //! - `HidApi::new()` inside it panics instead of returning an error (no hidraw support, no
 //!   udev): calls are wrapped in `catch_unwind` and reported as `device_error`;
-//! - `enable_keep_alive_msg` must be false, or it prints "touch the key" to stdout.
+//! - `enable_keep_alive_msg` must be false, or it prints "touch the key" to stdout;
+//! - makeCredential extensions: it writes the extensions map in the order it is given (so
+//!   keygate gives canonical order), encodes `CredProtect(policy)` as `policy as i64`, which
+//!   is the CTAP level because its enum starts with `Unknown = 0`, and unwraps the `Option`s
+//!   (always `Some` here). Its `Attestation::auth_data` is the key's authData byte string,
+//!   copied before parsing, so the extension outputs (flag ED and the CBOR map) reach the
+//!   attestation object exactly as the key signed them. It fails the whole call when it cannot
+//!   parse that map, and prints to stdout on an output it does not know: keygate asks only
+//!   for credProtect and hmac-secret, which it knows.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use ciborium::value::Value;
+use ctap_hid_fido2::fidokey::credential_management::credential_management_params::CredentialProtectionPolicy;
 use ctap_hid_fido2::fidokey::get_assertion::get_assertion_params::Assertion;
 use ctap_hid_fido2::fidokey::make_credential::Attestation;
-use ctap_hid_fido2::fidokey::{GetAssertionArgsBuilder, MakeCredentialArgsBuilder};
+use ctap_hid_fido2::fidokey::{
+    CredentialExtension as Mext, GetAssertionArgsBuilder, MakeCredentialArgsBuilder,
+};
 use ctap_hid_fido2::public_key_credential_user_entity::PublicKeyCredentialUserEntity;
 use ctap_hid_fido2::{FidoKeyHid, HidParam, LibCfg};
 
 use super::ctap2::{bytes, encode, int, text, text_map};
 use super::{
-    AssertionOutput, Authenticator, CtapStatus, DeviceError, DeviceId, DeviceInfo, DeviceSource,
-    GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput, OpContext, Pin, Progress,
+    AssertionOutput, Authenticator, CredProtect, CredentialExtensions, CtapStatus, DeviceError,
+    DeviceId, DeviceInfo, DeviceSource, GetAssertionArgs, MakeCredentialArgs, MakeCredentialOutput,
+    OpContext, Pin, Progress,
 };
 use crate::base::sync::lock;
 
@@ -91,6 +103,31 @@ pub fn attestation_object_from_parts(
     ]))
 }
 
+/// The library's makeCredential extension inputs for `ext`, in CTAP2 canonical key order
+/// ("credProtect" before "hmac-secret": equal length, then bytewise).
+fn library_extensions(ext: &CredentialExtensions) -> Vec<Mext> {
+    let mut out = Vec::new();
+    if let Some(level) = ext.cred_protect {
+        out.push(Mext::CredProtect(Some(match level {
+            CredProtect::UserVerificationOptional => {
+                CredentialProtectionPolicy::UserVerificationOptional
+            }
+            CredProtect::UserVerificationOptionalWithCredentialIdList => {
+                CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList
+            }
+            CredProtect::UserVerificationRequired => {
+                CredentialProtectionPolicy::UserVerificationRequired
+            }
+        })));
+    }
+    if ext.hmac_secret {
+        out.push(Mext::HmacSecret(Some(true)));
+    }
+    out
+}
+
+/// The attestation object as the key made it: `att.auth_data` is the key's authData verbatim
+/// (extension outputs included), the statement is rebuilt from the parsed alg/sig/x5c.
 fn attestation_output(att: &Attestation) -> MakeCredentialOutput {
     MakeCredentialOutput {
         attestation_object: attestation_object_from_parts(
@@ -230,6 +267,10 @@ impl Authenticator for HidAuthenticator {
             if args.resident_key {
                 b = b.resident_key();
             }
+            let extensions = library_extensions(&args.extensions);
+            if !extensions.is_empty() {
+                b = b.extensions(&extensions);
+            }
             key.make_credential_with_args(&b.build())
         })?;
         Ok(attestation_output(&att))
@@ -275,6 +316,13 @@ impl Authenticator for HidAuthenticator {
     fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError> {
         guarded("change_pin", || {
             self.key.change_pin(current_pin.expose(), new_pin.expose())
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError> {
+        guarded("get_pin_token", || {
+            self.key.get_pin_token(pin.expose()).map(|_| ())
         })
         .map_err(|e| self.err(e))
     }
@@ -420,6 +468,106 @@ mod tests {
                 vec![0xAB, 0xCD]
             );
         }
+    }
+
+    /// The library's own makeCredential request with keygate's extension inputs goes to a
+    /// simulated key; the key's answer goes through the library's parser and keygate's
+    /// re-assembly: authData must come out byte for byte as the key signed it, ED and outputs
+    /// included, and the statement must still verify over it.
+    #[test]
+    fn extension_outputs_survive_the_library_byte_for_byte() {
+        use ctap_hid_fido2::fidokey::make_credential::{
+            make_credential_command, make_credential_response,
+        };
+        use p256::ecdsa::signature::Verifier;
+        use sha2::{Digest, Sha256};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut key = crate::device::sim::standalone_key(dir.path(), Some(5)).unwrap();
+        let client_data_json = br#"{"type":"webauthn.create"}"#.to_vec();
+        let mut params = make_credential_command::Params::new(
+            "login.microsoft.com",
+            client_data_json.clone(),
+            vec![1, 2, 3],
+        );
+        params.option_rk = true;
+        let ext = CredentialExtensions {
+            cred_protect: Some(CredProtect::UserVerificationOptional),
+            hmac_secret: true,
+        };
+        let request =
+            make_credential_command::create_payload(params, Some(&library_extensions(&ext)), 1)
+                .unwrap();
+        let raw = key.process(&request, &mut crate::device::sim::AlwaysPresent);
+        assert_eq!(raw[0], 0, "the key accepted the library's request");
+        let signed_auth_data = crate::device::ctap2::get_int_key(&decode(&raw[1..]).unwrap(), 2)
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .clone();
+
+        let att = make_credential_response::parse_cbor(&raw[1..]).unwrap();
+        let out = attestation_output(&att);
+        let obj = decode(&out.attestation_object).unwrap();
+        let get = |k: &str| crate::device::ctap2::get_text_key(&obj, k).unwrap();
+        assert_eq!(get("authData").as_bytes().unwrap(), &signed_auth_data);
+        assert_eq!(signed_auth_data[32] & 0x80, 0x80, "flag ED");
+        assert!(signed_auth_data.ends_with(b"\xA2\x6BcredProtect\x01\x6Bhmac-secret\xF5"));
+        let outputs = out.extension_outputs().unwrap();
+        assert_eq!(
+            outputs.cred_protect,
+            Some(CredProtect::UserVerificationOptional)
+        );
+        assert_eq!(outputs.hmac_secret, Some(true));
+
+        let stmt = get("attStmt");
+        let sig = crate::device::ctap2::get_text_key(stmt, "sig")
+            .unwrap()
+            .as_bytes()
+            .unwrap();
+        let mut message = signed_auth_data.clone();
+        message.extend(Sha256::digest(&client_data_json));
+        key_of_x5c(stmt)
+            .verify(
+                &message,
+                &p256::ecdsa::DerSignature::try_from(sig.as_slice()).unwrap(),
+            )
+            .unwrap();
+    }
+
+    fn key_of_x5c(stmt: &Value) -> p256::ecdsa::VerifyingKey {
+        use x509_cert::der::Decode;
+        let leaf = crate::device::ctap2::get_text_key(stmt, "x5c")
+            .unwrap()
+            .as_array()
+            .unwrap()[0]
+            .as_bytes()
+            .unwrap()
+            .clone();
+        let cert = x509_cert::Certificate::from_der(&leaf).unwrap();
+        let spki = cert.tbs_certificate().subject_public_key_info();
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes()).unwrap()
+    }
+
+    #[test]
+    fn library_extensions_keep_canonical_order_and_levels() {
+        for level in 1..=3u8 {
+            let ext = CredentialExtensions {
+                cred_protect: CredProtect::from_level(level),
+                hmac_secret: true,
+            };
+            let names: Vec<String> = library_extensions(&ext)
+                .iter()
+                .map(|e| e.to_string())
+                .collect();
+            assert_eq!(names, ["credProtect", "hmac-secret"]);
+            match &library_extensions(&ext)[0] {
+                // The library writes `policy as i64` on the wire.
+                Mext::CredProtect(Some(p)) => assert_eq!(*p as i64, i64::from(level)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(library_extensions(&CredentialExtensions::default()).is_empty());
     }
 
     #[test]

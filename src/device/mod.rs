@@ -55,6 +55,14 @@ pub struct DeviceInfo {
     pub min_pin_length: Option<u32>,
 }
 
+impl DeviceInfo {
+    /// Whether the key lists `name` (e.g. `credProtect`, `hmac-secret`) among its extensions
+    /// (authenticatorGetInfo 0x02). A key ignores inputs of extensions it does not list.
+    pub fn supports_extension(&self, name: &str) -> bool {
+        self.extensions.iter().any(|e| e == name)
+    }
+}
+
 /// Typed progress of one device operation, streamed to API clients.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -200,6 +208,59 @@ pub struct MakeCredentialArgs {
 pub struct MakeCredentialOutput {
     pub attestation_object: Vec<u8>,
     pub credential_id: Vec<u8>,
+}
+
+impl MakeCredentialOutput {
+    /// The authenticator extension outputs in the attestation object's authData (flag ED):
+    /// what the key applied of [`MakeCredentialArgs::extensions`]. All `None` for a key that
+    /// ignored them (CTAP 2.0 keys, keys without the extension).
+    pub fn extension_outputs(&self) -> Result<CreationExtensionOutputs, DeviceError> {
+        let obj = ctap2::decode(&self.attestation_object)?;
+        let auth_data = ctap2::get_text_key(&obj, "authData")
+            .and_then(|v| v.as_bytes())
+            .ok_or_else(|| DeviceError::Protocol("attestation object lacks authData".into()))?;
+        CreationExtensionOutputs::from_auth_data(auth_data)
+    }
+}
+
+/// The makeCredential extension outputs keygate uses (CTAP 2.1 §12.1, §12.5), as the key
+/// signed them in authData.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreationExtensionOutputs {
+    /// `credProtect`: the protection level the credential got.
+    pub cred_protect: Option<CredProtect>,
+    /// `hmac-secret`: true when the key made the credential's CredRandom. WebAuthn clients
+    /// report it as the client extension output `hmacCreateSecret`.
+    pub hmac_secret: Option<bool>,
+}
+
+impl CreationExtensionOutputs {
+    /// Read from authData; all `None` without flag ED. Malformed outputs are a protocol error.
+    pub fn from_auth_data(auth_data: &[u8]) -> Result<Self, DeviceError> {
+        let Some(map) = ctap2::auth_data_extensions(auth_data)? else {
+            return Ok(Self::default());
+        };
+        let cred_protect = match ctap2::get_text_key(&map, "credProtect") {
+            None => None,
+            Some(v) => Some(
+                ctap2::as_i64(v)
+                    .and_then(|l| u8::try_from(l).ok())
+                    .and_then(CredProtect::from_level)
+                    .ok_or_else(|| DeviceError::Protocol("invalid credProtect output".into()))?,
+            ),
+        };
+        let hmac_secret = match ctap2::get_text_key(&map, "hmac-secret") {
+            None => None,
+            Some(v) => Some(
+                v.as_bool()
+                    .ok_or_else(|| DeviceError::Protocol("invalid hmac-secret output".into()))?,
+            ),
+        };
+        Ok(Self {
+            cred_protect,
+            hmac_secret,
+        })
+    }
 }
 
 /// authenticatorGetAssertion, as keygate asks for it.
@@ -369,6 +430,12 @@ pub trait Authenticator: Send + Sync {
     fn pin_retries(&self) -> Result<u32, DeviceError>;
     fn set_pin(&self, new_pin: &Pin) -> Result<(), DeviceError>;
     fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError>;
+    /// Check a PIN without a touch: ClientPIN getPinToken (CTAP 2.1 §6.5.5.7). Contract: a
+    /// wrong PIN costs one retry on the key exactly as it would inside makeCredential
+    /// (`PinInvalid` with the retries left, `PinAuthBlocked` after three in a row), so callers
+    /// use it only where the PIN is about to be used anyway: before a ceremony whose clock
+    /// must not start on a wrong PIN (Entra's 5-minute window).
+    fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError>;
     /// Interrupt the operation in flight, if any. Must not block.
     fn cancel(&self);
 }

@@ -12,7 +12,7 @@ macro_rules! ctap_status {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         pub enum CtapStatus {
             $( $(#[$doc])* $name, )*
-            /// 0xE0..=0xEF extension-specific, 0xF0..=0xFF vendor-specific, or unassigned.
+            /// 0xE1..=0xEF extension-specific, 0xF0..=0xFF vendor-specific, or unassigned.
             Unknown(u8),
         }
 
@@ -99,6 +99,9 @@ ctap_status! {
     UvInvalid = 0x3F, "CTAP2_ERR_UV_INVALID";
     UnauthorizedPermission = 0x40, "CTAP2_ERR_UNAUTHORIZED_PERMISSION";
     OtherError = 0x7F, "CTAP1_ERR_OTHER";
+    /// First extension-specific status; keys answer it to an hmac-secret saltAuth that does not
+    /// verify (what python-fido2's and SoloKeys' conformance tests expect).
+    ExtensionFirst = 0xE0, "CTAP2_ERR_EXTENSION_FIRST";
 }
 
 impl CtapStatus {

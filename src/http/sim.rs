@@ -75,7 +75,7 @@ async fn list(State(st): State<SharedState>) -> ApiResult<Json<SimKeyList>> {
     }))
 }
 
-/// Plug in a new simulated key.
+/// Plug in a new simulated key (by default a CTAP 2.1 key with credProtect and hmac-secret).
 #[utoipa::path(post, path = "/v1/sim/keys", tag = "simulator", request_body = SimKeyOptions,
     security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
     responses(
@@ -92,7 +92,7 @@ async fn plug(
     Ok((StatusCode::CREATED, Json(SimKeyBody { key })))
 }
 
-/// Change a simulated key's behaviour (touch, counter, PIN, ...).
+/// Change a simulated key's behaviour (touch, counter, PIN, extensions, ...).
 #[utoipa::path(patch, path = "/v1/sim/keys/{id}", tag = "simulator", params(("id" = String, Path, description = "Simulated key id (`sim:<n>`)")),
     request_body = SimKeyOptions,
     security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),

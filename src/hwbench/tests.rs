@@ -68,6 +68,9 @@ impl Authenticator for Untouched {
     fn change_pin(&self, _: &Pin, _: &Pin) -> Result<(), DeviceError> {
         Err(DeviceError::OperationDenied)
     }
+    fn verify_pin(&self, _: &Pin) -> Result<(), DeviceError> {
+        Err(DeviceError::PinNotSet)
+    }
     fn cancel(&self) {
         self.cancels.fetch_add(1, Ordering::SeqCst);
         *self.cancelled.lock().unwrap() = true;

@@ -172,7 +172,7 @@ impl Numbering {
 
 /// The assigned calling code a "+..." number starts with (E.164 codes are prefix-free), or
 /// None when it does not start with "+" or with any assigned code.
-fn international_calling_code(number: &str) -> Option<u16> {
+pub(crate) fn international_calling_code(number: &str) -> Option<u16> {
     let digits: String = number
         .strip_prefix('+')?
         .chars()

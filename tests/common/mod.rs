@@ -2,6 +2,8 @@
 //! keys) on a real loopback socket, driven with a real HTTP client.
 #![allow(dead_code)]
 
+pub mod fake_entra;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

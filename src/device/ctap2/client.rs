@@ -1,7 +1,8 @@
 //! The platform-side CTAP2 client: [`Ctap2Authenticator`] implements the [`Authenticator`] seam
-//! over any [`CtapTransport`] by encoding makeCredential/getAssertion/ClientPIN requests, mapping
-//! non-zero statuses to `DeviceError`s, and running the ClientPIN key agreement and PIN token
-//! exchange with PIN/UV auth protocol 1.
+//! over any [`CtapTransport`] by encoding makeCredential (with its credProtect and hmac-secret
+//! extension inputs), getAssertion and ClientPIN requests, mapping non-zero statuses to
+//! `DeviceError`s, and running the ClientPIN key agreement and PIN token exchange with PIN/UV
+//! auth protocol 1.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use super::cbor::{
     text, text_map,
 };
 use super::cose::{cose_ec2_sec1, parse_cose_ec2};
+use super::extensions::make_credential_extensions;
 use super::pin_protocol_one as pp1;
 use super::response::{attestation_object, parse_assertion, GetInfo};
 use super::{cmd, pin_sub, CtapTransport};
@@ -235,6 +237,9 @@ impl Authenticator for Ctap2Authenticator {
                 ),
             ));
         }
+        if let Some(extensions) = make_credential_extensions(&args.extensions) {
+            params.push((0x06, extensions));
+        }
         let mut options = vec![];
         if args.resident_key {
             options.push(("rk", Value::Bool(true)));
@@ -342,6 +347,14 @@ impl Authenticator for Ctap2Authenticator {
             (0x06, bytes(&pin_hash_enc)),
         ])?;
         Ok(())
+    }
+
+    fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError> {
+        match self.get_info()?.option("clientPin") {
+            Some(true) => self.pin_token(pin).map(|_| ()),
+            Some(false) => Err(DeviceError::PinNotSet),
+            None => Err(DeviceError::UvUnsupported),
+        }
     }
 
     fn cancel(&self) {

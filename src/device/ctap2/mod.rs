@@ -5,14 +5,15 @@
 //!
 //! Files: `cbor` (CBOR building/lookup helpers and the status split), `cose` (COSE_Key),
 //! `pin_protocol_one` (the PIN/UV auth protocol 1 primitives), `response` (GetInfo,
-//! attestation object and assertion parsers), `client` (the platform-side
-//! [`Ctap2Authenticator`]). The status codes live in `device::status`.
+//! attestation object and assertion parsers), `extensions` (credProtect/hmac-secret inputs and
+//! the authData extension outputs), `client` (the platform-side [`Ctap2Authenticator`]). The status codes live in `device::status`.
 //!
 //! Section references are to FIDO CTAP 2.1 (Proposed Standard, 2021-06-15).
 
 mod cbor;
 mod client;
 mod cose;
+mod extensions;
 pub mod pin_protocol_one;
 mod response;
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use cbor::{
 };
 pub use client::Ctap2Authenticator;
 pub use cose::{cose_ec2, parse_cose_ec2};
+pub use extensions::{auth_data_extensions, make_credential_extensions};
 pub use response::{attestation_object, credential_id_from_auth_data, parse_assertion, GetInfo};
 
 use super::{DeviceError, OpContext};

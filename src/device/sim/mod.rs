@@ -6,7 +6,8 @@
 
 //!
 //! Files: `options` (the scripting surface: touch, key options, status), `transport` (one key
-//! and its CTAP transport), `attestation` (the test CA), `core` (the authenticator itself).
+//! and its CTAP transport), `attestation` (the test CA), `core` (the authenticator itself, with
+//! the credProtect and hmac-secret extensions).
 
 mod attestation;
 pub mod core;
@@ -23,8 +24,8 @@ use sha2::{Digest, Sha256};
 
 use self::attestation::load_or_create_attestation;
 pub use self::core::{
-    AlwaysPresent, Attestation, AttestationMode, CounterMode, KeyState, SoftKey, UserPresence,
-    SIM_AAGUID, SIM_MODEL,
+    AlwaysPresent, Attestation, AttestationMode, CounterMode, KeyState, SimExtension, SoftKey,
+    UserPresence, SIM_AAGUID, SIM_MODEL,
 };
 pub use self::options::{SimKeyOptions, SimKeyStatus, Touch};
 use self::transport::{SimKey, SimTransport};
@@ -137,6 +138,7 @@ impl SimBench {
                 resident_slots: 0,
                 attestation: AttestationMode::Ca,
                 pin_supported: true,
+                extensions: Vec::new(),
                 cloned_from: cloned_from.clone(),
             }),
             soft: Mutex::new(soft),
@@ -204,6 +206,7 @@ impl SimBench {
             || opts.resident_slots.is_some()
             || opts.attestation.is_some()
             || opts.pin_supported.is_some()
+            || opts.extensions.is_some()
         {
             let mut soft = lock(&key.soft);
             if let Some(c) = opts.counter {
@@ -226,6 +229,9 @@ impl SimBench {
             }
             if let Some(n) = opts.resident_slots {
                 soft.state.resident_slots = n.min(1000);
+            }
+            if let Some(e) = &opts.extensions {
+                soft.set_extensions(e);
             }
             soft.persist();
             key.refresh_snapshot(&soft);

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttestationMode, CounterMode};
+use super::{AttestationMode, CounterMode, SimExtension};
 
 /// How the simulated user touches the key.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -40,6 +40,10 @@ pub struct SimKeyOptions {
     pub attestation: Option<AttestationMode>,
     /// False: a touch-only key without ClientPIN (no PIN can be set, no UV).
     pub pin_supported: Option<bool>,
+    /// The CTAP 2.1 extensions the key implements (default: all, `["credProtect",
+    /// "hmac-secret"]`). `[]` makes an older CTAP 2.0 key that ignores extension inputs: no
+    /// extension outputs, no ED flag. Without `credProtect` the key reports `FIDO_2_0` only.
+    pub extensions: Option<Vec<SimExtension>>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(
@@ -64,5 +68,7 @@ pub struct SimKeyStatus {
     pub resident_slots: u32,
     pub attestation: AttestationMode,
     pub pin_supported: bool,
+    /// The extensions the key implements (as in its GetInfo).
+    pub extensions: Vec<SimExtension>,
     pub cloned_from: Option<String>,
 }

@@ -48,6 +48,7 @@ impl SimKey {
             resident_slots: soft.state.resident_slots,
             attestation: soft.state.attestation,
             pin_supported: soft.state.pin_supported,
+            extensions: soft.state.extensions.clone(),
             cloned_from: self.cloned_from.clone(),
         }
     }

@@ -22,6 +22,10 @@ const T = {
     touch_title: "Raak je beveiligingssleutel nu aan", touch_text: "Tik op het lampje of het metalen plaatje van je sleutel.", seconds: "seconden",
     touch_announce: "Raak je sleutel aan. Je hebt {n} seconden.", touch_left: "Nog {n} seconden.",
     enrolled_title: "Je sleutel is geregistreerd", enrolled_text: "{model} is nu een aanmeldmethode voor {user}.",
+    entra_contacting: "We vragen Microsoft om je sleutel te registreren…", entra_registering: "We registreren je sleutel bij Microsoft…",
+    entra_window: "Registratie bij Microsoft: nog {t}.",
+    entra_verified_text: "Deze sleutel hoort bij {user} en staat in Microsoft als \u201c{name}\u201d.",
+    entra_enrolled_text: "{model} staat nu in je Microsoft-account als \u201c{name}\u201d. Je kunt je ermee aanmelden bij Microsoft 365.",
     verified_title: "Je sleutel werkt", verified_text: "Deze sleutel hoort bij {user}, geregistreerd op {date}.",
     phone_title: "Telefoonnummer toevoegen", country_label: "Land", number_label: "Mobiel nummer",
     code_title: "Voer de code in", code_text: "We hebben een code van 6 cijfers gestuurd naar", code_label: "Code",
@@ -47,6 +51,10 @@ const T = {
     touch_title: "Touch your security key now", touch_text: "Tap the light or the metal contact on your key.", seconds: "seconds",
     touch_announce: "Touch your key. You have {n} seconds.", touch_left: "{n} seconds left.",
     enrolled_title: "Your key is registered", enrolled_text: "{model} is now a sign-in method for {user}.",
+    entra_contacting: "Asking Microsoft to register your key…", entra_registering: "Registering your key with Microsoft…",
+    entra_window: "Microsoft registration: {t} left.",
+    entra_verified_text: "This key belongs to {user} and is in Microsoft as \u201c{name}\u201d.",
+    entra_enrolled_text: "{model} is now in your Microsoft account as \u201c{name}\u201d. You can sign in to Microsoft 365 with it.",
     verified_title: "Your key works", verified_text: "This key belongs to {user}, registered on {date}.",
     phone_title: "Add a phone number", country_label: "Country", number_label: "Mobile number",
     code_title: "Enter code", code_text: "We sent a 6-digit code to", code_label: "Code",
@@ -99,6 +107,15 @@ const E = {
     phone_not_verified: ["Nummer niet bevestigd", "Dit nummer is nog niet bevestigd.", "Voeg het nummer opnieuw toe."],
     provider_unavailable: ["Sms tijdelijk onmogelijk", "We kunnen nu geen sms versturen.", "Probeer het later opnieuw of gebruik je sleutel."],
     handoff_invalid: ["Aanmelding verlopen", "Je aanmelding is niet (meer) geldig.", "Meld je opnieuw aan."],
+    key_unsupported: ["Sleutel niet geschikt voor Microsoft", "Deze sleutel mist een functie die Microsoft nodig heeft (FIDO2 met pincode, opslag voor aanmeldgegevens, hmac-secret en credProtect).", "Gebruik een recente FIDO2-sleutel of ga naar de servicedesk."],
+    entra_not_configured: ["Microsoft niet ingesteld", "Deze kiosk is niet verbonden met Microsoft Entra ID.", "Ga naar de servicedesk."],
+    entra_auth_failed: ["Microsoft weigert de kiosk", "Microsoft Entra ID aanvaardt de aanmeldgegevens van de kiosk niet.", "Ga naar de servicedesk: de kiosk moet opnieuw worden ingesteld."],
+    entra_forbidden: ["Niet toegelaten door Microsoft", "De kiosk mag geen sleutels registreren in Microsoft Entra ID (toestemming of beleid ontbreekt).", "Ga naar de servicedesk."],
+    entra_user_not_found: ["Account niet gevonden", "Je account bestaat (nog) niet in Microsoft Entra ID.", "Ga naar de servicedesk met je studentenkaart."],
+    entra_rejected: ["Geweigerd door Microsoft", "Microsoft Entra ID weigerde deze sleutel: {reason}", "Gebruik een sleutel van de lijst van de servicedesk."],
+    entra_challenge_expired: ["Tijd verstreken", "Microsoft geeft 5 minuten om de sleutel te registreren; die zijn voorbij. Er is niets bewaard.", "Probeer opnieuw en raak je sleutel meteen aan."],
+    entra_throttled: ["Microsoft is even druk", "Microsoft Entra ID krijgt nu te veel aanvragen.", "Probeer het over {m} minuten opnieuw."],
+    entra_unavailable: ["Microsoft onbereikbaar", "Microsoft Entra ID antwoordt nu niet.", "Probeer het over enkele minuten opnieuw."],
     unauthorized: T_ns("nl"),
     generic: ["Er ging iets mis", "Er ging iets onverwachts mis.", "Probeer opnieuw of ga naar de servicedesk."],
   },
@@ -141,6 +158,15 @@ const E = {
     phone_not_verified: ["Number not verified", "This number has not been verified yet.", "Add the number again."],
     provider_unavailable: ["Text messages unavailable", "We cannot send text messages right now.", "Try again later or use your key."],
     handoff_invalid: ["Sign-in expired", "Your sign-in is not (or no longer) valid.", "Sign in again."],
+    key_unsupported: ["Key not suitable for Microsoft", "This key lacks a feature Microsoft needs (FIDO2 with a PIN, storage for sign-in credentials, hmac-secret and credProtect).", "Use a recent FIDO2 key or go to the service desk."],
+    entra_not_configured: ["Microsoft not set up", "This kiosk is not connected to Microsoft Entra ID.", "Go to the service desk."],
+    entra_auth_failed: ["Microsoft refuses the kiosk", "Microsoft Entra ID does not accept the kiosk's credentials.", "Go to the service desk: the kiosk must be set up again."],
+    entra_forbidden: ["Not allowed by Microsoft", "The kiosk may not register keys in Microsoft Entra ID (a permission or policy is missing).", "Go to the service desk."],
+    entra_user_not_found: ["Account not found", "Your account does not exist (yet) in Microsoft Entra ID.", "Go to the service desk with your student card."],
+    entra_rejected: ["Refused by Microsoft", "Microsoft Entra ID refused this key: {reason}", "Use a key from the service desk's list."],
+    entra_challenge_expired: ["Time is up", "Microsoft allows 5 minutes to register the key; they have passed. Nothing was saved.", "Try again and touch your key right away."],
+    entra_throttled: ["Microsoft is busy", "Microsoft Entra ID is getting too many requests right now.", "Try again in {m} minutes."],
+    entra_unavailable: ["Microsoft unreachable", "Microsoft Entra ID is not answering right now.", "Try again in a few minutes."],
     unauthorized: T_ns("en"),
     generic: ["Something went wrong", "Something unexpected went wrong.", "Try again or go to the service desk."],
   },
@@ -198,7 +224,7 @@ function showError(code, extra, retry) {
   const [title, text, next] = table[code] || table.generic;
   const mins = extra && extra.retry_after ? Math.ceil(extra.retry_after / 60) : 1;
   $("error-title").textContent = title;
-  $("error-text").textContent = text;
+  $("error-text").textContent = text.replace("{reason}", (extra && extra.message) || "");
   $("error-next").textContent = next.replace("{m}", mins);
   announce(title + ". " + text);
   document.body.dataset.error = code;
@@ -345,13 +371,36 @@ function submitPin(ev) {
 async function begin() {
   const timeout_ms = S.cfg.touch_timeout_secs * 1000;
   const body = S.kind === "enrollments"
-    ? { user: S.user, display_name: S.displayName || S.user, pin: S.pin, device: S.device.id, timeout_ms, discoverable: true }
-    : { pin: S.pin, device: S.device.id, timeout_ms };
+    ? { user: S.user, display_name: S.displayName || S.user, pin: S.pin, device: S.device.id, timeout_ms, discoverable: true, target: entra() ? "entra" : "local" }
+    : { pin: S.pin, device: S.device.id, timeout_ms, target: entra() ? "entra" : "local" };
   S.pin = null;
+  if (entra() && S.kind === "enrollments") showWorking(t("entra_contacting"));
   const r = await api("POST", `/v1/${S.kind}`, body);
   if (r.status >= 400) { const e = r.body.error || {}; return finishFailed(e.code, e); }
   S.ceremony = r.body.id;
   follow();
+}
+
+// Where enrollments go: the kiosk's `[kiosk] enroll_target` (keygate itself or Microsoft Entra ID).
+function entra() { return !!(S.cfg && S.cfg.enroll_target === "entra"); }
+
+// The plug screen doubles as "working" while keygate talks to Microsoft (no key action needed).
+function showWorking(text) {
+  show("plug");
+  $("plug-status").textContent = text;
+}
+
+// Entra's registration window (5 minutes from its challenge), shown under the touch countdown.
+function startWindowCountdown(until) {
+  const at = Date.parse(until);
+  if (!at) return;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+    const mmss = Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+    $("entra-window").textContent = t("entra_window", { t: mmss });
+  };
+  tick();
+  S.timers.push(setInterval(tick, 500));
 }
 
 // What a screen reader hears: the start, each of the last ten seconds, and the outcome; the
@@ -380,7 +429,16 @@ function follow() {
   const kind = S.kind, id = S.ceremony;
   const es = new EventSource(`/v1/${kind}/${id}/events`);
   S.es = es;
-  es.addEventListener("waiting_touch", () => { if (S.screen !== "touch") { show("touch"); startCountdown(); } });
+  es.addEventListener("waiting_touch", async () => {
+    if (S.screen === "touch") return;
+    show("touch"); startCountdown();
+    if (kind === "enrollments" && entra()) {
+      const r = await api("GET", `/v1/${kind}/${id}`);
+      const w = r.body && r.body.entra;
+      if (w && w.challenge_expires_at && S.screen === "touch") startWindowCountdown(w.challenge_expires_at);
+    }
+  });
+  es.addEventListener("processing", () => { if (kind === "enrollments" && entra()) showWorking(t("entra_registering")); });
   es.addEventListener("needs_pin", async () => {
     clearTimers();
     const r = await api("GET", `/v1/${kind}/${id}`);
@@ -409,9 +467,14 @@ function finishOk(v) {
   const kind = S.kind;
   S.ceremony = null; S.kind = null;
   const res = v.result || {};
-  if (kind === "enrollments") {
+  if (kind === "enrollments" && res.entra) {
+    const model = res.entra.model || keyModel(S.device);
+    showSuccess(t("enrolled_title"), t("entra_enrolled_text", { model, name: res.entra.display_name || model }));
+  } else if (kind === "enrollments") {
     const model = (res.credential && (res.credential.nickname || res.credential.model)) || keyModel(S.device);
     showSuccess(t("enrolled_title"), t("enrolled_text", { model, user: S.displayName || S.user }));
+  } else if (res.entra) {
+    showSuccess(t("verified_title"), t("entra_verified_text", { user: maskUser(res.user || "?"), name: res.entra.display_name || "" }));
   } else {
     showSuccess(t("verified_title"), t("verified_text", { user: maskUser(res.user || "?"), date: fmtDate(res.enrolled_at) }));
   }

@@ -1,5 +1,10 @@
 //! The simulated key on its own: determinism, the PIN state machine, persistence, and fuzzing of
-//! the CBOR paths (arbitrary bytes must give a status, never a panic).
+//! the CBOR paths (arbitrary bytes must give a status, never a panic). The extensions have their
+//! own files: `extensions` (makeCredential outputs, credProtect, the `extensions` option, old
+//! key files) and `hmac_secret` (hmac-secret at getAssertion).
+
+mod extensions;
+mod hmac_secret;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,7 +252,7 @@ fn never_touched_runs_into_the_deadline_and_cancel_is_honoured() {
 }
 
 /// A bare core with a shared attestation (created once: CA generation is the slow part).
-fn softkey() -> SoftKey {
+pub(super) fn softkey() -> SoftKey {
     static ATTESTATION: std::sync::OnceLock<Arc<Attestation>> = std::sync::OnceLock::new();
     let att = ATTESTATION.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -319,6 +324,7 @@ proptest! {
     fn response_parsers_survive_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = GetInfo::parse(&body);
         let _ = ctap2::credential_id_from_auth_data(&body);
+        let _ = ctap2::auth_data_extensions(&body);
         if let Ok(v) = ctap2::decode(&body) {
             let _ = attestation_object(&v);
             let _ = ctap2::parse_assertion(&v, &[]);
@@ -421,4 +427,33 @@ fn a_stored_non_der_attestation_certificate_is_made_anew() {
     .unwrap();
     let (att, _) = load_or_create_attestation(dir.path(), Some(7)).unwrap();
     assert!(!has_non_der_basic_constraints(&att.cert_der));
+}
+
+#[test]
+fn verify_pin_takes_a_token_without_a_touch_and_counts_a_wrong_pin() {
+    let (_d, b, a) = bench(Some(5));
+    // Nobody touches: verify_pin must not need it.
+    b.configure(
+        "sim:1",
+        crate::device::sim::SimKeyOptions {
+            touch: Some(crate::device::sim::Touch::Never),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        a.verify_pin(&Pin::new("1234")).unwrap_err(),
+        DeviceError::PinNotSet
+    );
+    a.set_pin(&Pin::new("1234")).unwrap();
+    a.verify_pin(&Pin::new("1234")).unwrap();
+    assert_eq!(
+        a.verify_pin(&Pin::new("0000")).unwrap_err(),
+        DeviceError::PinInvalid {
+            retries_left: Some(7)
+        }
+    );
+    // The right PIN resets the run of wrong ones, as getPinToken does (§6.5.5.7).
+    a.verify_pin(&Pin::new("1234")).unwrap();
+    assert_eq!(a.pin_retries().unwrap(), 8);
 }
