@@ -325,26 +325,31 @@ async fn a_key_without_the_extensions_is_key_unsupported_before_graph_is_asked()
 }
 
 #[tokio::test]
-async fn the_pin_comes_before_graph_and_a_wrong_one_is_asked_again_in_the_same_window() {
+async fn the_pin_is_checked_before_graph_and_a_wrong_one_costs_no_graph_call() {
     let e = env().await;
-    // No PIN in the request: asked for before Graph is.
+    // A wrong PIN in the request: checked on the key (no touch), asked for again.
     let mut body = entra_enrollment();
-    body.as_object_mut().unwrap().remove("pin");
-    let (_, v) = enroll(&e.s, body).await;
+    body["pin"] = json!("9999");
+    let (_, v) = enroll(&e.s, body.clone()).await;
     assert_eq!(v["state"], "needs_pin", "{v}");
-    assert_eq!(e.fake.count(Route::CreationOptions), 0);
+    assert_eq!(v["error"]["code"], "pin_invalid", "{v}");
+    assert_eq!(v["error"]["retries_left"], 7, "{v}");
+    assert_eq!(v["pin_retries"], 7, "{v}");
+    assert!(v.get("entra").is_none(), "no window yet: {v}");
+    assert!(e.fake.requests().is_empty(), "Graph was not asked");
     let id = v["id"].as_str().unwrap().to_string();
-    // A wrong one: the key refuses it at MakeCredential (the device layer cannot check a
-    // PIN without a touch); asked again, Graph's challenge kept.
     let (_, v) =
         e.s.post(
             &format!("/v1/enrollments/{id}/pin?wait=true"),
-            json!({ "pin": "9999" }),
+            json!({ "pin": "8888" }),
         )
         .await;
-    assert_eq!(v["state"], "needs_pin", "{v}");
-    assert_eq!(v["error"]["code"], "pin_invalid", "{v}");
-    assert_eq!(v["pin_retries"], 7, "{v}");
+    assert_eq!(
+        (v["state"].clone(), v["error"]["retries_left"].clone()),
+        (json!("needs_pin"), json!(6)),
+        "{v}"
+    );
+    assert_eq!(e.fake.count(Route::CreationOptions), 0);
     let (_, v) =
         e.s.post(
             &format!("/v1/enrollments/{id}/pin?wait=true"),
@@ -354,6 +359,20 @@ async fn the_pin_comes_before_graph_and_a_wrong_one_is_asked_again_in_the_same_w
     assert_eq!(v["state"], "succeeded", "{v}");
     assert_eq!(e.fake.count(Route::CreationOptions), 1);
     assert_eq!(e.fake.fido2_methods(UPN).len(), 1);
+
+    // No PIN in the request: asked for before Graph is.
+    let e = env().await;
+    body.as_object_mut().unwrap().remove("pin");
+    let (_, v) = enroll(&e.s, body).await;
+    assert_eq!(v["state"], "needs_pin", "{v}");
+    assert!(v["error"].is_null(), "{v}");
+    assert!(e.fake.requests().is_empty());
+    let id = v["id"].as_str().unwrap().to_string();
+    let (st, v) = e.s.delete(&format!("/v1/enrollments/{id}")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, v) = e.s.get(&format!("/v1/enrollments/{id}?wait=true")).await;
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(e.fake.requests().is_empty());
 }
 
 #[tokio::test]

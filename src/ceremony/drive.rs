@@ -135,6 +135,46 @@ impl CeremonyService {
         Ok(pin)
     }
 
+    /// The key's PIN, checked on the key without a touch (getPinToken) before anything else
+    /// runs: from the request, else asked for (`needs_pin`); a wrong one is asked for again
+    /// with `pin_invalid` and the retries left, until the right one, a terminal error, cancel
+    /// or `deadline`. Only where the PIN is used right after (it counts a retry like the
+    /// ceremony itself would).
+    pub(super) async fn checked_pin(
+        &self,
+        c: &Arc<Ceremony>,
+        deadline: Instant,
+        pin_rx: &mut mpsc::Receiver<Pin>,
+        mut pin: Option<Pin>,
+    ) -> Result<Pin, CeremonyError> {
+        let mut last_error: Option<CeremonyError> = None;
+        loop {
+            let p = match pin.take() {
+                Some(p) => p,
+                None => {
+                    self.ask_pin(c, deadline, pin_rx, last_error.as_ref())
+                        .await?
+                }
+            };
+            let ctx = OpContext::new(
+                deadline.min(Instant::now() + Duration::from_secs(10)),
+                Arc::new(|_| {}),
+            );
+            let check = p.clone();
+            let checked = self
+                .unless_cancelled(c, c.actor.run(ctx, move |a, _| a.verify_pin(&check)))
+                .await?;
+            match checked {
+                Ok(()) => return Ok(p),
+                Err(e @ DeviceError::PinInvalid { .. }) => last_error = Some(e.into()),
+                Err(DeviceError::Cancelled) if !c.cancelled.load(Ordering::SeqCst) => {
+                    return Err(CeremonyError::CeremonyExpired)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Run `work` (a call to a remote service) unless the ceremony is cancelled first: a
     /// cancel drops `work` where it stands and answers `cancelled`.
     pub(super) async fn unless_cancelled<T>(

@@ -3,11 +3,11 @@
 //! MakeCredential through [`CeremonyService::drive`] within the window, then register the
 //! attestation with Graph (`register.rs`).
 //!
-//! The PIN comes before Graph: from the request, else the ceremony asks for it (`needs_pin`)
-//! before any call to Graph. The device layer has no way yet to check a PIN without a touch
-//! (no getPinToken on [`crate::device::Authenticator`]), so a wrong PIN shows only at
-//! MakeCredential, within the window: the ceremony then asks again (`needs_pin` with
-//! `pin_invalid` and the retries left) and reuses Graph's challenge while the window lasts.
+//! The PIN comes before Graph: from the request, else the ceremony asks for it (`needs_pin`),
+//! and it is checked on the key without a touch (getPinToken). A wrong PIN is asked for again
+//! (`needs_pin` with `pin_invalid` and the retries left) and costs no call to Graph, so the
+//! window never starts on it. Should the key still refuse the PIN at MakeCredential, the
+//! ceremony asks again there and reuses Graph's challenge while the window lasts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,10 +107,7 @@ impl CeremonyService {
         mut pin_rx: tokio::sync::mpsc::Receiver<Pin>,
         pin: Option<Pin>,
     ) -> Result<serde_json::Value, CeremonyError> {
-        let pin = match pin {
-            Some(p) => p,
-            None => self.ask_pin(c, deadline, &mut pin_rx, None).await?,
-        };
+        let pin = self.checked_pin(c, deadline, &mut pin_rx, pin).await?;
         let opts = self
             .unless_cancelled(c, job.entra.creation_options(&job.upn))
             .await??;
