@@ -58,6 +58,23 @@ async fn whose_key_is_this_finds_the_entra_user_and_catches_a_clone() {
         "{events:?}"
     );
 
+    // With a user named: only their Entra passkeys are asked for.
+    let named = json!({ "user": "s1", "pin": PIN, "target": "entra", "device": original });
+    let v = e.s.verify(named.clone()).await;
+    assert_eq!(
+        (v["state"].clone(), v["result"]["user"].clone()),
+        (json!("succeeded"), json!("s1")),
+        "{v}"
+    );
+    let mut other = named;
+    other["user"] = json!("s2");
+    let (st, v) = e.s.post("/v1/assertions", other).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "no_credentials"),
+        "{v}"
+    );
+
     // Without [entra]: not configured.
     let s = TestServer::start().await;
     let (st, v) = s
