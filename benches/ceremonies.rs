@@ -6,6 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
 use keygate::auth::Role;
 use keygate::harness::{InProcess, Spawned};
 use serde_json::{json, Value};
@@ -84,6 +88,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(ceremonies(n));
+    // Each Entra enrollment leaves a discoverable credential on the key (1000 slots at most).
+    rt.block_on(entra_enrollments(n.min(200)));
     if full {
         process_figures();
     }
@@ -192,6 +198,88 @@ async fn ceremonies(n: usize) {
         ms(key_mc),
         ms(key_ga)
     );
+}
+
+/// Entra enrollments (`target: "entra"`) against the fake tenant on loopback: per enrollment,
+/// wall time through HTTP, the tenant's own time (token, creationOptions, the registration it
+/// verifies), the simulated key's, and what is left: keygate's own time.
+async fn entra_enrollments(n: usize) {
+    use common::fake_entra::{self, FakeEntraOptions};
+    let fake = fake_entra::start(FakeEntraOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = InProcess::start_config(
+        tmp.path(),
+        &format!(
+            "simulate_seed = 2\n[log]\nlevel = \"error\"\n{}",
+            fake.entra_toml()
+        ),
+        true,
+    )
+    .await;
+    let sim = server.state.sim.clone().expect("a sim bench");
+    let token = keygate::auth::create_token(&server.state.store, Role::Admin, None)
+        .await
+        .unwrap();
+    let base = server.base.clone();
+    let c = reqwest::Client::new();
+    let send = |req: reqwest::RequestBuilder, body: Value| {
+        let token = token.clone();
+        async move {
+            req.bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let key = "sim%3A1";
+    send(
+        c.patch(format!("{base}/v1/sim/keys/{key}")),
+        json!({ "touch": { "auto_after_ms": 0 }, "resident_slots": 1000 }),
+    )
+    .await;
+    send(
+        c.post(format!("{base}/v1/devices/{key}/pin")),
+        json!({ "new_pin": "1234" }),
+    )
+    .await;
+    let (mut wall, mut graph, mut in_key, mut own) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let user = format!("entra{i}");
+        fake.add_user(&format!("{user}@student.odisee.be"), "Bench");
+        let (k0, g0) = (sim.time_in_keys(), fake.time_spent());
+        let t = Instant::now();
+        let v = send(
+            c.post(format!("{base}/v1/enrollments?wait=true")),
+            json!({ "user": user, "display_name": "Bench", "pin": "1234", "target": "entra" }),
+        )
+        .await;
+        let w = t.elapsed();
+        assert_eq!(v["state"], "succeeded", "{v}");
+        let (k, g) = (sim.time_in_keys() - k0, fake.time_spent() - g0);
+        wall.push(w);
+        graph.push(g);
+        in_key.push(k);
+        own.push(w.saturating_sub(g + k));
+    }
+    println!("entra enrollments: {n} against the fake tenant on loopback");
+    for (what, d) in [
+        ("end to end through HTTP:             ", &mut wall),
+        ("the fake Graph + identity platform:  ", &mut graph),
+        ("inside the simulated key:            ", &mut in_key),
+        ("keygate's own (wall - Graph - key):  ", &mut own),
+    ] {
+        d.sort();
+        println!(
+            "entra enroll, {what} p50 {:.2} ms  p99 {:.2} ms",
+            ms(pct(d, 0.5)),
+            ms(pct(d, 0.99))
+        );
+    }
 }
 
 /// The same operations through our CTAP client straight on the simulated key, without the rest

@@ -10,10 +10,17 @@
 //! `KEYGATE_HW_NEW_PIN` and back) also needs `KEYGATE_HW_DESTRUCTIVE=1`, and refuses a key that
 //! looks in use (see [`in_use`]) unless `KEYGATE_HW_ALLOW_CREDENTIALS=1`.
 //! `KEYGATE_HW_ATTESTATION_CA=<pem>` trusts an attestation CA (needed for discoverable enrollment).
+//! `KEYGATE_HW_ENTRA=1` enables the Entra test: it enrolls the key into a FAKE tenant (a local
+//! fake Microsoft Graph), which leaves a discoverable credential for `login.microsoft.com` on
+//! the key that no real tenant knows (credential management or a reset removes it).
 //! `KEYGATE_HW_UNPLUG=1` enables the test that asks the operator to pull the key out. The
 //! tests tell the operator what to do ("touch the key now") and time out cleanly.
 
 use std::time::Duration;
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 
 use keygate::harness::InProcess;
 use serde_json::{json, Value};
@@ -38,6 +45,11 @@ fn say(msg: &str) {
 impl Hw {
     /// The daemon on real HID keys, and the key the operator named.
     async fn start() -> Hw {
+        Self::start_with("").await
+    }
+
+    /// The same, with more configuration (TOML appended to the test's own).
+    async fn start_with(extra_toml: &str) -> Hw {
         let wanted = env("KEYGATE_HW_KEY").expect(
             "set KEYGATE_HW_KEY to the key's hidraw path or AAGUID: these tests talk to a real key",
         );
@@ -48,6 +60,7 @@ impl Hw {
         if let Some(ca) = env("KEYGATE_HW_ATTESTATION_CA") {
             toml.push_str(&format!("attestation_ca_files = [{ca:?}]\n"));
         }
+        toml.push_str(extra_toml);
         let server = InProcess::start_config(tmp.path(), &toml, false).await;
         let token =
             keygate::auth::create_token(&server.state.store, keygate::auth::Role::Admin, None)
@@ -476,6 +489,68 @@ async fn hw_set_pin_destructive() {
         )
         .await;
     assert_eq!(st, 200, "the new PIN works, and the old one is back: {v}");
+}
+
+#[tokio::test]
+#[ignore = "needs a real key with a PIN and KEYGATE_HW_ENTRA=1: enrolls it into a FAKE Entra tenant"]
+async fn hw_entra_enroll_and_identify() {
+    use common::fake_entra::{self, FakeEntraOptions, Route};
+    assert!(
+        env("KEYGATE_HW_ENTRA").as_deref() == Some("1"),
+        "set KEYGATE_HW_ENTRA=1: this test leaves a discoverable credential for \
+         login.microsoft.com (of a fake tenant) on the key"
+    );
+    let fake = fake_entra::start(FakeEntraOptions::default()).await;
+    let upn = "hw-entra-1@student.odisee.be";
+    fake.add_user(upn, "HW Entra");
+    let hw = Hw::start_with(&fake.entra_toml()).await;
+    let pin = hw
+        .pin()
+        .expect("Entra passkeys need the key's PIN: set one first (KEYGATE_HW_PIN)");
+    say("Entra enrollment: touch the key now (30 s)");
+    let (_, v) = hw
+        .post(
+            "/v1/enrollments?wait=true",
+            json!({ "user": "hw-entra-1", "display_name": "HW Entra", "pin": pin,
+                    "target": "entra", "device": hw.id(), "timeout_ms": 30000 }),
+        )
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let entra = &v["result"]["entra"];
+    let method_id = entra["method_id"].as_str().expect("an Entra method id");
+    // The fake verified the registration as Entra does (rp id hash, origin, challenge, UV,
+    // credProtect 1 + hmac-secret outputs, attestation signature) before answering 201.
+    let methods = fake.fido2_methods(upn);
+    assert_eq!(methods.len(), 1, "{methods:?}");
+    assert_eq!(methods[0]["id"], method_id);
+    assert_eq!(fake.count(Route::RegisterFido2), 1);
+
+    say("whose key is this? touch the key now (30 s)");
+    let (_, a) = hw
+        .post(
+            "/v1/assertions?wait=true",
+            json!({ "pin": pin, "target": "entra", "device": hw.id(), "timeout_ms": 30000 }),
+        )
+        .await;
+    assert_eq!(a["state"], "succeeded", "{a}");
+    assert_eq!(a["result"]["user"], "hw-entra-1", "{a}");
+    assert_eq!(a["result"]["entra"]["method_id"], method_id, "{a}");
+
+    say("a second enrollment of the same key is refused from Graph's excludeCredentials (touch)");
+    let (_, again) = hw
+        .post(
+            "/v1/enrollments?wait=true",
+            json!({ "user": "hw-entra-1", "display_name": "HW Entra", "pin": pin,
+                    "target": "entra", "device": hw.id(), "timeout_ms": 30000 }),
+        )
+        .await;
+    assert_eq!(again["state"], "failed", "{again}");
+    assert_eq!(again["error"]["code"], "credential_excluded", "{again}");
+    assert_eq!(
+        fake.count(Route::RegisterFido2),
+        1,
+        "nothing more was posted"
+    );
 }
 
 #[tokio::test]
