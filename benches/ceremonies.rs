@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use keygate::auth::Role;

@@ -19,7 +19,6 @@
 use std::time::Duration;
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use keygate::harness::InProcess;

@@ -106,6 +106,14 @@ impl CeremonyError {
         }
     }
 
+    /// `entra_rejected`: Graph's own reason (sanitised by the adapter), without our wording.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            CeremonyError::Entra(EntraError::Rejected(reason)) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
     /// `entra_throttled`: seconds until Graph takes requests again (its `Retry-After`).
     pub fn retry_after(&self) -> Option<u64> {
         match self {

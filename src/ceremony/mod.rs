@@ -356,6 +356,7 @@ impl CeremonyService {
                 code,
                 retries_left: None,
                 retry_after: None,
+                reason: None,
             }),
             result: None,
             entra: None,

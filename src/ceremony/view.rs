@@ -82,6 +82,9 @@ pub struct ErrorView {
     /// `entra_throttled`: seconds until Microsoft Entra ID takes requests again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// `entra_rejected`: Microsoft Entra ID's own reason, as Graph worded it (English).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<&CeremonyError> for ErrorView {
@@ -91,6 +94,7 @@ impl From<&CeremonyError> for ErrorView {
             message: e.public_message(),
             retries_left: e.retries_left(),
             retry_after: e.retry_after(),
+            reason: e.reason(),
         }
     }
 }

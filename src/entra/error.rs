@@ -56,6 +56,7 @@ impl PublicError for EntraError {
             EntraError::Throttled {
                 retry_after_secs: Some(s),
             } => vec![("retry_after", (*s).into())],
+            EntraError::Rejected(reason) => vec![("reason", reason.clone().into())],
             _ => Vec::new(),
         }
     }

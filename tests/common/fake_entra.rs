@@ -569,7 +569,7 @@ async fn answer(
         return json_response(f.status, &f.body, f.retry_after);
     }
     if route == Route::Token {
-        return token::handle(&shared, &segs[1], &headers, &body);
+        return token::handle(shared, &segs[1], &headers, &body);
     }
     if route == Route::Other {
         let (status, code) = if segs.first().map(String::as_str) == Some("graph") {
@@ -583,9 +583,9 @@ async fn answer(
             None,
         );
     }
-    if let Some(refusal) = token::refuse_bearer(&shared, &headers) {
+    if let Some(refusal) = token::refuse_bearer(shared, &headers) {
         return refusal;
     }
     let query = uri.query().unwrap_or_default().to_string();
-    graph::handle(&shared, route, &segs, &query, &body)
+    graph::handle(shared, route, &segs, &query, &body)
 }

@@ -224,7 +224,7 @@ function showError(code, extra, retry) {
   const [title, text, next] = table[code] || table.generic;
   const mins = extra && extra.retry_after ? Math.ceil(extra.retry_after / 60) : 1;
   $("error-title").textContent = title;
-  $("error-text").textContent = text.replace("{reason}", (extra && extra.message) || "");
+  $("error-text").textContent = text.replace("{reason}", (extra && (extra.reason || extra.message)) || "");
   $("error-next").textContent = next.replace("{m}", mins);
   announce(title + ". " + text);
   document.body.dataset.error = code;
