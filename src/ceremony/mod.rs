@@ -374,7 +374,12 @@ impl CeremonyService {
             return self.get(id, kind);
         };
         let mut rx = c.view.subscribe();
-        let _ = tokio::time::timeout(max, rx.wait_for(|v| v.state.needs_client_or_done())).await;
+        // A cancelled ceremony still in `needs_pin` is winding down: wait for its end.
+        let settled = |v: &CeremonyView| {
+            v.state.is_terminal()
+                || (v.state.needs_client_or_done() && !c.cancelled.load(Ordering::SeqCst))
+        };
+        let _ = tokio::time::timeout(max, rx.wait_for(settled)).await;
         let v = rx.borrow().clone();
         Ok(v)
     }
