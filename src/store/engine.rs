@@ -208,9 +208,20 @@ fn register_clock(conn: &Connection, clock: &Arc<dyn Clock>) -> Result<()> {
     Ok(())
 }
 
-/// Statements are prepared once per connection (rusqlite's statement cache).
+/// Statements are prepared once per connection (rusqlite's statement cache). Every statement
+/// on a request's path goes through here (or [`exec`] / [`row`]): the query-plan test records
+/// what passes and checks each plan for full scans.
+pub(crate) fn prepare<'c>(
+    c: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    #[cfg(test)]
+    super::query_plans::record(c, sql);
+    c.prepare_cached(sql)
+}
+
 pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(p)
+    prepare(c, sql)?.execute(p)
 }
 
 pub(crate) fn row<T>(
@@ -219,7 +230,7 @@ pub(crate) fn row<T>(
     p: impl rusqlite::Params,
     f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    c.prepare_cached(sql)?.query_row(p, f)
+    prepare(c, sql)?.query_row(p, f)
 }
 
 impl Store {

@@ -179,6 +179,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX sms_challenges_idempotency ON sms_challenges (idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     "#,
+    // 9: indexes for the hot path's last full scans (found by `store::query_plans`): removing a
+    // phone ended its live challenges by reading every challenge ever stored (the partial
+    // index holds pending ones only), and every sign-in handoff forgot the expired used ones
+    // by reading the whole table.
+    r#"
+    CREATE INDEX sms_challenges_pending_phone ON sms_challenges (phone_id) WHERE state = 'pending';
+    CREATE INDEX kiosk_handoffs_used_expiry ON kiosk_handoffs_used (expires_at);
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

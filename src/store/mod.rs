@@ -29,7 +29,7 @@ pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};
 
 use engine::BatchJob;
-pub(crate) use engine::{exec, row};
+pub(crate) use engine::{exec, prepare, row};
 
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -130,5 +130,7 @@ impl std::fmt::Debug for Store {
 pub struct Tx<'a>(&'a Connection);
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod query_plans;
 #[cfg(test)]
 mod tests;
