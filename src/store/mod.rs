@@ -13,6 +13,7 @@ mod audit;
 mod ceremonies;
 mod credentials;
 mod engine;
+mod health;
 mod kiosk;
 mod migrations;
 mod outbox;
@@ -51,10 +52,20 @@ pub enum StoreError {
     CounterNotAbove,
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database's storage cannot take the write: the disk is full (`SQLITE_FULL`, an I/O
+    /// error while writing) or the database is at its page limit; nothing of the unit was
+    /// stored. Also every write while the store reports `storage_full` (see `health.rs`).
+    #[error("the database's storage is full")]
+    StorageFull,
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        if health::is_storage_full(&e) {
+            tracing::debug!(detail = %e, "write refused by the storage");
+            health::note_storage_full();
+            return StoreError::StorageFull;
+        }
         if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
             if f.code == rusqlite::ErrorCode::ConstraintViolation {
                 tracing::debug!(detail = ?msg, "constraint violation");
@@ -71,6 +82,7 @@ impl crate::base::error::PublicError for StoreError {
         match self {
             StoreError::NotFound => ErrorCode::NotFound,
             StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::StorageFull => ErrorCode::StoreUnavailable,
             StoreError::Db(_) | StoreError::CounterNotAbove | StoreError::Corrupt(_) => {
                 ErrorCode::Internal
             }
@@ -80,6 +92,11 @@ impl crate::base::error::PublicError for StoreError {
         match self {
             StoreError::NotFound => "no such resource".into(),
             StoreError::Conflict(m) => m.clone(),
+            StoreError::StorageFull => {
+                "keygate's storage is full: nothing was stored; try again once an operator \
+                 has freed disk space"
+                    .into()
+            }
             _ => "internal error".into(),
         }
     }
@@ -117,6 +134,8 @@ pub struct Store {
     wal: Option<Arc<std::path::Path>>,
     /// Where every timestamp the store writes comes from (`keygate_now()` in SQL).
     clock: Arc<dyn crate::base::clock::Clock>,
+    /// Whether the storage is full (`/healthz`, the writes refused meanwhile).
+    health: Arc<health::StorageHealth>,
 }
 
 impl std::fmt::Debug for Store {
