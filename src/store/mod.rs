@@ -18,6 +18,7 @@ mod kiosk;
 mod migrations;
 mod outbox;
 mod sms;
+mod sweep;
 mod tokens;
 mod users;
 
@@ -26,6 +27,7 @@ pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use outbox::OutboxRecord;
 pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
+pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};
 
@@ -151,5 +153,7 @@ pub struct Tx<'a>(&'a Connection);
 mod engine_tests;
 #[cfg(test)]
 mod query_plans;
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;
