@@ -71,6 +71,19 @@ pub fn open_store_with_clock(
         .with_context(|| format!("opening database {}", path.display()))
 }
 
+/// How long rows stay in the hot tables before the store's sweep moves them to history.
+fn hot_windows(cfg: &Config) -> crate::store::HotWindows {
+    let defaults = crate::store::HotWindows::default();
+    let secs = std::time::Duration::from_secs;
+    crate::store::HotWindows {
+        challenges: defaults.challenges.max(secs(cfg.sms.code_ttl_secs)),
+        // The per-number window, and the hour of the global and per-country budgets (rebuilt
+        // from the send log at start-up).
+        sends: defaults.sends.max(secs(cfg.sms.per_number_window_secs)),
+        ceremonies: defaults.ceremonies.max(secs(cfg.ceremony.retention_secs)),
+    }
+}
+
 /// Build the application state (no socket yet).
 pub fn build_state(cfg: Config) -> anyhow::Result<SharedState> {
     build_state_with_clock(cfg, Arc::new(crate::sms::SystemClock))
@@ -128,6 +141,7 @@ pub fn build_state_with_clock(
     if tokio::runtime::Handle::try_current().is_ok() {
         sms.spawn_worker();
         sms.resume_entra_syncs();
+        store.spawn_sweeper(hot_windows(&cfg));
     }
     Ok(Arc::new(AppState {
         cfg,

@@ -68,9 +68,9 @@ impl CeremonyError {
             CeremonyError::Rp(RpError::Attestation(_)) => ErrorCode::AttestationRejected,
             CeremonyError::Rp(RpError::Excluded) => ErrorCode::CredentialExcluded,
             CeremonyError::Rp(RpError::ClonedKey) => ErrorCode::PossibleClonedKey,
-            CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => {
-                ErrorCode::Internal
-            }
+            CeremonyError::Rp(RpError::Internal(_)) => ErrorCode::Internal,
+            // The store's own mapping: a full disk is `store_unavailable`, not a 500.
+            CeremonyError::Store(e) => PublicError::code(e),
             CeremonyError::Entra(e) => e.code(),
             CeremonyError::KeyUnsupported(_) => ErrorCode::KeyUnsupported,
         }
@@ -80,9 +80,8 @@ impl CeremonyError {
     pub fn public_message(&self) -> String {
         match self {
             CeremonyError::InvalidRequest(m) => m.clone(),
-            CeremonyError::Rp(RpError::Internal(_)) | CeremonyError::Store(_) => {
-                "internal error".into()
-            }
+            CeremonyError::Rp(RpError::Internal(_)) => "internal error".into(),
+            CeremonyError::Store(e) => e.public_message(),
             CeremonyError::Rp(RpError::Verification(_)) => {
                 "the key's response could not be verified".into()
             }

@@ -54,6 +54,10 @@ impl ToSchema for ErrorCodeName {}
 pub struct Health {
     /// Always `ok`.
     pub status: &'static str,
+    /// `ok`, or `storage_full` while the database's disk is full (writes answer
+    /// `503 store_unavailable` until space returns; reads go on).
+    #[schema(pattern = "^(ok|storage_full)$")]
+    pub store: &'static str,
     pub version: &'static str,
 }
 

@@ -73,7 +73,8 @@ impl<E: PublicError> From<E> for ApiError {
         let code = e.code();
         match code {
             ErrorCode::Internal => return ApiError::internal(&e),
-            ErrorCode::StoreUnavailable => tracing::warn!(detail = %e, "store unavailable"),
+            // The store logs a storage-full episode once (`storage_full`), not per request.
+            ErrorCode::StoreUnavailable => tracing::debug!(detail = %e, "store unavailable"),
             ErrorCode::DeviceError => tracing::warn!(detail = %e, "device error"),
             _ => {}
         }

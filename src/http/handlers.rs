@@ -24,12 +24,18 @@ use super::{access, SharedState};
 use crate::auth::Caller;
 use crate::ceremony::{AssertionRequest, CeremonyView, EnrollmentRequest, Kind, State as CState};
 
-/// Liveness: answers while the daemon serves requests.
+/// Liveness: answers while the daemon serves requests; `store` tells whether it can store
+/// (`storage_full`: the disk is full, writes answer `store_unavailable`, reads go on).
 #[utoipa::path(get, path = "/healthz", tag = "service",
     responses((status = 200, description = "The daemon is up", body = Health)))]
-pub async fn healthz() -> Json<Health> {
+pub async fn healthz(State(st): State<SharedState>) -> Json<Health> {
     Json(Health {
         status: "ok",
+        store: if st.store.storage_full() {
+            "storage_full"
+        } else {
+            "ok"
+        },
         version: env!("CARGO_PKG_VERSION"),
     })
 }

@@ -43,6 +43,11 @@ pub enum SmsError {
     Invalid(String),
     #[error("internal SMS error: {0}")]
     Internal(String),
+    /// The store's disk is full: nothing of the request was stored (and no code sent).
+    #[error(
+        "keygate's storage is full: nothing was stored; try again once an operator has freed disk space"
+    )]
+    StoreUnavailable,
 }
 
 impl SmsError {
@@ -66,6 +71,7 @@ impl SmsError {
             SmsError::NotFound => ErrorCode::NotFound,
             SmsError::Invalid(_) => ErrorCode::InvalidRequest,
             SmsError::Internal(_) => ErrorCode::Internal,
+            SmsError::StoreUnavailable => ErrorCode::StoreUnavailable,
         }
     }
 
@@ -105,6 +111,7 @@ impl From<StoreError> for SmsError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => SmsError::NotFound,
+            StoreError::StorageFull => SmsError::StoreUnavailable,
             other => SmsError::Internal(other.to_string()),
         }
     }

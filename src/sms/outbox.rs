@@ -53,6 +53,12 @@ impl SmsService {
         tokio::spawn(async move {
             let mut last_sweep: Option<std::time::Instant> = None;
             loop {
+                // While the store's disk is full nothing is sent: a message whose send could
+                // not be recorded would go out again on every round.
+                if svc.store.storage_full() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
                 if let Err(e) = svc.drain_outbox().await {
                     tracing::error!(error = %e, "SMS outbox worker");
                 }

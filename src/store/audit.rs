@@ -5,7 +5,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{fmt_time, parse_time, Result, Store};
+use super::{fmt_time, parse_time, prepare, Result, Store};
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEvent {
@@ -60,7 +60,8 @@ impl NewAudit {
 }
 
 pub(super) fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
-    tx.prepare_cached(
+    prepare(
+        tx,
         "INSERT INTO audit (at, event, user_name, credential_id, ceremony_id, actor, detail) \
          VALUES (keygate_now(), ?1, ?2, ?3, ?4, ?5, ?6)",
     )?

@@ -143,12 +143,19 @@ impl Store {
         })
     }
 
-    /// Delete finished ceremonies older than `before` (the audit log keeps their story).
+    /// Delete finished ceremonies older than `before`, in the hot table or moved to history by
+    /// the sweep (the audit log keeps their story).
     pub fn prune_ceremonies(&self, before: OffsetDateTime) -> Result<u64> {
         let c = self.conn();
-        Ok(exec(&c,
+        let hot = exec(&c,
             "DELETE FROM ceremonies WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_at < ?1",
             params![fmt_time(before)],
-        )? as u64)
+        )?;
+        let history = exec(
+            &c,
+            "DELETE FROM ceremonies_history WHERE updated_at < ?1",
+            params![fmt_time(before)],
+        )?;
+        Ok((hot + history) as u64)
     }
 }

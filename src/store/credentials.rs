@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::audit::insert_audit;
 use super::ceremonies::set_ceremony_state;
 use super::users::{upsert_user_row, UserRecord};
-use super::{exec, fmt_time, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError};
+use super::{
+    exec, fmt_time, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store, StoreError,
+};
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -145,7 +147,7 @@ impl Store {
             "SELECT {CRED_COLS} FROM credentials WHERE user_name = ?1 {} ORDER BY created_at, id",
             if include_revoked { "" } else { "AND state != 'revoked'" }
         );
-        let mut st = c.prepare(&sql)?;
+        let mut st = prepare(&c, &sql)?;
         let rows = st.query_map(params![user], cred_from_row)?;
         rows.map(|r| r?.0.into_record()).collect()
     }

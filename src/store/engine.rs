@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
+use super::health::{self, StorageHealth};
 use super::{migrations, Result, Store, StoreError, Tx};
 use crate::base::clock::{Clock, SystemClock};
 use crate::base::sync::lock;
@@ -62,13 +63,22 @@ fn file_len(path: &Path) -> u64 {
 /// (no request pays for it: tail latency) and empties the WAL once it passes
 /// [`WAL_TRUNCATE_AT`]. For the truncation it holds the writing connection, so that it runs
 /// between two group commits instead of waiting for a gap in the writer's lock; then it waits
-/// only for readers, at most [`TRUNCATE_WAIT`]. Ends with the store.
-fn checkpointer_loop(writer: Weak<Mutex<Connection>>, c: Connection, wal: PathBuf) {
+/// only for readers, at most [`TRUNCATE_WAIT`]. While the storage is full it also probes for
+/// space returning ([`StorageHealth::probe`]). A checkpoint that fails (a full disk cannot
+/// take the pages it copies back) is tried again on the next round. Ends with the store.
+fn checkpointer_loop(
+    writer: Weak<Mutex<Connection>>,
+    c: Connection,
+    wal: PathBuf,
+    health: Arc<StorageHealth>,
+    probe: PathBuf,
+) {
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
         let Some(writer) = writer.upgrade() else {
             return;
         };
+        health.probe(&probe, &writer);
         let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         if file_len(&wal) <= WAL_TRUNCATE_AT {
             continue;
@@ -137,8 +147,13 @@ fn run_unit<T, E: From<StoreError>>(
 /// once, then answers them all. When a unit failed after writing, the batch is rolled back
 /// and every unit in it gets an error. When the transaction cannot start (another process
 /// holds the write lock past the busy timeout), each unit runs in a transaction of its own.
-/// Ends when the last [`Store`] handle is dropped.
-fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
+/// A batch that failed for lack of space answers [`StoreError::StorageFull`] and starts a
+/// storage-full episode ([`StorageHealth`]). Ends when the last [`Store`] handle is dropped.
+fn writer_loop(
+    conn: Arc<Mutex<Connection>>,
+    jobs: mpsc::Receiver<BatchJob>,
+    health: Arc<StorageHealth>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -148,14 +163,19 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
             }
         }
         let c = lock(&conn);
+        health::take_storage_full_seen();
         if exec(&c, "BEGIN IMMEDIATE", []).is_err() {
             for job in batch {
                 match exec(&c, "BEGIN IMMEDIATE", []) {
                     Ok(_) => {
                         let (reply, dirty) = job(Some(&c));
-                        reply(end_transaction(&c, dirty).as_ref().map(|_| ()));
+                        let committed = end_transaction(&c, dirty || c.is_autocommit());
+                        reply(storage_verdict(committed, &health).as_ref().map(|_| ()));
                     }
-                    Err(e) => job(None).0(Err(&e.into())),
+                    Err(e) => {
+                        let e = storage_verdict(Err(e.into()), &health);
+                        job(None).0(e.as_ref().map(|_| ()))
+                    }
                 }
             }
             continue;
@@ -163,19 +183,37 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, jobs: mpsc::Receiver<BatchJob>) {
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut poisoned = false;
         for job in batch {
-            let (reply, dirty) = job(Some(&c));
-            poisoned |= dirty;
+            // SQLite ends the whole transaction itself on some storage errors: the units after
+            // that must not run, each of their statements would commit on its own.
+            let lost = c.is_autocommit();
+            let (reply, dirty) = job((!lost).then_some(&*c));
+            poisoned |= dirty || lost;
             replies.push(reply);
         }
-        let committed = end_transaction(&c, poisoned);
+        let committed = end_transaction(&c, poisoned || c.is_autocommit());
         drop(c);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "a group commit failed; its units were rolled back");
+        let committed = storage_verdict(committed, &health);
+        match &committed {
+            Ok(()) | Err(StoreError::StorageFull) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "a group commit failed; its units were rolled back")
+            }
         }
         for reply in replies {
             reply(committed.as_ref().map(|_| ()));
         }
     }
+}
+
+/// A batch's outcome once the storage had its say: when a write of the batch failed for lack
+/// of space, that starts (or continues) a storage-full episode, and a failed batch answers
+/// [`StoreError::StorageFull`] whatever failed last.
+fn storage_verdict(committed: Result<()>, health: &StorageHealth) -> Result<()> {
+    if !health::take_storage_full_seen() {
+        return committed;
+    }
+    health.set_full();
+    committed.map_err(|_| StoreError::StorageFull)
 }
 
 /// Commit the open transaction, or roll it back when a unit in it failed after writing
@@ -208,9 +246,20 @@ fn register_clock(conn: &Connection, clock: &Arc<dyn Clock>) -> Result<()> {
     Ok(())
 }
 
-/// Statements are prepared once per connection (rusqlite's statement cache).
+/// Statements are prepared once per connection (rusqlite's statement cache). Every statement
+/// on a request's path goes through here (or [`exec`] / [`row`]): the query-plan test records
+/// what passes and checks each plan for full scans.
+pub(crate) fn prepare<'c>(
+    c: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    #[cfg(test)]
+    super::query_plans::record(c, sql);
+    c.prepare_cached(sql)
+}
+
 pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(p)
+    prepare(c, sql)?.execute(p)
 }
 
 pub(crate) fn row<T>(
@@ -219,7 +268,7 @@ pub(crate) fn row<T>(
     p: impl rusqlite::Params,
     f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    c.prepare_cached(sql)?.query_row(p, f)
+    prepare(c, sql)?.query_row(p, f)
 }
 
 impl Store {
@@ -250,9 +299,10 @@ impl Store {
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(TRUNCATE_WAIT)?;
         checkpointer.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
+        let (health, probe) = (store.health.clone(), health::probe_path(path));
         std::thread::Builder::new()
             .name("keygate-wal-checkpoint".into())
-            .spawn(move || checkpointer_loop(weak, checkpointer, wal))
+            .spawn(move || checkpointer_loop(weak, checkpointer, wal, health, probe))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(store)
     }
@@ -283,10 +333,11 @@ impl Store {
         migrations::run(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let (writer, jobs) = mpsc::channel();
-        let thread_conn = conn.clone();
+        let health = Arc::new(StorageHealth::default());
+        let (thread_conn, thread_health) = (conn.clone(), health.clone());
         std::thread::Builder::new()
             .name("keygate-store-writer".into())
-            .spawn(move || writer_loop(thread_conn, jobs))
+            .spawn(move || writer_loop(thread_conn, jobs, thread_health))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store {
             conn,
@@ -294,6 +345,7 @@ impl Store {
             writer,
             wal: wal.map(Arc::from),
             clock,
+            health,
         };
         store.warn_about_user_names()?;
         Ok(store)
@@ -304,6 +356,27 @@ impl Store {
     /// except while a long read pins it.
     pub fn wal_bytes(&self) -> u64 {
         self.wal.as_deref().map_or(0, file_len)
+    }
+
+    /// Whether the database's storage is full: a write failed for lack of space and the
+    /// checkpointer has not yet found room again (see `health.rs`). Meanwhile writes answer
+    /// [`StoreError::StorageFull`] and reads go on.
+    pub fn storage_full(&self) -> bool {
+        self.health.is_full()
+    }
+
+    /// Cap the database at `pages` pages (SQLite's `max_page_count` on the writing connection,
+    /// never below its current size); returns the cap in force. A write that needs more pages
+    /// fails with a real `SQLITE_FULL`, as on a full disk. For tests that cannot fill a disk,
+    /// and for an operator's size cap.
+    pub fn limit_database_pages(&self, pages: u64) -> Result<u64> {
+        let c = self.conn();
+        // SQLite reads 0 as a question, not as a cap.
+        let pages = pages.max(1);
+        let cap: i64 = c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+        Ok(cap as u64)
     }
 
     /// The store's clock: what `keygate_now()` answers in SQL.
@@ -353,6 +426,11 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        // A file database's checkpointer ends a storage-full episode once there is room again;
+        // until then a write is refused before it reaches the disk.
+        if self.wal.is_some() && self.health.is_full() {
+            return Err(StoreError::StorageFull.into());
+        }
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         let job: BatchJob = Box::new(move |c: Option<&Connection>| -> (Reply, bool) {
             let (out, dirty) = match c {
@@ -401,10 +479,17 @@ impl Store {
     /// code, which must not wait on the connection the writer thread holds for a batch).
     pub(super) fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn();
-        let tx = c.transaction()?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        health::take_storage_full_seen();
+        let out = (|| {
+            let tx = c.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if health::take_storage_full_seen() {
+            self.health.set_full();
+        }
+        out
     }
 
     /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.

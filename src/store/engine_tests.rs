@@ -113,3 +113,48 @@ async fn the_wal_shrinks_back_under_its_bound_after_a_load() {
     assert!(rows > 0 && rows % 8 == 0, "{rows} rows");
     s.check_integrity().unwrap();
 }
+
+/// A database at its page limit (a real `SQLITE_FULL`): the write fails as `StorageFull` and
+/// leaves nothing, the store reports `storage_full` and refuses writes at once while reads go
+/// on; once the limit is lifted the checkpointer's probe ends the episode by itself and the
+/// next write lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_refuses_writes_keeps_reads_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("keygate.db")).unwrap();
+    s.upsert_user("alice", "Alice", &[1; 16]).await.unwrap();
+    s.limit_database_pages(0).unwrap();
+    assert!(!s.storage_full());
+    let big = serde_json::Value::String("x".repeat(64 << 10));
+    let audits_before = s.list_audit(None, None, 1000).unwrap().len();
+    let err = s
+        .append_audit(&NewAudit::new("big", "t").detail(big.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::StorageFull), "{err:?}");
+    assert!(s.storage_full());
+    // Refused at once now, even a write that would fit.
+    let err = s.upsert_user("bob", "Bob", &[2; 16]).await.unwrap_err();
+    assert!(matches!(err, StoreError::StorageFull), "{err:?}");
+    assert_eq!(
+        crate::base::error::PublicError::code(&err),
+        crate::base::error::ErrorCode::StoreUnavailable
+    );
+    assert!(s.get_user("alice").unwrap().is_some());
+    assert!(s.get_user("bob").unwrap().is_none());
+    assert_eq!(s.list_audit(None, None, 1000).unwrap().len(), audits_before);
+
+    s.limit_database_pages(1 << 30).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.storage_full() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the episode never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    s.append_audit(&NewAudit::new("big", "t").detail(big))
+        .await
+        .unwrap();
+    s.check_integrity().unwrap();
+}

@@ -211,6 +211,34 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE phones ADD COLUMN entra_method_id TEXT;
     ALTER TABLE phones ADD COLUMN entra_error TEXT;
     "#,
+    // 9: indexes for the hot path's last full scans (found by `store::query_plans`): removing a
+    // phone ended its live challenges by reading every challenge ever stored (the partial
+    // index holds pending ones only), and every sign-in handoff forgot the expired used ones
+    // by reading the whole table.
+    // History tables: rows that only matter for a window (ended challenges with their outbox
+    // messages, send-log lines past every budget window, finished ceremonies) move there on
+    // the store's sweep (`sweep.rs`), so the hot tables stay the size of their windows; how
+    // long history is kept is retention's business. Each has its hot table's columns in the
+    // same order (the sweep copies `SELECT *`; a test keeps them equal): a migration that adds
+    // a column to a hot table adds it to its history table too. The sweep finds its rows by
+    // age (`sms_challenges_created`, `ceremonies_updated`) and a challenge's outbox rows by
+    // `sms_outbox_challenge`, which the foreign key needs anyway to delete a challenge
+    // without reading the whole outbox.
+    r#"
+    CREATE INDEX sms_challenges_pending_phone ON sms_challenges (phone_id) WHERE state = 'pending';
+    CREATE INDEX kiosk_handoffs_used_expiry ON kiosk_handoffs_used (expires_at);
+    CREATE INDEX sms_challenges_created ON sms_challenges (created_at);
+    CREATE INDEX sms_outbox_challenge ON sms_outbox (challenge_id);
+    CREATE INDEX ceremonies_updated ON ceremonies (updated_at);
+    CREATE TABLE sms_challenges_history AS SELECT * FROM sms_challenges WHERE 0;
+    CREATE INDEX sms_challenges_history_created ON sms_challenges_history (created_at);
+    CREATE TABLE sms_outbox_history AS SELECT * FROM sms_outbox WHERE 0;
+    CREATE INDEX sms_outbox_history_challenge ON sms_outbox_history (challenge_id);
+    CREATE TABLE sms_sends_history AS SELECT * FROM sms_sends WHERE 0;
+    CREATE INDEX sms_sends_history_at ON sms_sends_history (at);
+    CREATE TABLE ceremonies_history AS SELECT * FROM ceremonies WHERE 0;
+    CREATE INDEX ceremonies_history_updated ON ceremonies_history (updated_at);
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -14,10 +14,12 @@ mod ceremonies;
 mod credentials;
 mod engine;
 mod entra;
+mod health;
 mod kiosk;
 mod migrations;
 mod outbox;
 mod sms;
+mod sweep;
 mod tokens;
 mod users;
 
@@ -27,11 +29,12 @@ pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
 pub use outbox::OutboxRecord;
 pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
+pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};
 
 use engine::BatchJob;
-pub(crate) use engine::{exec, row};
+pub(crate) use engine::{exec, prepare, row};
 
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -53,10 +56,20 @@ pub enum StoreError {
     CounterNotAbove,
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database's storage cannot take the write: the disk is full (`SQLITE_FULL`, an I/O
+    /// error while writing) or the database is at its page limit; nothing of the unit was
+    /// stored. Also every write while the store reports `storage_full` (see `health.rs`).
+    #[error("the database's storage is full")]
+    StorageFull,
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        if health::is_storage_full(&e) {
+            tracing::debug!(detail = %e, "write refused by the storage");
+            health::note_storage_full();
+            return StoreError::StorageFull;
+        }
         if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
             if f.code == rusqlite::ErrorCode::ConstraintViolation {
                 tracing::debug!(detail = ?msg, "constraint violation");
@@ -73,6 +86,7 @@ impl crate::base::error::PublicError for StoreError {
         match self {
             StoreError::NotFound => ErrorCode::NotFound,
             StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::StorageFull => ErrorCode::StoreUnavailable,
             StoreError::Db(_) | StoreError::CounterNotAbove | StoreError::Corrupt(_) => {
                 ErrorCode::Internal
             }
@@ -82,6 +96,11 @@ impl crate::base::error::PublicError for StoreError {
         match self {
             StoreError::NotFound => "no such resource".into(),
             StoreError::Conflict(m) => m.clone(),
+            StoreError::StorageFull => {
+                "keygate's storage is full: nothing was stored; try again once an operator \
+                 has freed disk space"
+                    .into()
+            }
             _ => "internal error".into(),
         }
     }
@@ -119,6 +138,8 @@ pub struct Store {
     wal: Option<Arc<std::path::Path>>,
     /// Where every timestamp the store writes comes from (`keygate_now()` in SQL).
     clock: Arc<dyn crate::base::clock::Clock>,
+    /// Whether the storage is full (`/healthz`, the writes refused meanwhile).
+    health: Arc<health::StorageHealth>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,5 +155,9 @@ pub struct Tx<'a>(&'a Connection);
 mod engine_tests;
 #[cfg(test)]
 mod entra_tests;
+#[cfg(test)]
+mod query_plans;
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;

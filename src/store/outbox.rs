@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::sms::ENDED_AT;
-use super::{exec, row, Result, Store, Tx};
+use super::{exec, prepare, row, Result, Store, Tx};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
@@ -90,10 +90,13 @@ impl Tx<'_> {
 
     pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {
         let c = self.0;
-        let mut st = c.prepare_cached(&format!(
+        let mut st = prepare(
+            c,
+            &format!(
             "SELECT {OB_COLS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
              ORDER BY next_attempt_at LIMIT ?2"
-        ))?;
+        ),
+        )?;
         let rows = st
             .query_map(params![at, limit], outbox_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 
 use super::audit::insert_audit;
 use super::outbox::insert_outbox;
-use super::{exec, parse_opt_time, parse_time, row, NewAudit, Result, Store, StoreError, Tx};
+use super::{
+    exec, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store, StoreError, Tx,
+};
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PhoneRecord {
@@ -282,9 +284,10 @@ impl Tx<'_> {
 
     pub fn list_phones(&self, user: &str) -> Result<Vec<PhoneRecord>> {
         let c = self.0;
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 ORDER BY created_at"
-        ))?;
+        let mut st = prepare(
+            c,
+            &format!("SELECT {PHONE_COLS} FROM phones WHERE user_name = ?1 ORDER BY created_at"),
+        )?;
         let rows = st
             .query_map(params![user], phone_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -373,8 +376,10 @@ impl Tx<'_> {
     /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).
     pub fn sms_recent_sends(&self, since: i64) -> Result<Vec<(i64, u16)>> {
         let c = self.0;
-        let mut st =
-            c.prepare_cached("SELECT at, country_code FROM sms_sends WHERE at > ?1 ORDER BY at")?;
+        let mut st = prepare(
+            c,
+            "SELECT at, country_code FROM sms_sends WHERE at > ?1 ORDER BY at",
+        )?;
         let rows = st
             .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
