@@ -9,7 +9,7 @@ use rand::RngCore;
 
 use crate::config::{EnrollTarget, UserVerification};
 use crate::device::DeviceError;
-use crate::store::{CredentialRecord, CredentialState, NewAudit, StoreError};
+use crate::store::{CredentialRecord, CredentialState, NewAudit, StoreError, UserRecord};
 
 use super::client::{self, b64};
 use super::drive::parse_pin;
@@ -20,6 +20,37 @@ use super::{
 };
 
 impl CeremonyService {
+    /// The user row an enrollment writes with its credential (in one commit; no row for an
+    /// enrollment that fails), with the display name of this request, and whether the user
+    /// existed. A new user gets a random handle: the key stores it, and a discoverable
+    /// verification identifies the user by it.
+    pub(super) fn user_row(
+        &self,
+        name: &str,
+        display_name: &str,
+    ) -> Result<(UserRecord, bool), StoreError> {
+        Ok(match self.store.get_user(name)? {
+            Some(u) => (
+                UserRecord {
+                    display_name: display_name.to_string(),
+                    ..u
+                },
+                true,
+            ),
+            None => {
+                let mut handle = [0u8; 16];
+                rand::rngs::OsRng.fill_bytes(&mut handle);
+                let user = UserRecord {
+                    name: name.to_string(),
+                    display_name: display_name.to_string(),
+                    user_handle: handle.to_vec(),
+                    created_at: self.clock.now(),
+                };
+                (user, false)
+            }
+        })
+    }
+
     pub async fn start_enrollment(
         self: &Arc<Self>,
         req: EnrollmentRequest,
@@ -53,26 +84,11 @@ impl CeremonyService {
         // The user row is written with the credential (one commit; no row for an enrollment
         // that fails). A new user gets a random handle: the key stores it, and a discoverable
         // verification identifies the user by it.
-        let (user, existing) = match self.store.get_user(&req.user)? {
-            Some(u) => {
-                let existing = self.store.list_credentials(&u.name, false)?;
-                let user = crate::store::UserRecord {
-                    display_name: req.display_name.clone(),
-                    ..u
-                };
-                (user, existing)
-            }
-            None => {
-                let mut handle = [0u8; 16];
-                rand::rngs::OsRng.fill_bytes(&mut handle);
-                let user = crate::store::UserRecord {
-                    name: req.user.clone(),
-                    display_name: req.display_name.clone(),
-                    user_handle: handle.to_vec(),
-                    created_at: self.clock.now(),
-                };
-                (user, Vec::new())
-            }
+        let (user, known) = self.user_row(&req.user, &req.display_name)?;
+        let existing = if known {
+            self.store.list_credentials(&user.name, false)?
+        } else {
+            Vec::new()
         };
         let (options, reg_state) =
             self.rp

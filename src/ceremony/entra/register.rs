@@ -3,13 +3,12 @@
 //! local record (with the user row, the ceremony's end and the audit line, in one commit) and
 //! answer the result.
 
-use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::device::MakeCredentialOutput;
 use crate::entra::{CreationOptions, EntraError, Fido2Method, NewFido2Method};
-use crate::store::{EntraPasskeyRecord, NewAudit, UserRecord};
+use crate::store::{EntraPasskeyRecord, NewAudit};
 
 use super::super::client::{self, b64, AuthDataSummary};
 use super::super::rp::RpError;
@@ -171,25 +170,8 @@ impl CeremonyService {
             .credential(&b64(&rec.credential_id))
             .ceremony(&id)
             .detail(detail.clone());
-        let user = match self.store.get_user(&job.user) {
-            Ok(Some(u)) => Ok(UserRecord {
-                display_name: job.display_name.clone(),
-                ..u
-            }),
-            Ok(None) => {
-                let mut handle = [0u8; 16];
-                rand::rngs::OsRng.fill_bytes(&mut handle);
-                Ok(UserRecord {
-                    name: job.user.clone(),
-                    display_name: job.display_name.clone(),
-                    user_handle: handle.to_vec(),
-                    created_at: self.clock.now(),
-                })
-            }
-            Err(e) => Err(e),
-        };
-        let stored = match user {
-            Ok(user) => {
+        let stored = match self.user_row(&job.user, &job.display_name) {
+            Ok((user, _)) => {
                 self.store
                     .insert_entra_passkey(&user, rec, &id, &audit)
                     .await
