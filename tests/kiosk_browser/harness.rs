@@ -172,12 +172,18 @@ impl Kiosk {
     }
 
     pub async fn wait_screen(&self, screen: &str, secs: u64) {
-        self.c
+        let shown = self
+            .c
             .wait()
             .at_most(Duration::from_secs(secs))
             .for_element(Locator::Css(&format!("body[data-screen='{screen}']")))
-            .await
-            .unwrap_or_else(|e| panic!("screen {screen} never showed: {e}"));
+            .await;
+        if let Err(e) = shown {
+            let now = self
+                .js("return [document.body.dataset.screen, document.body.dataset.error || null, document.querySelector('main').innerText]")
+                .await;
+            panic!("screen {screen} never showed ({e}); the page shows {now}");
+        }
     }
 
     pub async fn text(&self, css: &str) -> String {
@@ -261,6 +267,58 @@ impl Kiosk {
 
     pub async fn js(&self, script: &str) -> Value {
         self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Wait until the node `#id` holds `needle` (shown or not).
+    pub async fn wait_text(&self, id: &str, needle: &str, secs: u64) {
+        self.c
+            .wait()
+            .at_most(Duration::from_secs(secs))
+            .for_element(Locator::XPath(&format!(
+                "//*[@id='{id}'][contains(., \"{needle}\")]"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("#{id} never said {needle:?}: {e}"));
+    }
+
+    /// Poll `probe` (a script body) every 100 ms until `done` accepts its value; that value.
+    pub async fn wait_js(
+        &self,
+        probe: &str,
+        what: &str,
+        secs: u64,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.js(probe).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{what}: still {v} after {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// From now on, record what a screen reader hears: every change of the page's one live
+    /// region (`#announce`). Calling it again starts a new record.
+    pub async fn record_announcements(&self) {
+        self.js(
+            "window.__announced = []; \
+             if (!window.__announcer) { const a = document.getElementById('announce'); \
+               window.__announcer = new MutationObserver(() => window.__announced.push(a.textContent)); \
+               window.__announcer.observe(a, { childList: true, characterData: true, subtree: true }); } \
+             return true;",
+        )
+        .await;
+    }
+
+    /// What `#announce` said since [`Kiosk::record_announcements`].
+    pub async fn announcements(&self) -> Vec<String> {
+        serde_json::from_value(self.js("return window.__announced").await).unwrap()
     }
 
     /// Text of a node whether shown or not (WebDriver's text is "" for hidden nodes).
