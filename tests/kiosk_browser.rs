@@ -8,274 +8,15 @@
 //! `scripts/setup` installs `chromium` and `chromium-driver`; where no browser can be installed
 //! this test says so loudly and skips.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "kiosk_browser/harness.rs"]
+mod harness;
+
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use keygate::harness::Spawned;
+use fantoccini::Locator;
+use harness::{Kiosk, Lang, EN, NL};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_keygate");
-
-fn which(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for dir in std::env::split_paths(&path) {
-        for n in names {
-            let p = dir.join(n);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cli(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kiosk {
-    c: Client,
-    base: String,
-    dir: PathBuf,
-    admin: String,
-    http: reqwest::Client,
-    shots: PathBuf,
-    n: usize,
-}
-
-impl Kiosk {
-    async fn shot(&mut self, name: &str) {
-        self.n += 1;
-        let png = self.c.screenshot().await.unwrap();
-        std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.n)), png).unwrap();
-    }
-
-    async fn wait_screen(&self, screen: &str, secs: u64) {
-        self.c
-            .wait()
-            .at_most(Duration::from_secs(secs))
-            .for_element(Locator::Css(&format!("body[data-screen='{screen}']")))
-            .await
-            .unwrap_or_else(|e| panic!("screen {screen} never showed: {e}"));
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-
-    async fn type_in(&self, css: &str, text: &str) {
-        let e = self.c.find(Locator::Css(css)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
-    }
-
-    /// The upstream sign-in hands a student to the kiosk.
-    async fn sign_in(&self, user: &str, name: &str) {
-        let token = cli(
-            &self.dir,
-            &["kiosk-handoff", "--user", user, "--display-name", name],
-        );
-        self.c
-            .goto(&format!("{}/kiosk/#handoff={token}", self.base))
-            .await
-            .unwrap();
-        self.c
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::XPath(&format!(
-                "//p[@id='greeting'][contains(., '{name}')]"
-            )))
-            .await
-            .unwrap();
-    }
-
-    /// An admin API call that must succeed; returns its JSON (null when it has none).
-    async fn admin_api(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.admin);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
-    }
-
-    /// Change a simulated key (`/v1/sim/keys/{id}` PATCH), e.g. how it is touched.
-    async fn sim(&self, key: &str, patch: Value) {
-        self.admin_api(
-            Method::PATCH,
-            &format!("/v1/sim/keys/{}", key.replace(':', "%3A")),
-            Some(patch),
-        )
-        .await;
-    }
-
-    async fn sim_action(&self, key: &str, action: &str) {
-        self.admin_api(
-            Method::POST,
-            &format!("/v1/sim/keys/{}/{action}", key.replace(':', "%3A")),
-            None,
-        )
-        .await;
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.c.execute(script, vec![]).await.unwrap()
-    }
-
-    /// Text of a node whether shown or not (WebDriver's text is "" for hidden nodes).
-    async fn content(&self, id: &str) -> String {
-        self.c
-            .execute(
-                "return document.getElementById(arguments[0]).textContent",
-                vec![json!(id)],
-            )
-            .await
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn screen_error(&self) -> Option<String> {
-        self.c
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .attr("data-error")
-            .await
-            .unwrap()
-    }
-
-    async fn choose(&self, lang: &Lang) {
-        self.click(&format!("#lang-{}", lang.code)).await;
-        assert_eq!(
-            self.js("return document.documentElement.lang").await,
-            lang.code
-        );
-    }
-
-    /// What the next student must find after a reset: the page in Dutch, nobody greeted, and
-    /// no form field, outcome or data node holding anything of the previous one.
-    async fn assert_forgotten(&self) {
-        assert_eq!(self.js("return document.documentElement.lang").await, "nl");
-        assert_eq!(self.text("#greeting").await, "");
-        assert!(self
-            .text("#signin-hint")
-            .await
-            .contains("Meld je eerst aan"));
-        assert!(self
-            .text("#btn-verify")
-            .await
-            .contains("Mijn sleutel testen"));
-        let leftovers = self
-            .js(r##"const out = {};
-                for (const e of document.querySelectorAll("[data-clear], .error"))
-                  if (e.textContent !== "") out["#" + e.id] = e.textContent;
-                for (const i of document.querySelectorAll("input"))
-                  if (i.value !== "") out["#" + i.id] = i.value;
-                for (const s of document.querySelectorAll("select"))
-                  if (s.selectedIndex !== 0) out["#" + s.id] = s.value;
-                if (document.body.dataset.error) out["data-error"] = document.body.dataset.error;
-                return out;"##)
-            .await;
-        assert_eq!(leftovers, json!({}), "left behind by the previous student");
-        // Named here too, so that a node losing its data-clear mark fails this test.
-        for id in [
-            "success-title",
-            "success-detail",
-            "code-number",
-            "error-title",
-            "error-text",
-            "error-next",
-            "pin-new-model",
-            "pin-model",
-        ] {
-            assert_eq!(self.content(id).await, "", "#{id} after the reset");
-        }
-        assert_eq!(
-            self.js("return document.getElementById('country').value")
-                .await,
-            "32",
-            "the country is Belgium again"
-        );
-    }
-}
-
-/// What the page says in one language, for the steps the tests check.
-struct Lang {
-    code: &'static str,
-    pin_rules: &'static str,
-    pin_short: &'static str,
-    touch_title: &'static str,
-    enrolled_title: &'static str,
-}
-
-const NL: Lang = Lang {
-    code: "nl",
-    pin_rules: "Minstens 4 tekens",
-    pin_short: "minstens 4",
-    touch_title: "Raak je beveiligingssleutel nu aan",
-    enrolled_title: "geregistreerd",
-};
-
-const EN: Lang = Lang {
-    code: "en",
-    pin_rules: "At least 4 characters",
-    pin_short: "at least 4",
-    touch_title: "Touch your security key now",
-    enrolled_title: "Your key is registered",
-};
 
 /// Enroll `key` (plugged alone, no PIN yet) for a student, in `lang`: the upstream handoff,
 /// a too-short PIN refused, a PIN set, the touch, success, Done; then the page has forgotten
@@ -360,69 +101,16 @@ async fn cancel_while_waiting_for_touch(k: &mut Kiosk, key: &str) {
 
 #[tokio::test]
 async fn kiosk_page_in_a_real_browser() {
-    let (Some(chromium), Some(driver)) = (
-        which(&["chromium", "chromium-browser", "google-chrome"]),
-        which(&["chromedriver"]),
-    ) else {
-        eprintln!("\n\n*** SKIPPED kiosk_page_in_a_real_browser: no chromium/chromedriver on PATH (scripts/setup installs them) ***\n");
+    let Some(mut k) = harness::start(
+        "kiosk_page_in_a_real_browser",
+        "simulate_seed = 3\n[kiosk]\ninactivity_secs = 8\ntouch_timeout_secs = 4\n",
+        "kiosk-screenshots",
+    )
+    .await
+    else {
         return;
     };
-    // fantoccini's TLS stack finds two rustls providers in this build; pick one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let conf = dir.join("keygate.toml");
-    std::fs::write(
-        &conf,
-        "simulate_seed = 3\n[kiosk]\ninactivity_secs = 8\ntouch_timeout_secs = 4\n",
-    )
-    .unwrap();
-    let admin = cli(&dir, &["token", "create", "--role", "admin"]);
-    let daemon = Spawned::spawn(Spawned::command(BIN, &dir).arg("--config").arg(&conf));
-    let base = daemon.base.clone();
-
-    let port = free_port();
-    let _driver = Proc(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({ "binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1080,1920", "--lang=nl-BE"] }),
-    );
-    let mut c = None;
-    for _ in 0..100 {
-        match ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => {
-                c = Some(client);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/kiosk-screenshots");
-    // Only this run's screenshots.
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut k = Kiosk {
-        c: c.expect("chromedriver answers"),
-        base: base.clone(),
-        dir: dir.clone(),
-        admin,
-        http: reqwest::Client::new(),
-        shots,
-        n: 0,
-    };
+    let base = k.base.clone();
 
     // Without the one-time session the page cannot call the API.
     k.c.goto(&format!("{base}/kiosk/")).await.unwrap();
@@ -431,13 +119,7 @@ async fn kiosk_page_in_a_real_browser() {
     k.shot("no-session").await;
 
     // The one-time URL gives the browser its session cookie; a second use is refused.
-    let url = cli(&dir, &["kiosk-url", "--base", &base]);
-    k.c.goto(&url).await.unwrap();
-    k.c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("body[data-ready='true']"))
-        .await
-        .unwrap();
+    let url = k.open_session().await;
     assert_eq!(k.c.current_url().await.unwrap().path(), "/kiosk/");
     assert!(
         reqwest::get(&url).await.unwrap().status().is_client_error(),

@@ -22,7 +22,7 @@ const T = {
     touch_title: "Raak je beveiligingssleutel nu aan", touch_text: "Tik op het lampje of het metalen plaatje van je sleutel.", seconds: "seconden",
     touch_announce: "Raak je sleutel aan. Je hebt {n} seconden.", touch_left: "Nog {n} seconden.",
     enrolled_title: "Je sleutel is geregistreerd", enrolled_text: "{model} is nu een aanmeldmethode voor {user}.",
-    entra_contacting: "We vragen Microsoft om je sleutel te registreren…", entra_registering: "We registreren je sleutel bij Microsoft…",
+    working_title: "Even geduld", entra_contacting: "We vragen Microsoft om je sleutel te registreren…", entra_registering: "We registreren je sleutel bij Microsoft…",
     entra_window: "Registratie bij Microsoft: nog {t}.",
     entra_verified_text: "Deze sleutel hoort bij {user} en staat in Microsoft als \u201c{name}\u201d.",
     entra_enrolled_text: "{model} staat nu in je Microsoft-account als \u201c{name}\u201d. Je kunt je ermee aanmelden bij Microsoft 365.",
@@ -51,7 +51,7 @@ const T = {
     touch_title: "Touch your security key now", touch_text: "Tap the light or the metal contact on your key.", seconds: "seconds",
     touch_announce: "Touch your key. You have {n} seconds.", touch_left: "{n} seconds left.",
     enrolled_title: "Your key is registered", enrolled_text: "{model} is now a sign-in method for {user}.",
-    entra_contacting: "Asking Microsoft to register your key…", entra_registering: "Registering your key with Microsoft…",
+    working_title: "One moment", entra_contacting: "Asking Microsoft to register your key…", entra_registering: "Registering your key with Microsoft…",
     entra_window: "Microsoft registration: {t} left.",
     entra_verified_text: "This key belongs to {user} and is in Microsoft as \u201c{name}\u201d.",
     entra_enrolled_text: "{model} is now in your Microsoft account as \u201c{name}\u201d. You can sign in to Microsoft 365 with it.",
@@ -183,9 +183,13 @@ const S = {
 
 function t(key, vars) {
   let s = T[S.lang][key] || key;
-  for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
+  for (const [k, v] of Object.entries(vars || {})) s = fill(s, k, v);
   return s;
 }
+
+// `{key}` in `s` replaced by `value` as plain text (a string replacement would read `$&`, `$'`
+// in Graph's reason or a name as patterns).
+function fill(s, key, value) { return s.replace("{" + key + "}", () => String(value)); }
 
 function applyLanguage() {
   document.documentElement.lang = S.lang;
@@ -197,6 +201,9 @@ function applyLanguage() {
 
 function show(name) {
   S.screen = name;
+  // A screen the student has not seen yet gets the whole inactivity time: an outcome after a
+  // long wait for a touch must not be reset the moment it shows.
+  S.lastInput = Date.now();
   for (const s of document.querySelectorAll(".screen")) s.classList.add("hidden");
   const el = $("screen-" + name);
   el.classList.remove("hidden");
@@ -224,9 +231,10 @@ function showError(code, extra, retry) {
   const [title, text, next] = table[code] || table.generic;
   const mins = extra && extra.retry_after ? Math.ceil(extra.retry_after / 60) : 1;
   $("error-title").textContent = title;
-  $("error-text").textContent = text.replace("{reason}", (extra && (extra.reason || extra.message)) || "");
-  $("error-next").textContent = next.replace("{m}", mins);
-  announce(title + ". " + text);
+  const what = fill(text, "reason", (extra && (extra.reason || extra.message)) || "");
+  $("error-text").textContent = what;
+  $("error-next").textContent = fill(next, "m", mins);
+  announce(title + ". " + what);
   document.body.dataset.error = code;
   S.retry = retry || null;
   $("btn-retry").classList.toggle("hidden", !S.retry);
@@ -257,8 +265,9 @@ function touched() { S.lastInput = Date.now(); }
 setInterval(() => {
   if (!S.cfg) return;
   const idle = Date.now() - S.lastInput;
-  // While the key waits for a touch, the ceremony's own deadline applies.
-  if (S.screen !== "start" && S.screen !== "touch" && idle > S.cfg.inactivity_secs * 1000) reset();
+  // While the key waits for a touch or keygate talks to Microsoft, the ceremony's own deadline
+  // applies (a student who waited at the touch screen must not lose a registration under way).
+  if (!["start", "touch", "working"].includes(S.screen) && idle > S.cfg.inactivity_secs * 1000) reset();
   if (S.screen === "start" && S.user && idle > S.cfg.inactivity_secs * 1000) reset();
 }, 500);
 
@@ -384,10 +393,15 @@ async function begin() {
 // Where enrollments go: the kiosk's `[kiosk] enroll_target` (keygate itself or Microsoft Entra ID).
 function entra() { return !!(S.cfg && S.cfg.enroll_target === "entra"); }
 
-// The plug screen doubles as "working" while keygate talks to Microsoft (no key action needed).
+// keygate talks to Microsoft (no key action needed): whatever counted down before stops.
+// The same step reported twice (the key's progress and the ceremony's state) is shown and
+// announced once.
 function showWorking(text) {
-  show("plug");
-  $("plug-status").textContent = text;
+  clearTimers();
+  if (S.screen === "working" && $("working-status").textContent === text) return;
+  $("working-status").textContent = text;
+  announce(text);
+  show("working");
 }
 
 // Entra's registration window (5 minutes from its challenge), shown under the touch countdown.
@@ -403,8 +417,9 @@ function startWindowCountdown(until) {
   S.timers.push(setInterval(tick, 500));
 }
 
-// What a screen reader hears: the start, each of the last ten seconds, and the outcome; the
-// visible countdown (redrawn every 250 ms) is hidden from it.
+// What a screen reader hears: the start, each of the last ten seconds, the Microsoft steps and
+// the outcome; the visible countdown (redrawn every 250 ms) is hidden from it, and Microsoft's
+// window (#entra-window, redrawn every 500 ms) is in no live region.
 function announce(text) {
   $("announce").textContent = text;
 }
