@@ -130,7 +130,12 @@ async fn refused(s: &TestServer, cookie: &str, path: &str, body: Value, what: &s
 #[tokio::test]
 async fn the_page_is_served_with_a_strict_csp() {
     let s = TestServer::start().await;
-    for path in ["/kiosk/", "/kiosk/app.js", "/kiosk/app.css"] {
+    for path in [
+        "/kiosk/",
+        "/kiosk/texts.js",
+        "/kiosk/app.js",
+        "/kiosk/app.css",
+    ] {
         let r = s
             .client
             .get(format!("{}{path}", s.base))

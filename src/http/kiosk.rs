@@ -41,6 +41,7 @@ pub fn public_routes() -> Router<SharedState> {
         .route("/kiosk", get(kiosk_slash))
         .route("/kiosk/", get(index))
         .route("/kiosk/app.js", get(app_js))
+        .route("/kiosk/texts.js", get(texts_js))
         .route("/kiosk/app.css", get(app_css))
         .route("/kiosk/session", get(session))
 }
@@ -101,6 +102,13 @@ async fn index() -> Response {
     responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", kiosk::APP_JS)
+}
+
+/// The page's texts (Dutch and English) and error explanations; loaded before `app.js`.
+#[utoipa::path(get, path = "/kiosk/texts.js", tag = "kiosk page",
+    responses((status = 200, description = "The texts", content_type = "text/javascript", body = String)))]
+async fn texts_js() -> Response {
+    asset("text/javascript; charset=utf-8", kiosk::TEXTS_JS)
 }
 
 /// The page's style sheet.

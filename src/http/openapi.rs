@@ -50,7 +50,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         sms::callback, sms::sim_inbox,
         sim::list, sim::plug, sim::configure, sim::remove, sim::unplug, sim::replug,
         sim::clone_key,
-        kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::app_css,
+        kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::texts_js, kiosk::app_css,
         kiosk::icon, kiosk::session, kiosk::config, kiosk::handoff, kiosk::sign_out,
         kiosk::whoami,
     ),

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub const INDEX_HTML: &str = include_str!("assets/index.html");
 pub const APP_JS: &str = include_str!("assets/app.js");
+pub const TEXTS_JS: &str = include_str!("assets/texts.js");
 pub const APP_CSS: &str = include_str!("assets/app.css");
 /// The page's icon, served same-origin as `/favicon.ico` (an SVG: browsers sniff it).
 pub const ICON_SVG: &str = include_str!("assets/icon.svg");
