@@ -62,6 +62,55 @@ pub struct EntryFields<'a> {
     pub detail: &'a str,
 }
 
+/// The columns [`StoredEntry::read`] reads, in its order.
+pub(super) const ENTRY_COLUMNS: &str =
+    "seq, at, event, actor, detail, user_name, credential_id, ceremony_id, prev_hash, hash";
+
+/// One entry as stored (hashes as stored: NULL or of any length when tampered with).
+pub(super) struct StoredEntry {
+    pub seq: i64,
+    /// `at`, `event`, `actor`, `detail`.
+    texts: [String; 4],
+    /// `user_name`, `credential_id`, `ceremony_id`.
+    optional: [Option<String>; 3],
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+}
+
+impl StoredEntry {
+    /// The entry from a row of [`ENTRY_COLUMNS`].
+    pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEntry> {
+        Ok(StoredEntry {
+            seq: r.get(0)?,
+            texts: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
+            optional: [r.get(5)?, r.get(6)?, r.get(7)?],
+            prev_hash: r.get(8)?,
+            hash: r.get(9)?,
+        })
+    }
+
+    /// Its fields, as if it were at `seq`.
+    pub(super) fn fields(&self, seq: i64) -> EntryFields<'_> {
+        let [at, event, actor, detail] = &self.texts;
+        let [user, cred, cer] = &self.optional;
+        EntryFields {
+            seq,
+            at,
+            event,
+            user: user.as_deref(),
+            credential_id: cred.as_deref(),
+            ceremony_id: cer.as_deref(),
+            actor,
+            detail,
+        }
+    }
+}
+
+/// A stored hash as 32 bytes; None when it is NULL or of another length.
+pub(super) fn hash32(v: Option<&[u8]>) -> Option<[u8; 32]> {
+    v.and_then(|v| v.try_into().ok())
+}
+
 fn text(h: &mut Sha256, s: &str) {
     h.update((s.len() as u64).to_be_bytes());
     h.update(s.as_bytes());

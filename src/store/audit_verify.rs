@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::audit_chain::{entry_hash, EntryFields, HeadKey, GENESIS};
+use super::audit_chain::{entry_hash, hash32, HeadKey, StoredEntry, ENTRY_COLUMNS, GENESIS};
 use super::migrations::AUDIT_CHAIN_VERSION;
 use super::{Result, StoreError};
 
@@ -180,32 +180,6 @@ impl std::fmt::Display for AuditVerdict {
     }
 }
 
-/// One stored entry, as the walk reads it.
-struct Row {
-    seq: i64,
-    texts: [String; 4],
-    optional: [Option<String>; 3],
-    prev: Option<Vec<u8>>,
-    hash: Option<Vec<u8>>,
-}
-
-impl Row {
-    fn fields(&self, seq: i64) -> EntryFields<'_> {
-        let [at, event, actor, detail] = &self.texts;
-        let [user, cred, cer] = &self.optional;
-        EntryFields {
-            seq,
-            at,
-            event,
-            user: user.as_deref(),
-            credential_id: cred.as_deref(),
-            ceremony_id: cer.as_deref(),
-            actor,
-            detail,
-        }
-    }
-}
-
 /// Candidate seqs tried at most when looking for where a moved entry was chained.
 const MAX_REORDER_SEARCH: i64 = 5_000_000;
 
@@ -214,7 +188,7 @@ const MAX_REORDER_SEARCH: i64 = 5_000_000;
 fn original_seq(
     c: &Connection,
     start: i64,
-    row: &Row,
+    row: &StoredEntry,
     prev: &[u8; 32],
     hash: &[u8; 32],
 ) -> Result<Option<i64>> {
@@ -291,7 +265,7 @@ pub fn verify_audit_chain(
         heads.push((g.seq, g.hash, HeadSource::Given));
     }
     if let Some((seq, hash, signature)) = &stored {
-        let hash = <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS);
+        let hash = hash32(Some(hash)).unwrap_or(GENESIS);
         match key {
             Some(k) if !k.verifies(*seq, &hash, signature) => {
                 verdict.broken = Some(AuditBreak::BadSignature { seq: *seq });
@@ -365,20 +339,11 @@ fn walk(
     heads: &[(i64, [u8; 32], HeadSource)],
     seen: &mut HashMap<i64, [u8; 32]>,
 ) -> Result<Option<AuditBreak>> {
-    let mut st = c.prepare(
-        "SELECT seq, at, event, actor, detail, user_name, credential_id, ceremony_id, \
-         prev_hash, hash FROM audit ORDER BY seq",
-    )?;
+    let mut st = c.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM audit ORDER BY seq"))?;
     let mut rows = st.query([])?;
     let mut expected = start;
     while let Some(r) = rows.next()? {
-        let row = Row {
-            seq: r.get(0)?,
-            texts: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
-            optional: [r.get(5)?, r.get(6)?, r.get(7)?],
-            prev: r.get(8)?,
-            hash: r.get(9)?,
-        };
+        let row = StoredEntry::read(r)?;
         if row.seq < start {
             return Ok(Some(AuditBreak::BeforeAnchor {
                 seq: row.seq,
@@ -392,12 +357,8 @@ fn walk(
             }));
         }
         let (Some(prev), Some(hash)) = (
-            row.prev
-                .as_deref()
-                .and_then(|p| <[u8; 32]>::try_from(p).ok()),
-            row.hash
-                .as_deref()
-                .and_then(|h| <[u8; 32]>::try_from(h).ok()),
+            hash32(row.prev_hash.as_deref()),
+            hash32(row.hash.as_deref()),
         ) else {
             return Ok(Some(AuditBreak::Unchained { seq: row.seq }));
         };

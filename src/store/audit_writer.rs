@@ -22,7 +22,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::NewAudit;
-use super::audit_chain::{canonical_json, entry_hash, EntryFields, HeadKey, GENESIS, HEAD_EVERY};
+use super::audit_chain::{
+    canonical_json, entry_hash, hash32, EntryFields, HeadKey, StoredEntry, ENTRY_COLUMNS, GENESIS,
+    HEAD_EVERY,
+};
 use super::{exec, fmt_time, prepare, Result, StoreError};
 use crate::base::clock::Clock;
 use crate::base::sync::lock;
@@ -183,12 +186,6 @@ fn insert(
     })
 }
 
-/// A stored 32-byte hash; None when it is NULL or of another length (an entry written
-/// outside the chain).
-fn hash32(v: Option<Vec<u8>>) -> Option<[u8; 32]> {
-    v.and_then(|v| v.try_into().ok())
-}
-
 /// The head as the database has it: the newest entry, else the newest retention anchor's
 /// predecessor, else the genesis.
 pub(super) fn read_head(c: &Connection) -> Result<Head> {
@@ -198,7 +195,7 @@ pub(super) fn read_head(c: &Connection) -> Result<Head> {
         })
         .optional()?;
     if let Some((seq, hash)) = newest {
-        let hash = hash32(hash).unwrap_or_else(|| {
+        let hash = hash32(hash.as_deref()).unwrap_or_else(|| {
             tracing::error!(target: "keygate::audit", seq, "the newest audit entry has no hash");
             GENESIS
         });
@@ -213,7 +210,7 @@ pub(super) fn read_head(c: &Connection) -> Result<Head> {
     Ok(match anchor {
         Some((seq, prev)) => Head {
             seq: seq - 1,
-            hash: hash32(Some(prev)).unwrap_or(GENESIS),
+            hash: hash32(Some(&prev)).unwrap_or(GENESIS),
         },
         None => Head {
             seq: 0,
@@ -251,34 +248,14 @@ impl AuditChain {
         let head = read_head(c)?;
         let newest = c
             .query_row(
-                "SELECT at, event, user_name, credential_id, ceremony_id, actor, detail, \
-                 prev_hash, hash FROM audit WHERE seq = ?1",
+                &format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE seq = ?1"),
                 params![head.seq],
-                |r| {
-                    Ok((
-                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                        (
-                            r.get::<_, Option<String>>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                        ),
-                        (r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?),
-                        (r.get::<_, String>(6)?, r.get::<_, Option<Vec<u8>>>(7)?),
-                    ))
-                },
+                StoredEntry::read,
             )
             .optional()?;
-        if let Some(((at, event), (user, cred), (cer, actor), (detail, prev))) = newest {
-            let fields = EntryFields {
-                seq: head.seq,
-                at: &at,
-                event: &event,
-                user: user.as_deref(),
-                credential_id: cred.as_deref(),
-                ceremony_id: cer.as_deref(),
-                actor: &actor,
-                detail: &detail,
-            };
-            let intact = hash32(prev).is_some_and(|p| entry_hash(&fields, &p) == head.hash);
+        if let Some(e) = newest {
+            let intact = hash32(e.prev_hash.as_deref())
+                .is_some_and(|p| entry_hash(&e.fields(head.seq), &p) == head.hash);
             if !intact {
                 tracing::error!(
                     target: "keygate::audit",
@@ -372,40 +349,22 @@ pub(super) fn chain_existing(c: &Connection) -> rusqlite::Result<()> {
     let mut prev = GENESIS;
     let mut after = i64::MIN;
     loop {
-        let rows: Vec<(i64, [String; 3], [Option<String>; 3], String)> = {
-            let mut st = c.prepare(
-                "SELECT seq, at, event, actor, user_name, credential_id, ceremony_id, detail \
-                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![after, CHAIN_ROUND], |r| {
-                Ok((
-                    r.get(0)?,
-                    [r.get(1)?, r.get(2)?, r.get(3)?],
-                    [r.get(4)?, r.get(5)?, r.get(6)?],
-                    r.get(7)?,
-                ))
-            })?;
+        let rows: Vec<StoredEntry> = {
+            let mut st = c.prepare(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after, CHAIN_ROUND], StoredEntry::read)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let Some(last) = rows.last() else {
             break;
         };
-        after = last.0;
-        for (seq, [at, event, actor], [user, cred, cer], detail) in &rows {
-            let fields = EntryFields {
-                seq: *seq,
-                at,
-                event,
-                user: user.as_deref(),
-                credential_id: cred.as_deref(),
-                ceremony_id: cer.as_deref(),
-                actor,
-                detail,
-            };
-            let hash = entry_hash(&fields, &prev);
+        after = last.seq;
+        for e in &rows {
+            let hash = entry_hash(&e.fields(e.seq), &prev);
             c.execute(
                 "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-                params![&prev[..], &hash[..], seq],
+                params![&prev[..], &hash[..], e.seq],
             )?;
             prev = hash;
         }
