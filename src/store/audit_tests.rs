@@ -184,10 +184,28 @@ async fn two_processes_appending_in_turn_keep_one_chain() {
         append(&a, 2).await;
         append(&b, 1).await;
     }
-    // The synchronous path (start-up work) too.
-    assert_eq!(b.fail_interrupted_ceremonies().unwrap(), 0);
+    // The synchronous path (start-up work) too: ending an interrupted ceremony audits it.
+    let t = a.now();
+    a.insert_ceremony(
+        &CeremonyRecord {
+            id: "c1".into(),
+            kind: "enrollment".into(),
+            user: None,
+            state: "pending".into(),
+            error_code: None,
+            created_at: t,
+            updated_at: t,
+            expires_at: t,
+            created_by: None,
+        },
+        &NewAudit::new("ceremony.started", "test"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.fail_interrupted_ceremonies().unwrap(), 1);
     append(&a, 1).await;
-    assert_intact(&db, 10);
+    append(&b, 1).await;
+    assert_intact(&db, 13);
 }
 
 #[tokio::test]
