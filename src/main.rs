@@ -97,6 +97,11 @@ enum Command {
         #[arg(long, value_name = "JSON")]
         sim_key: Option<String>,
     },
+    /// Check the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
         /// Print JSON instead of text.
@@ -139,6 +144,20 @@ enum TokenAction {
         role: Role,
         #[arg(long)]
         label: Option<String>,
+        #[command(flatten)]
+        from: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Walk the audit chain read-only: exit 0 when intact, 1 naming the first bad entry, 2
+    /// when the database cannot be read.
+    Verify {
+        /// A head kept elsewhere (from `GET /v1/audit/head` or the log): the chain must
+        /// still reach it, with that hash.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<keygate::store::GivenHead>,
         #[command(flatten)]
         from: ConfigArgs,
     },
@@ -282,6 +301,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             bench(keys.sources, &opts, &out)
         }
+        Command::Audit {
+            action: AuditAction::Verify { head, from },
+        } => audit_verify(&from.load(None, false)?.data_dir, head.as_ref()),
         Command::Doctor { json } => {
             let report = keygate::doctor::run_doctor();
             if json {
@@ -294,6 +316,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(2)
             })
+        }
+    }
+}
+
+/// `keygate audit verify` on the database in `data_dir`, with its head key when readable.
+fn audit_verify(
+    data_dir: &std::path::Path,
+    head: Option<&keygate::store::GivenHead>,
+) -> anyhow::Result<ExitCode> {
+    let db = data_dir.join("keygate.db");
+    let key_path = keygate::store::audit_chain::head_key_path(&db);
+    let key = keygate::store::audit_chain::HeadKey::read(&key_path)
+        .inspect_err(|e| eprintln!("note: head key {}: {e}", key_path.display()))
+        .ok();
+    match keygate::store::verify_audit_chain(&db, key.as_ref(), head) {
+        Ok(verdict) => {
+            for note in &verdict.notes {
+                eprintln!("note: {note}");
+            }
+            println!("{verdict}");
+            Ok(ExitCode::from(u8::from(verdict.broken.is_some())))
+        }
+        Err(e) => {
+            eprintln!("keygate: cannot verify {}: {e}", db.display());
+            Ok(ExitCode::from(2))
         }
     }
 }

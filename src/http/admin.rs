@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::bodies::{
     AuditPage, CredentialBody, CredentialList, ErrorBody, ReceiptBody, UserDetail, UserPage,
@@ -332,4 +332,35 @@ pub async fn audit(
     }
     let events = st.store.list_audit(q.user.as_deref(), since, limit)?;
     Ok(Json(AuditPage { events }))
+}
+
+/// The audit chain's signed head (see "Tamper-evident audit log" in the README).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditHeadBody {
+    /// The newest entry's seq (0 while the log is empty).
+    seq: i64,
+    /// Its hash (SHA-256 over the entry's canonical encoding), 64 hex digits.
+    hash: String,
+    /// HMAC-SHA256 under the data dir's `audit-head.key` over
+    /// `keygate.audit.head.v1` || seq (8 bytes big-endian) || hash, 64 hex digits.
+    signature: String,
+    /// The newest entry's time (null while the log is empty).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    at: Option<time::OffsetDateTime>,
+}
+
+/// The audit chain's head, signed: keep a copy elsewhere, and `keygate audit verify --head
+/// SEQ:HASH` later shows whether the log was cut or rewritten since.
+#[utoipa::path(get, path = "/v1/audit/head", tag = "users",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The signed head", body = AuditHeadBody)))]
+pub async fn audit_head(State(st): State<SharedState>) -> ApiResult<Json<AuditHeadBody>> {
+    let head = st.store.audit_head()?;
+    Ok(Json(AuditHeadBody {
+        seq: head.seq,
+        hash: hex::encode(head.hash),
+        signature: hex::encode(head.signature),
+        at: head.at,
+    }))
 }

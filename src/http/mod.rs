@@ -93,6 +93,7 @@ pub fn router(state: SharedState) -> Router {
             post(admin::release_credential),
         )
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/audit/head", get(admin::audit_head))
         .merge(sms::admin_routes())
         .merge(entra::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));

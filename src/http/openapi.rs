@@ -43,7 +43,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         handlers::assertion_events, handlers::assertion_pin,
         admin::list_users, admin::get_user, admin::reset_user, admin::list_credentials,
         admin::get_credential, admin::patch_credential, admin::revoke_credential,
-        admin::release_credential, admin::audit,
+        admin::release_credential, admin::audit, admin::audit_head,
         entra::list_methods, entra::delete_method, entra::create_tap,
         sms::add_phone, sms::list_phones, sms::delete_phone, sms::create_challenge,
         sms::get_challenge, sms::cancel_challenge, sms::verify, sms::resend, sms::providers,

@@ -1,11 +1,13 @@
 //! The audit log: append-only lines (the schema refuses UPDATE and DELETE), each stamped by
-//! the store with its sequence number and time, and the newest-first listing.
+//! the store with its sequence number and time and chained to the one before by its hash
+//! (`audit_chain.rs`); the newest-first listing, the signed head and the retention purge.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{fmt_time, parse_time, prepare, Result, Store};
+use super::audit_writer::{self, broken_link, read_head};
+use super::{exec, fmt_time, parse_time, prepare, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEvent {
@@ -59,27 +61,81 @@ impl NewAudit {
     }
 }
 
+/// Append `a` to the chain inside the open transaction on `tx` (the one write path of every
+/// audit line: see `audit_writer.rs`); returns its seq.
 pub(super) fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {
-    prepare(
-        tx,
-        "INSERT INTO audit (at, event, user_name, credential_id, ceremony_id, actor, detail) \
-         VALUES (keygate_now(), ?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        a.event,
-        a.user,
-        a.credential_id,
-        a.ceremony_id,
-        a.actor,
-        a.detail.to_string()
-    ])?;
-    Ok(tx.last_insert_rowid())
+    audit_writer::append(tx, a)
+}
+
+/// The chain's newest entry and its signature under the head key (`audit_chain.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditHead {
+    /// 0 while the log is empty.
+    pub seq: i64,
+    pub hash: [u8; 32],
+    pub signature: [u8; 32],
+    /// The entry's time; None while the log is empty.
+    pub at: Option<OffsetDateTime>,
 }
 
 impl Store {
     pub async fn append_audit(&self, a: &NewAudit) -> Result<i64> {
         let a = a.clone();
         self.write(move |c| insert_audit(c, &a)).await
+    }
+
+    /// The signed head: the newest committed entry (or, before any, the genesis as seq 0).
+    pub fn audit_head(&self) -> Result<AuditHead> {
+        let (head, at) = self.read(|c| {
+            let head = read_head(c)?;
+            let at: Option<String> = prepare(c, "SELECT at FROM audit WHERE seq = ?1")?
+                .query_row(params![head.seq], |r| r.get(0))
+                .optional()?;
+            Ok((head, at))
+        })?;
+        Ok(AuditHead {
+            seq: head.seq,
+            hash: head.hash,
+            signature: self.audit.key.sign(head.seq, &head.hash),
+            at: at.as_deref().map(parse_time).transpose()?,
+        })
+    }
+
+    /// Remove the entries before `seq` (retention), recording in the same transaction the
+    /// anchor verification starts from: `seq` and its predecessor's hash. Refused when `seq` is
+    /// past the newest entry (the head stays, so the chain always has an end to check) or when
+    /// the chain does not link at `seq`. Returns how many entries went.
+    pub async fn purge_audit_before(&self, seq: i64) -> Result<u64> {
+        let chain = self.audit.clone();
+        self.write(move |c| {
+            let first: Option<i64> =
+                prepare(c, "SELECT min(seq) FROM audit")?.query_row([], |r| r.get(0))?;
+            if first.is_none_or(|first| seq <= first) {
+                return Ok(0);
+            }
+            let link = |s: i64, column: &str| -> Result<Option<Vec<u8>>> {
+                let sql = format!("SELECT {column} FROM audit WHERE seq = ?1");
+                Ok(prepare(c, &sql)?
+                    .query_row(params![s], |r| r.get::<_, Option<Vec<u8>>>(0))
+                    .optional()?
+                    .flatten())
+            };
+            let prev = link(seq, "prev_hash")?.ok_or_else(|| {
+                StoreError::Conflict(format!("no audit entry at seq {seq} to keep"))
+            })?;
+            if link(seq - 1, "hash")?.as_ref() != Some(&prev) {
+                return Err(broken_link(seq));
+            }
+            exec(
+                c,
+                "INSERT INTO audit_anchor (seq, prev_hash, at) VALUES (?1, ?2, keygate_now())",
+                params![seq, prev],
+            )?;
+            let gone =
+                chain.purging(|| exec(c, "DELETE FROM audit WHERE seq < ?1", params![seq]))?;
+            Ok(gone as u64)
+        })
+        .await
     }
 
     pub fn list_audit(

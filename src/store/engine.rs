@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
+use super::audit_chain::{head_key_path, HeadKey};
+use super::audit_writer::{self, AuditChain};
 use super::health::{self, StorageHealth};
 use super::{migrations, Result, Store, StoreError, Tx};
 use crate::base::clock::{Clock, SystemClock};
@@ -229,6 +231,7 @@ fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
     if committed.is_err() {
         let _ = exec(c, "ROLLBACK", []);
     }
+    audit_writer::transaction_ended(committed.is_ok());
     committed
 }
 
@@ -273,7 +276,8 @@ pub(crate) fn row<T>(
 
 impl Store {
     /// Open (creating if needed) the database file and run pending migrations. The file (and
-    /// with it the WAL and SHM) gets mode 0600 whatever the umask.
+    /// with it the WAL and SHM) gets mode 0600 whatever the umask. The audit chain's head key
+    /// is `audit-head.key` beside it (created once, 0600).
     pub fn open(path: &Path) -> Result<Store> {
         Self::open_with_clock(path, Arc::new(SystemClock))
     }
@@ -281,6 +285,9 @@ impl Store {
     /// [`Store::open`] with the clock every timestamp the store writes comes from.
     pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Store> {
         restrict_db_files(path)?;
+        let key_path = head_key_path(path);
+        let key = HeadKey::load_or_create(&key_path)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", key_path.display())))?;
         let conn = Connection::open(path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -292,7 +299,7 @@ impl Store {
             readers.push(Mutex::new(r));
         }
         let wal = sidecar(path, "-wal");
-        let store = Self::init(conn, readers, Some(wal.clone()), clock)?;
+        let store = Self::init(conn, readers, Some(wal.clone()), clock, key)?;
         // Only the checkpointer thread checkpoints (see `checkpointer_loop`).
         store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
         let weak = Arc::downgrade(&store.conn);
@@ -314,6 +321,7 @@ impl Store {
             Vec::new(),
             None,
             Arc::new(SystemClock),
+            HeadKey::ephemeral(),
         )
     }
 
@@ -322,8 +330,11 @@ impl Store {
         readers: Vec<Mutex<Connection>>,
         wal: Option<PathBuf>,
         clock: Arc<dyn Clock>,
+        key: HeadKey,
     ) -> Result<Store> {
         register_clock(&conn, &clock)?;
+        let audit = Arc::new(AuditChain::new(key, clock.clone()));
+        audit.register(&conn)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -331,13 +342,18 @@ impl Store {
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::run(&mut conn)?;
+        audit.open_head(&conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let (writer, jobs) = mpsc::channel();
         let health = Arc::new(StorageHealth::default());
         let (thread_conn, thread_health) = (conn.clone(), health.clone());
+        let thread_audit = audit.clone();
         std::thread::Builder::new()
             .name("keygate-store-writer".into())
-            .spawn(move || writer_loop(thread_conn, jobs, thread_health))
+            .spawn(move || {
+                audit_writer::install(thread_audit);
+                writer_loop(thread_conn, jobs, thread_health)
+            })
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store {
             conn,
@@ -346,6 +362,7 @@ impl Store {
             wal: wal.map(Arc::from),
             clock,
             health,
+            audit,
         };
         store.warn_about_user_names()?;
         Ok(store)
@@ -461,12 +478,14 @@ impl Store {
         let outcome: Result<Result<T>> = self
             .atomic(move |t: &Tx<'_>| {
                 let c = t.0;
+                let audit_at_savepoint = audit_writer::snapshot();
                 c.execute_batch("SAVEPOINT keygate_write")?;
                 let out = f(c);
                 if out.is_ok() {
                     c.execute_batch("RELEASE keygate_write")?;
                 } else {
                     c.execute_batch("ROLLBACK TO keygate_write; RELEASE keygate_write")?;
+                    audit_writer::restore(audit_at_savepoint);
                 }
                 Ok(out)
             })
@@ -479,6 +498,7 @@ impl Store {
     /// code, which must not wait on the connection the writer thread holds for a batch).
     pub(super) fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn();
+        let _audit = audit_writer::enter(&self.audit);
         health::take_storage_full_seen();
         let out = (|| {
             let tx = c.transaction()?;
@@ -486,6 +506,7 @@ impl Store {
             tx.commit()?;
             Ok(out)
         })();
+        audit_writer::transaction_ended(out.is_ok());
         if health::take_storage_full_seen() {
             self.health.set_full();
         }

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: core schema
     r#"
     CREATE TABLE users (
@@ -239,7 +239,39 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE ceremonies_history AS SELECT * FROM ceremonies WHERE 0;
     CREATE INDEX ceremonies_history_updated ON ceremonies_history (updated_at);
     "#,
+    // 10: the audit log's hash chain (`audit_chain.rs`): each entry's `prev_hash` and `hash`.
+    // Its Rust step (`audit_writer::chain_existing`, see RUST_STEPS) chains the entries already
+    // there in seq order and re-creates the triggers dropped here: UPDATE still refused, DELETE
+    // only by the retention purge below the newest anchor. `audit_anchor`: where verification
+    // starts once a purge removed a prefix (the first kept seq and its predecessor's hash).
+    // `audit_signed_head`: the head as signed every `HEAD_EVERY` entries.
+    r#"
+    DROP TRIGGER audit_no_update;
+    DROP TRIGGER audit_no_delete;
+    ALTER TABLE audit ADD COLUMN prev_hash BLOB;
+    ALTER TABLE audit ADD COLUMN hash BLOB;
+    CREATE TABLE audit_anchor (
+        seq INTEGER PRIMARY KEY,
+        prev_hash BLOB NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE audit_signed_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        at TEXT NOT NULL
+    );
+    "#,
 ];
+
+/// A migration's step in Rust, run in its transaction after its SQL (by version: keep the
+/// number in step when migrations are renumbered).
+type RustStep = fn(&Connection) -> rusqlite::Result<()>;
+const RUST_STEPS: &[(i64, RustStep)] = &[(10, super::audit_writer::chain_existing)];
+
+/// The first schema version with the audit chain (`keygate audit verify` needs it).
+pub(super) const AUDIT_CHAIN_VERSION: i64 = 10;
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -250,6 +282,9 @@ pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
         }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        for (_, step) in RUST_STEPS.iter().filter(|(v, _)| *v == version) {
+            step(&tx)?;
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
     }

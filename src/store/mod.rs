@@ -10,6 +10,9 @@
 //! `outbox`, `kiosk`); each adds its part of the [`Store`] facade in its own `impl Store` block.
 
 mod audit;
+pub mod audit_chain;
+mod audit_verify;
+mod audit_writer;
 mod ceremonies;
 mod credentials;
 mod engine;
@@ -23,7 +26,8 @@ mod sweep;
 mod tokens;
 mod users;
 
-pub use audit::{AuditEvent, NewAudit};
+pub use audit::{AuditEvent, AuditHead, NewAudit};
+pub use audit_verify::{verify_audit_chain, AuditBreak, AuditVerdict, GivenHead};
 pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
@@ -140,6 +144,8 @@ pub struct Store {
     clock: Arc<dyn crate::base::clock::Clock>,
     /// Whether the storage is full (`/healthz`, the writes refused meanwhile).
     health: Arc<health::StorageHealth>,
+    /// The audit log's hash chain: the writer's cached head and the head key.
+    audit: Arc<audit_writer::AuditChain>,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,6 +157,8 @@ impl std::fmt::Debug for Store {
 /// The store seen from inside one atomic unit ([`Store::atomic`]): every call runs in the
 /// unit's (group) transaction, so the unit's checks and writes land together or not at all.
 pub struct Tx<'a>(&'a Connection);
+#[cfg(test)]
+mod audit_tests;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
