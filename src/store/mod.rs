@@ -14,6 +14,7 @@ mod ceremonies;
 mod credentials;
 mod engine;
 mod entra;
+mod gauges;
 mod health;
 mod kiosk;
 mod migrations;
