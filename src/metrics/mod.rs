@@ -18,6 +18,9 @@
 //! - `keygate_entra_requests_total{method,call,status}`;
 //! - `keygate_devices_plugged`, `keygate_build_info{version}`.
 //!
+//! Durations are in seconds, named so (`_seconds`); the families carry no separate OpenMetrics
+//! `# UNIT` line, which some parsers refuse on histograms.
+//!
 //! Gauges that describe the store or the keys (outbox, lockouts, plugged keys, circuits) are
 //! set when `/metrics` is scraped (`http::metrics`), so they are as fresh as the scrape.
 
@@ -31,7 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::base::error::ErrorCode;
 use labels::{
@@ -114,18 +117,16 @@ impl Metrics {
         );
         let ceremony_duration =
             HistogramFamily::new_with_constructor(ceremony_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "ceremony_duration",
+        registry.register(
+            "ceremony_duration_seconds",
             "Time from a ceremony's start to its end, by kind, target and final state",
-            Unit::Seconds,
             ceremony_duration.clone(),
         );
         let ceremony_key =
             HistogramFamily::new_with_constructor(key_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "ceremony_key",
+        registry.register(
+            "ceremony_key_seconds",
             "Time a ceremony spent in the key's MakeCredential or GetAssertion, touch included",
-            Unit::Seconds,
             ceremony_key.clone(),
         );
         let sms_challenges = Family::default();
@@ -163,11 +164,10 @@ impl Metrics {
         );
         let http_duration =
             HistogramFamily::new_with_constructor(http_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "http_request_duration",
+        registry.register(
+            "http_request_duration_seconds",
             "Time to answer an HTTP request (to the response head), by method, route template \
              and status",
-            Unit::Seconds,
             http_duration.clone(),
         );
         let entra_requests = Family::default();
