@@ -209,6 +209,17 @@ async fn ceremonies_sms_codes_and_requests_are_counted() {
         .await;
     assert!(st.is_success(), "{started}");
     let waiting = started["id"].as_str().unwrap();
+    // Cancelled once it is in the key (so that its time there counts).
+    let mut in_key = false;
+    for _ in 0..500 {
+        let (_, v) = s.get(&format!("/v1/enrollments/{waiting}")).await;
+        in_key = v["state"] == "waiting_touch";
+        if in_key {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(in_key, "the enrollment never waited for a touch");
     let (st, cancelled) = s.delete(&format!("/v1/enrollments/{waiting}")).await;
     assert_eq!(
         (st, &cancelled["state"]),
@@ -413,6 +424,58 @@ async fn ceremonies_sms_codes_and_requests_are_counted() {
             "gauge"
         };
         assert_eq!(kind, want, "{family}");
+    }
+}
+
+/// An enrollment into Microsoft Entra ID (against the fake tenant): the ceremony under
+/// `target="entra"`, and each call to the identity platform and Graph by its path template.
+#[tokio::test]
+async fn entra_ceremonies_and_calls_are_counted_by_template() {
+    let fake = common::fake_entra::start(Default::default()).await;
+    fake.add_user("s1@student.odisee.be", "Student One");
+    let s = TestServer::start_with(&fake.entra_toml()).await;
+    s.set_pin("1234").await;
+    let body =
+        json!({ "user": "s1", "display_name": "Student One", "pin": "1234", "target": "entra" });
+    let v = s.enroll(body).await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let m = scrape(&s, &metrics_token(&s).await).await;
+    let ended = [
+        ("kind", "enrollment"),
+        ("target", "entra"),
+        ("outcome", "succeeded"),
+    ];
+    assert_eq!(m.value("keygate_ceremonies_total", &ended), 1.0);
+    assert_eq!(
+        m.value(
+            "keygate_ceremony_key_seconds_count",
+            &[("kind", "enrollment")]
+        ),
+        1.0
+    );
+    let calls = |method: &str, call: &str, status: &str| {
+        m.get(
+            "keygate_entra_requests_total",
+            &[("method", method), ("call", call), ("status", status)],
+        )
+    };
+    assert_eq!(
+        calls("POST", "{tenant}/oauth2/v2.0/token", "200"),
+        Some(1.0)
+    );
+    let options = "users/{upn}/authentication/fido2Methods/creationOptions";
+    assert_eq!(calls("GET", options, "200"), Some(1.0));
+    let register = "users/{upn}/authentication/fido2Methods";
+    assert_eq!(calls("POST", register, "201"), Some(1.0));
+    let tenant = fake.options().tenant_id.clone();
+    for series in &m.series {
+        for value in series.labels.values() {
+            assert!(
+                !value.contains("s1") && !value.contains(&tenant),
+                "{} carries {value}",
+                series.name
+            );
+        }
     }
 }
 
