@@ -18,6 +18,8 @@ pub enum Role {
     Kiosk,
     /// Everything, including users, credentials, audit and quarantine release.
     Admin,
+    /// `GET /metrics` only (a Prometheus scraper's token).
+    Metrics,
 }
 
 impl Role {
@@ -25,16 +27,19 @@ impl Role {
         match self {
             Role::Kiosk => "kiosk",
             Role::Admin => "admin",
+            Role::Metrics => "metrics",
         }
     }
     fn parse(s: &str) -> Option<Role> {
         match s {
             "kiosk" => Some(Role::Kiosk),
             "admin" => Some(Role::Admin),
+            "metrics" => Some(Role::Metrics),
             _ => None,
         }
     }
-    /// Whether this role may do what `needed` may.
+    /// Whether this role may do what `needed` may: admin may do all, the others only their own
+    /// (a metrics token reads `/metrics` and nothing else).
     pub fn allows(self, needed: Role) -> bool {
         self == Role::Admin || self == needed
     }
@@ -151,5 +156,13 @@ mod tests {
         assert!(verify_token(&s, "Bearer").unwrap().is_none());
         assert!(Role::Admin.allows(Role::Kiosk));
         assert!(!Role::Kiosk.allows(Role::Admin));
+        assert!(Role::Admin.allows(Role::Metrics));
+        assert!(!Role::Metrics.allows(Role::Kiosk));
+        assert!(!Role::Metrics.allows(Role::Admin));
+        assert!(!Role::Kiosk.allows(Role::Metrics));
+        let m = create_token(&s, Role::Metrics, Some("prometheus"))
+            .await
+            .unwrap();
+        assert_eq!(verify_token(&s, &m).unwrap().unwrap().role, Role::Metrics);
     }
 }

@@ -125,19 +125,28 @@ pub fn build_state_with_clock(
     )
     .map_err(|e| anyhow::anyhow!("relying party: {e}"))?;
     let devices = Arc::new(DeviceManager::new(sources));
+    let metrics = crate::metrics::Metrics::new();
     let entra = match &cfg.entra {
         Some(e) => Some(
             crate::entra::EntraClient::new(e, clock.clone())
-                .map_err(|e| anyhow::anyhow!("entra: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("entra: {e}"))?
+                .with_metrics(metrics.clone()),
         ),
         None => None,
     };
     let ceremonies = Arc::new(
         CeremonyService::new(cfg.clone(), rp, store.clone(), devices, clock.clone())
-            .with_entra(entra.clone()),
+            .with_entra(entra.clone())
+            .with_metrics(metrics.clone()),
     );
-    let sms = crate::sms::SmsService::with_entra(cfg.clone(), store.clone(), clock, entra.clone())
-        .map_err(|e| anyhow::anyhow!("SMS: {e}"))?;
+    let sms = crate::sms::SmsService::with_entra(
+        cfg.clone(),
+        store.clone(),
+        clock,
+        entra.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("SMS: {e}"))?;
     if tokio::runtime::Handle::try_current().is_ok() {
         sms.spawn_worker();
         sms.resume_entra_syncs();
@@ -150,6 +159,7 @@ pub fn build_state_with_clock(
         sim,
         sms: Some(sms),
         entra,
+        metrics,
     }))
 }
 

@@ -20,5 +20,6 @@ pub mod harness;
 pub mod http;
 pub mod hwbench;
 pub mod kiosk;
+pub mod metrics;
 pub mod sms;
 pub mod store;

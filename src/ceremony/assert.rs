@@ -72,6 +72,7 @@ impl CeremonyService {
             .register(
                 &id,
                 Kind::Assertion,
+                EnrollTarget::Local,
                 req.user.as_deref(),
                 actor,
                 timeout,

@@ -81,10 +81,13 @@ impl CeremonyService {
             });
             let ctx = OpContext::new(deadline, progress);
             let call_args = args.clone();
+            let in_key = Instant::now();
             let r = c
                 .actor
                 .run_ceremony(ctx, move |a, ctx| op(a, &call_args, ctx))
                 .await;
+            c.key_nanos
+                .fetch_add(in_key.elapsed().as_nanos() as u64, Ordering::Relaxed);
             match r {
                 Ok(t) => return Ok(t),
                 Err(DeviceError::PinRequired) if !args.has_pin() => {

@@ -98,7 +98,15 @@ impl CeremonyService {
 
         let id = crate::store::new_row_id();
         let (c, mut pin_rx) = self
-            .register(&id, Kind::Enrollment, Some(&user.name), actor, timeout, who)
+            .register(
+                &id,
+                Kind::Enrollment,
+                EnrollTarget::Local,
+                Some(&user.name),
+                actor,
+                timeout,
+                who,
+            )
             .await?;
         let svc = self.clone();
         let model = info.model.clone();

@@ -28,7 +28,7 @@ mod tests;
 mod view;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::base::clock::Clock;
 use crate::base::sync::lock;
-use crate::config::{Config, UserVerification};
+use crate::config::{Config, EnrollTarget, UserVerification};
 use crate::device::actor::{DeviceActor, DeviceManager};
 use crate::device::{DeviceError, Pin};
 use crate::store::{CeremonyRecord, NewAudit, Store};
@@ -61,6 +61,11 @@ struct Ceremony {
     /// Who started it (`token:<id>`) and for whom: only they (or an admin) may see it.
     owner: String,
     user: Option<String>,
+    /// Where the key is registered or verified (a metrics label).
+    target: EnrollTarget,
+    /// When it was registered, and the time its key operations took so far (drive.rs).
+    started: Instant,
+    key_nanos: AtomicU64,
 }
 
 impl Ceremony {
@@ -84,6 +89,7 @@ pub struct CeremonyService {
     live: Mutex<HashMap<String, Arc<Ceremony>>>,
     /// When [`CeremonyService::prune`] last walked `live`.
     pruned_at: Mutex<Option<Instant>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl CeremonyService {
@@ -103,7 +109,14 @@ impl CeremonyService {
             entra: None,
             live: Mutex::new(HashMap::new()),
             pruned_at: Mutex::new(None),
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// The service counting into the daemon's metrics.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The service with Entra enrollments (`[entra]` configured).
@@ -153,6 +166,7 @@ impl CeremonyService {
         &self,
         id: &str,
         kind: Kind,
+        target: EnrollTarget,
         user: Option<&str>,
         actor: Arc<DeviceActor>,
         timeout: Duration,
@@ -203,6 +217,9 @@ impl CeremonyService {
             ended_at: Mutex::new(None),
             owner: who.to_string(),
             user: user.map(str::to_string),
+            target,
+            started: Instant::now(),
+            key_nanos: AtomicU64::new(0),
         });
         self.prune();
         self.live().insert(id.to_string(), c.clone());
@@ -240,6 +257,7 @@ impl CeremonyService {
             let v = c.view.borrow();
             (v.id.clone(), v.kind, v.user.clone())
         };
+        self.count_end(c, kind, &result);
         match result {
             Ok(value) => c.update(|v| {
                 v.state = State::Succeeded;
@@ -298,6 +316,32 @@ impl CeremonyService {
             }
         }
         *lock(&c.ended_at) = Some(Instant::now());
+    }
+
+    fn count_end(
+        &self,
+        c: &Ceremony,
+        kind: Kind,
+        result: &Result<serde_json::Value, CeremonyError>,
+    ) {
+        let (outcome, state) = match result {
+            Ok(_) => ("succeeded", State::Succeeded),
+            Err(e @ CeremonyError::Device(DeviceError::Cancelled)) => {
+                (e.code().as_str(), State::Cancelled)
+            }
+            Err(e) => (e.code().as_str(), State::Failed),
+        };
+        self.metrics.ceremony_ended(crate::metrics::CeremonyEnd {
+            kind: kind.as_str(),
+            target: match c.target {
+                EnrollTarget::Local => "local",
+                EnrollTarget::Entra => "entra",
+            },
+            outcome,
+            state: state.as_str(),
+            elapsed: c.started.elapsed(),
+            in_key: Duration::from_nanos(c.key_nanos.load(Ordering::Relaxed)),
+        });
     }
 
     fn find(&self, id: &str, kind: Kind) -> Option<Arc<Ceremony>> {

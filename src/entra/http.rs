@@ -53,6 +53,8 @@ pub(crate) struct Http {
     client: reqwest::Client,
     max_retries: u32,
     retry_base: Duration,
+    /// Where each attempt is counted (`keygate_entra_requests_total`), once the daemon set it.
+    pub(crate) metrics: std::sync::OnceLock<crate::metrics::Metrics>,
 }
 
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110).
@@ -81,6 +83,7 @@ impl Http {
             client,
             max_retries,
             retry_base,
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -139,7 +142,12 @@ impl Http {
         attempt: u32,
         req: RequestBuilder,
     ) -> Result<Answer, String> {
-        let resp = match req.send().await {
+        let sent = req.send().await;
+        if let Some(m) = self.metrics.get() {
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            m.entra_request(name.method, name.path, status);
+        }
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 let kind = if e.is_timeout() {

@@ -232,6 +232,12 @@ impl EntraClient {
         })
     }
 
+    /// The client counting its calls into the daemon's `metrics` (the first set stays).
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Self {
+        let _ = self.inner.http.metrics.set(metrics);
+        self
+    }
+
     /// `[entra] upn_template` applied to a keygate user name.
     pub fn upn_for(&self, user: &str) -> String {
         self.cfg.upn_template.replace("{user}", user)

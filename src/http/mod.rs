@@ -1,6 +1,7 @@
 //! The HTTP API: [`router`] builds the whole axum app from an [`AppState`], so tests drive it
-//! in-process or over a real socket. Layers, outermost first: Host check (DNS rebinding),
-//! Origin check (cross-origin browsers), body limit, bearer-token auth per route group.
+//! in-process or over a real socket. Layers, outermost first: request timing (metrics), Host
+//! check (DNS rebinding), Origin check (cross-origin browsers), body limit, bearer-token auth
+//! per route group.
 
 mod access;
 mod admin;
@@ -10,6 +11,7 @@ pub mod error;
 pub(crate) mod extract;
 mod handlers;
 mod kiosk;
+mod metrics;
 pub mod openapi;
 pub mod server;
 mod sim;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub sms: Option<Arc<crate::sms::SmsService>>,
     /// `[entra]`: Microsoft Entra ID (the service desk's `/v1/users/{user}/entra/...` routes).
     pub entra: Option<crate::entra::EntraClient>,
+    /// The daemon's one metrics registry (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -104,7 +108,8 @@ pub fn router(state: SharedState) -> Router {
         .merge(kiosk)
         .merge(admin)
         .merge(sms::callback_routes())
-        .merge(kiosk::public_routes());
+        .merge(kiosk::public_routes())
+        .merge(metrics::routes(state.clone()));
     if state.sim.is_some() {
         app = app.merge(
             sim::routes()
@@ -125,6 +130,10 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), guard_origin))
         .layer(middleware::from_fn(error::envelope_rejections))
         .layer(axum::Extension(server::EventStreams::new(&state.cfg.http)))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::time_requests,
+        ))
         .with_state(state)
 }
 
@@ -279,6 +288,10 @@ async fn require_kiosk(State(st): State<SharedState>, req: Request, next: Next) 
 
 async fn require_admin(State(st): State<SharedState>, req: Request, next: Next) -> Response {
     authorize(&st, req, next, Role::Admin).await
+}
+
+async fn require_metrics(State(st): State<SharedState>, req: Request, next: Next) -> Response {
+    authorize(&st, req, next, Role::Metrics).await
 }
 
 #[cfg(test)]

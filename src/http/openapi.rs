@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, entra, handlers, kiosk, sim, sms};
+use super::{admin, entra, handlers, kiosk, metrics, sim, sms};
 use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
@@ -31,11 +31,11 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
             Every 4xx and 5xx is `{\"error\":{\"code\",\"message\",...}}`; the code fixes the \
             status. Requests must name keygate's own Host; browsers' cross-origin requests are \
             refused. Kiosk routes take a `kiosk` or `admin` bearer token (or the kiosk page's \
-            session cookie); admin routes an `admin` token. The `simulator` routes exist only \
-            under `--simulate`."
+            session cookie); admin routes an `admin` token; `/metrics` a `metrics` or `admin` \
+            token. The `simulator` routes exist only under `--simulate`."
     ),
     paths(
-        handlers::healthz, serve,
+        handlers::healthz, serve, metrics::scrape,
         handlers::list_devices, handlers::device_pin,
         handlers::start_enrollment, handlers::get_enrollment, handlers::cancel_enrollment,
         handlers::enrollment_events, handlers::enrollment_pin,
@@ -57,7 +57,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
     components(schemas(super::bodies::ErrorBody)),
     modifiers(&Security),
     tags(
-        (name = "service", description = "Liveness and this document"),
+        (name = "service", description = "Liveness, metrics and this document"),
         (name = "devices", description = "The plugged keys"),
         (name = "ceremonies", description = "Enrolling and verifying keys"),
         (name = "users", description = "The service desk's view: users, credentials, audit (admin)"),
@@ -80,7 +80,7 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "A token from `keygate token create --role kiosk|admin`; the scopes \
+                        "A token from `keygate token create --role kiosk|admin|metrics`; the scopes \
                          of each requirement name the role it needs (admin may do all)",
                     ))
                     .build(),

@@ -15,7 +15,9 @@ use super::error::SmsError;
 use super::phone;
 use super::template::Locale;
 use super::{validate_user, SmsService};
+use crate::base::error::ErrorCode;
 use crate::base::sync::lock;
+use crate::metrics::SmsOutcome;
 use crate::store::{
     NewAudit, PhoneEntraSync, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx,
 };
@@ -172,10 +174,17 @@ impl SmsService {
             idempotency_key.map(str::to_string),
             actor.to_string(),
         );
-        let (view, created) = self
+        let out = self
             .store
             .atomic(move |tx| svc.create_in(tx, req, by_number, key.as_deref(), &actor))
-            .await?;
+            .await;
+        self.count_event(
+            None,
+            "sign_in",
+            out.as_ref().map(|(v, _)| v),
+            SmsOutcome::Created,
+        );
+        let (view, created) = out?;
         if created {
             self.wake.notify_one();
         }
@@ -352,11 +361,15 @@ impl SmsService {
     ) -> Result<ChallengeView, SmsError> {
         let code = Code::parse_typed(typed)
             .ok_or_else(|| SmsError::Invalid("`code` must be 6 digits".into()))?;
-        let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
-        let (view, sync) = self
+        let (svc, unit_id, actor) = (self.clone(), id.to_string(), actor.to_string());
+        let out = self
             .store
-            .atomic(move |tx| svc.verify_in(tx, &id, &code, &actor))
-            .await??;
+            .atomic(move |tx| svc.verify_in(tx, &unit_id, &code, &actor))
+            .await
+            .and_then(|answer| answer);
+        let view = out.as_ref().map(|(v, _)| v);
+        self.count_event(Some(id), "", view, SmsOutcome::Verified);
+        let (view, sync) = out?;
         if let Some(job) = sync {
             self.spawn_entra_sync(job);
         }
@@ -459,11 +472,14 @@ impl SmsService {
         id: &str,
         actor: &str,
     ) -> Result<ChallengeView, SmsError> {
-        let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
-        let view = self
+        let (svc, unit_id, actor) = (self.clone(), id.to_string(), actor.to_string());
+        let out = self
             .store
-            .atomic(move |tx| svc.resend_in(tx, &id, &actor))
-            .await??;
+            .atomic(move |tx| svc.resend_in(tx, &unit_id, &actor))
+            .await
+            .and_then(|answer| answer);
+        self.count_event(Some(id), "", out.as_ref(), SmsOutcome::Resent);
+        let view = out?;
         self.wake.notify_one();
         Ok(view)
     }
@@ -525,7 +541,8 @@ impl SmsService {
         actor: &str,
     ) -> Result<ChallengeView, SmsError> {
         let (svc, id, actor) = (self.clone(), id.to_string(), actor.to_string());
-        self.store
+        let out = self
+            .store
             .atomic(move |tx| {
                 let ch = tx.sms_challenge(&id)?.ok_or(SmsError::NotFound)?;
                 let audit = NewAudit::new("sms.cancelled", &actor)
@@ -535,6 +552,36 @@ impl SmsService {
                 let ch = tx.sms_challenge(&id)?.ok_or(SmsError::NotFound)?;
                 Ok(svc.view(&ch))
             })
-            .await
+            .await;
+        if let Ok(view) = &out {
+            self.metrics
+                .sms_challenge(&view.purpose, SmsOutcome::Cancelled);
+        }
+        out
+    }
+
+    /// Count the answer of a create, verify or resend (`keygate_sms_challenges_total`): `done`
+    /// for an answered challenge, else the error's code. Errors that never reached a challenge
+    /// (a malformed request, an unknown id) are not counted. The purpose is the challenge's;
+    /// when an error leaves only its id (`challenge`), it is read back, else `purpose`.
+    pub(super) fn count_event(
+        &self,
+        challenge: Option<&str>,
+        purpose: &str,
+        answer: Result<&ChallengeView, &SmsError>,
+        done: SmsOutcome,
+    ) {
+        let e = match answer {
+            Ok(view) => return self.metrics.sms_challenge(&view.purpose, done),
+            Err(e) => e,
+        };
+        let code = e.code();
+        if matches!(code, ErrorCode::InvalidRequest | ErrorCode::NotFound) {
+            return;
+        }
+        let stored = challenge.and_then(|id| self.store.sms_challenge(id).ok().flatten());
+        let purpose = stored.as_ref().map_or(purpose, |ch| ch.purpose.as_str());
+        self.metrics
+            .sms_challenge(purpose, SmsOutcome::Refused(code));
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::providers::{OutgoingSms, ProviderError, SendReceipt, SmsProvider};
 use crate::base::clock::Clock;
 use crate::base::sync::lock;
+use crate::metrics::{MessageStatus, Metrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +56,7 @@ pub struct Dispatcher {
     retry_base: Duration,
     breaker_failures: u32,
     breaker_cooldown_ms: i64,
+    metrics: Metrics,
 }
 
 /// Whether a send may use a provider now.
@@ -124,7 +126,22 @@ impl Dispatcher {
             retry_base,
             breaker_failures: breaker_failures.max(1),
             breaker_cooldown_ms: breaker_cooldown.as_millis() as i64,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The dispatcher counting its send attempts into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The configured provider called `name`, as the chain names it.
+    pub fn provider_name(&self, name: &str) -> Option<&'static str> {
+        self.chain
+            .iter()
+            .map(|(p, _)| p.name())
+            .find(|n| *n == name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -202,6 +219,8 @@ impl Dispatcher {
             loop {
                 match super::providers::send_via(provider.as_ref(), msg).await {
                     Ok(receipt) => {
+                        self.metrics
+                            .sms_message(provider.name(), MessageStatus::Sent);
                         let mut b = lock(breaker);
                         b.consecutive_failures = 0;
                         b.open_until = None;
@@ -212,6 +231,8 @@ impl Dispatcher {
                         };
                     }
                     Err(ProviderError::Rejected(detail)) => {
+                        self.metrics
+                            .sms_message(provider.name(), MessageStatus::Rejected);
                         lock(breaker).last_error = Some(detail.clone());
                         return Dispatched::Rejected {
                             provider: provider.name(),
@@ -222,6 +243,8 @@ impl Dispatcher {
                         detail,
                         retry_after,
                     }) => {
+                        self.metrics
+                            .sms_message(provider.name(), MessageStatus::Failed);
                         tracing::warn!(provider = provider.name(), message = %msg.id, attempt, %detail, "SMS provider failed");
                         let opened = {
                             let mut b = lock(breaker);

@@ -69,6 +69,7 @@ pub struct SmsService {
     recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
     /// `[entra]`: verified phones are added as the user's Entra mobile method (`sync_phones`).
     entra: Option<crate::entra::EntraClient>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl SmsService {
@@ -77,16 +78,17 @@ impl SmsService {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<SmsService>, SmsError> {
-        Self::with_entra(cfg, store, clock, None)
+        Self::with_entra(cfg, store, clock, None, crate::metrics::Metrics::default())
     }
 
     /// [`SmsService::new`] that adds verified phones to Microsoft Entra ID (`[entra]
-    /// sync_phones`) through `entra`.
+    /// sync_phones`) through `entra`, and counts into the daemon's `metrics`.
     pub fn with_entra(
         cfg: Config,
         store: Store,
         clock: Arc<dyn Clock>,
         entra: Option<crate::entra::EntraClient>,
+        metrics: crate::metrics::Metrics,
     ) -> Result<Arc<SmsService>, SmsError> {
         if let Some(region) =
             phone::unknown_region(&cfg.sms.default_region, &cfg.sms.allowed_countries)
@@ -114,7 +116,8 @@ impl SmsService {
             Duration::from_millis(cfg.sms.retry_base_ms),
             cfg.sms.breaker_failures,
             Duration::from_secs(cfg.sms.breaker_cooldown_secs),
-        );
+        )
+        .with_metrics(metrics.clone());
         let recent = store
             .sms_recent_sends(clock.now_ms() - HOUR_MS)?
             .into_iter()
@@ -138,6 +141,7 @@ impl SmsService {
             wake: Notify::new(),
             recent: std::sync::Mutex::new(recent),
             entra,
+            metrics,
         }))
     }
 
@@ -178,5 +182,15 @@ impl SmsService {
 
     pub fn providers(&self) -> Vec<ProviderHealth> {
         self.dispatcher.health()
+    }
+
+    /// Outbox messages not sent yet.
+    pub fn outbox_pending(&self) -> Result<u64, SmsError> {
+        Ok(self.store.sms_outbox_pending()?)
+    }
+
+    /// Users locked out of SMS codes now, on this service's clock.
+    pub fn users_locked(&self) -> Result<u64, SmsError> {
+        Ok(self.store.sms_users_locked(self.now())?)
     }
 }

@@ -10,6 +10,7 @@ use super::error::SmsError;
 use super::providers::{DeliveryStatus, OutgoingSms};
 use super::template::{self, Locale};
 use super::SmsService;
+use crate::metrics::MessageStatus;
 use crate::store::OutboxRecord;
 
 /// How often (real time) the outbox worker wipes the encrypted codes of ended challenges.
@@ -24,11 +25,24 @@ impl SmsService {
         message_id: &str,
         status: DeliveryStatus,
     ) -> Result<bool, SmsError> {
-        let (provider, message_id) = (provider.to_string(), message_id.to_string());
-        Ok(self
+        let (provider_name, message_id) = (provider.to_string(), message_id.to_string());
+        let found = self
             .store
-            .atomic(move |tx| tx.sms_delivery_report(&provider, &message_id, status.as_str()))
-            .await?)
+            .atomic(move |tx| tx.sms_delivery_report(&provider_name, &message_id, status.as_str()))
+            .await?;
+        let counted = match status {
+            // The provider's own "sent" repeats what its accepted send already counted.
+            DeliveryStatus::Sent => None,
+            DeliveryStatus::Delivered => Some(MessageStatus::Delivered),
+            DeliveryStatus::Undeliverable => Some(MessageStatus::Undeliverable),
+            DeliveryStatus::Failed => Some(MessageStatus::DeliveryFailed),
+        };
+        if let (true, Some(counted), Some(provider)) =
+            (found, counted, self.dispatcher.provider_name(provider))
+        {
+            self.metrics.sms_message(provider, counted);
+        }
+        Ok(found)
     }
 
     /// Wipe the encrypted code of every challenge that has ended (expired, verified, failed,

@@ -9,6 +9,7 @@ use super::challenge::ChallengeView;
 use super::error::SmsError;
 use super::template::Locale;
 use super::{validate_user, SmsService};
+use crate::metrics::SmsOutcome;
 use crate::store::{NewAudit, PhoneRecord};
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -74,7 +75,10 @@ impl SmsService {
                 let ch = svc.started(&p);
                 Ok::<_, SmsError>((svc.phone_view(phone), ch))
             })
-            .await?;
+            .await;
+        let created = out.as_ref().map(|(_, ch)| ch);
+        self.count_event(None, "verify_phone", created, SmsOutcome::Created);
+        let out = out?;
         self.wake.notify_one();
         Ok(out)
     }

@@ -263,6 +263,39 @@ pub(super) const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL
     );
     "#,
+    // 11: the `metrics` role (a scraper's token: `GET /metrics` only). SQLite cannot change a
+    // CHECK, so `tokens` is rebuilt, and `kiosk_sessions` with it: it references `tokens`,
+    // and dropping a referenced table fails while foreign keys are on (as they are here,
+    // inside the migration's transaction, where the pragma cannot be changed). The renames
+    // carry the reference over to the new `tokens`.
+    r#"
+    CREATE TABLE tokens_v10 (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('kiosk', 'admin', 'metrics')),
+        hash BLOB NOT NULL,
+        label TEXT,
+        created_at TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO tokens_v10 (id, role, hash, label, created_at, revoked)
+        SELECT id, role, hash, label, created_at, revoked FROM tokens;
+    CREATE TABLE kiosk_sessions_v10 (
+        token_id TEXT PRIMARY KEY REFERENCES tokens_v10(id),
+        created_at TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        bound_user TEXT,
+        bound_display_name TEXT,
+        bound_at TEXT
+    );
+    INSERT INTO kiosk_sessions_v10
+        (token_id, created_at, expires_at, bound_user, bound_display_name, bound_at)
+        SELECT token_id, created_at, expires_at, bound_user, bound_display_name, bound_at
+        FROM kiosk_sessions;
+    DROP TABLE kiosk_sessions;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v10 RENAME TO tokens;
+    ALTER TABLE kiosk_sessions_v10 RENAME TO kiosk_sessions;
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the
@@ -289,4 +322,51 @@ pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migration 10 keeps every token and kiosk session, lets `metrics` in, and leaves the
+    /// sessions' reference to `tokens` enforced.
+    #[test]
+    fn the_metrics_role_migration_keeps_tokens_and_sessions() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        for (i, sql) in MIGRATIONS[..9].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO tokens VALUES ('k1', 'kiosk', x'01', 'page', '2026-01-01T00:00:00Z', 0);
+             INSERT INTO kiosk_sessions VALUES ('k1', '2026-01-01T00:00:00Z', 99, 'ana', 'Ana', NULL);",
+        )
+        .unwrap();
+        assert!(conn
+            .execute_batch("INSERT INTO tokens VALUES ('m0', 'metrics', x'02', NULL, 't', 0)")
+            .is_err());
+        run(&mut conn).unwrap();
+        let session: (String, String) = conn
+            .query_row(
+                "SELECT t.role, s.bound_user FROM kiosk_sessions s JOIN tokens t ON t.id = s.token_id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(session, ("kiosk".into(), "ana".into()));
+        conn.execute_batch("INSERT INTO tokens VALUES ('m1', 'metrics', x'02', NULL, 't', 0)")
+            .unwrap();
+        assert!(conn
+            .execute_batch("INSERT INTO tokens VALUES ('x1', 'root', x'03', NULL, 't', 0)")
+            .is_err());
+        assert!(
+            conn.execute_batch(
+                "INSERT INTO kiosk_sessions VALUES ('nope', 't', 1, NULL, NULL, NULL)"
+            )
+            .is_err(),
+            "the session's token must exist"
+        );
+    }
 }

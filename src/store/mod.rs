@@ -17,6 +17,7 @@ mod ceremonies;
 mod credentials;
 mod engine;
 mod entra;
+mod gauges;
 mod health;
 mod kiosk;
 mod migrations;

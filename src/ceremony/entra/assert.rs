@@ -12,7 +12,7 @@ use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::config::UserVerification;
+use crate::config::{EnrollTarget, UserVerification};
 use crate::device::{AssertionOutput, DeviceError, GetAssertionArgs, Pin};
 use crate::entra::EntraError;
 use crate::store::{EntraPasskeyRecord, NewAudit, StoreError};
@@ -91,6 +91,7 @@ impl CeremonyService {
             .register(
                 &id,
                 Kind::Assertion,
+                EnrollTarget::Entra,
                 req.user.as_deref(),
                 actor,
                 timeout,

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::UserVerification;
+use crate::config::{EnrollTarget, UserVerification};
 use crate::device::{DeviceError, Pin};
 use crate::entra::{CreationOptions, EntraClient, EntraError};
 
@@ -82,7 +82,15 @@ impl CeremonyService {
         };
         let id = crate::store::new_row_id();
         let (c, pin_rx) = self
-            .register(&id, Kind::Enrollment, Some(&req.user), actor, timeout, who)
+            .register(
+                &id,
+                Kind::Enrollment,
+                EnrollTarget::Entra,
+                Some(&req.user),
+                actor,
+                timeout,
+                who,
+            )
             .await?;
         // Monotonic on purpose: it bounds the device conversation (see drive.rs).
         let deadline = Instant::now() + timeout;
