@@ -7,13 +7,14 @@
 //!
 //! Layout: `engine` (connections, writer thread, transactions, checkpointer), `migrations`, and
 //! one file per aggregate (`users`, `credentials`, `ceremonies`, `audit`, `tokens`, `sms`,
-//! `outbox`, `kiosk`); each adds its part of the [`Store`] facade in its own `impl Store` block.
+//! `outbox`, `kiosk`, `fraud`); each adds its part of the [`Store`] facade in its own `impl Store` block.
 
 mod audit;
 mod ceremonies;
 mod credentials;
 mod engine;
 mod entra;
+mod fraud;
 mod health;
 mod kiosk;
 mod migrations;
@@ -27,6 +28,7 @@ pub use audit::{AuditEvent, NewAudit};
 pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
+pub use fraud::{FraudBlockRecord, MonthlyUsage, PrefixCounts};
 pub use outbox::OutboxRecord;
 pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 pub use sweep::{HotWindows, SweepReport};
