@@ -96,6 +96,13 @@ error_codes! {
     ChallengeUsed = "challenge_used" => CONFLICT,
     PhoneNotVerified = "phone_not_verified" => CONFLICT,
     ProviderUnavailable = "provider_unavailable" => SERVICE_UNAVAILABLE,
+    /// The number's prefix is blocked by the fraud guard (`[sms.fraud]`): too many messages
+    /// that were never verified. 429 like the other send limits: it names this traffic, and
+    /// `retry_after` tells when the block ends.
+    FraudSuspected = "fraud_suspected" => TOO_MANY_REQUESTS,
+    /// The monthly message cap is reached. 503, not 429: no caller sent too much, SMS is out
+    /// of service for everyone until the month turns (`retry_after`) or the cap is raised.
+    BudgetExhausted = "budget_exhausted" => SERVICE_UNAVAILABLE,
     // Microsoft Entra ID (Graph), the upstream directory
     /// `[entra]` is not configured on this daemon.
     EntraNotConfigured = "entra_not_configured" => NOT_IMPLEMENTED,
@@ -162,6 +169,7 @@ mod tests {
                         ErrorCode::Internal
                             | ErrorCode::DeviceError
                             | ErrorCode::ProviderUnavailable
+                            | ErrorCode::BudgetExhausted
                             | ErrorCode::StoreUnavailable
                             | ErrorCode::TooManyConnections
                             | ErrorCode::EntraNotConfigured

@@ -26,7 +26,8 @@ pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use secret::Secret;
 pub use sections::{
     CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
-    RelyingPartyConfig, SmsConfig, TwilioConfig, UserVerification, VonageConfig, WebhookConfig,
+    RelyingPartyConfig, SmsConfig, SmsFraudConfig, TwilioConfig, UserVerification, VonageConfig,
+    WebhookConfig,
 };
 use validate::validate;
 

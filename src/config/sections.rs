@@ -1,6 +1,7 @@
 //! The configuration's sections (`[http]`, `[relying_party]`, `[ceremony]`, `[log]`, `[sms]`
-//! with its providers, `[kiosk]`) and their defaults. Every secret in a section is a
-//! [`Secret`], since `keygate check-config` prints the whole configuration with `Debug`.
+//! with its providers and `[sms.fraud]`, `[kiosk]`) and their defaults. Every secret in a
+//! section is a [`Secret`], since `keygate check-config` prints the whole configuration with
+//! `Debug`.
 
 use std::path::PathBuf;
 
@@ -135,6 +136,8 @@ pub struct SmsConfig {
     pub twilio: TwilioConfig,
     pub vonage: VonageConfig,
     pub webhook: WebhookConfig,
+    /// The fraud guard: per-prefix conversion and the monthly message cap.
+    pub fraud: SmsFraudConfig,
 }
 
 impl Default for SmsConfig {
@@ -163,7 +166,65 @@ impl Default for SmsConfig {
             twilio: TwilioConfig::default(),
             vonage: VonageConfig::default(),
             webhook: WebhookConfig::default(),
+            fraud: SmsFraudConfig::default(),
         }
+    }
+}
+
+/// `[sms.fraud]`: slow SMS pumping (traffic to premium ranges that never verifies) and the
+/// monthly bill. A prefix is the first `prefix_digits` digits of the E.164 number (country
+/// code included, no `+`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsFraudConfig {
+    /// E.164 digits that form a prefix (1-15); a number keeps at least 4 digits out of it.
+    pub prefix_digits: u32,
+    /// A prefix is judged only once it had this many messages in the window.
+    pub min_sends: u32,
+    /// Verified codes per message (0-1) below which a judged prefix is blocked.
+    pub min_conversion: f64,
+    /// The window sends and verifications are counted in (60 s to 7 days).
+    pub window_secs: u64,
+    /// How long a block lasts (1 s to 90 days) unless an admin lifts it.
+    pub block_secs: u64,
+    /// Messages handed to providers per calendar month (UTC), resends included; 0: no cap.
+    pub monthly_message_cap: u64,
+}
+
+impl Default for SmsFraudConfig {
+    fn default() -> Self {
+        SmsFraudConfig {
+            prefix_digits: 7,
+            min_sends: 20,
+            min_conversion: 0.25,
+            window_secs: 3600,
+            block_secs: 43_200,
+            monthly_message_cap: 20_000,
+        }
+    }
+}
+
+impl SmsFraudConfig {
+    /// What configuration validation refuses, naming the setting.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=15).contains(&self.prefix_digits) {
+            return Err(
+                "sms.fraud.prefix_digits must be 1-15 (E.164 has at most 15 digits)".into(),
+            );
+        }
+        if self.min_sends == 0 {
+            return Err("sms.fraud.min_sends must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.min_conversion) {
+            return Err("sms.fraud.min_conversion must be between 0 and 1".into());
+        }
+        if !(60..=7 * 86_400).contains(&self.window_secs) {
+            return Err("sms.fraud.window_secs must be 60 s to 7 days (604800)".into());
+        }
+        if !(1..=90 * 86_400).contains(&self.block_secs) {
+            return Err("sms.fraud.block_secs must be 1 s to 90 days (7776000)".into());
+        }
+        Ok(())
     }
 }
 
@@ -348,5 +409,47 @@ impl Default for EntraConfig {
             max_retries: 2,
             retry_base_ms: 200,
         }
+    }
+}
+
+#[cfg(test)]
+mod fraud_tests {
+    use super::super::{parse_config, Overrides};
+
+    #[test]
+    fn the_fraud_guard_is_layered_and_validated() {
+        let c = parse_config(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.sms.fraud, super::SmsFraudConfig::default());
+        assert_eq!(c.sms.fraud.monthly_message_cap, 20_000);
+        let file = "[sms.fraud]\nmin_sends = 30\nmin_conversion = 0.5\n";
+        let env = vec![(
+            "KEYGATE_SMS__FRAUD__MIN_SENDS".to_string(),
+            "40".to_string(),
+        )];
+        let c = parse_config(Some(file), &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            (c.sms.fraud.min_sends, c.sms.fraud.min_conversion),
+            (40, 0.5)
+        );
+        for bad in [
+            "prefix_digits = 0",
+            "prefix_digits = 16",
+            "min_sends = 0",
+            "min_conversion = 1.5",
+            "min_conversion = -0.1",
+            "min_conversion = nan",
+            "window_secs = 10",
+            "block_secs = 0",
+            "bogus = 1",
+        ] {
+            let r = parse_config(
+                Some(&format!("[sms.fraud]\n{bad}\n")),
+                &[],
+                &Overrides::default(),
+            );
+            assert!(r.is_err(), "{bad} accepted");
+        }
+        let ok = "[sms.fraud]\nmonthly_message_cap = 0\nmin_conversion = 0\n";
+        assert!(parse_config(Some(ok), &[], &Overrides::default()).is_ok());
     }
 }

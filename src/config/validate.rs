@@ -48,6 +48,7 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "sms.providers: `console` prints codes to the log; it needs --simulate or sms.allow_console = true".into(),
         ));
     }
+    sms.fraud.check().map_err(ConfigError::Invalid)?;
     if cfg.max_body_bytes < 1024 {
         return Err(ConfigError::Invalid(
             "max_body_bytes must be >= 1024".into(),

@@ -1,5 +1,5 @@
 //! SMS routes: phones as a method, challenges (send, verify, resend, cancel), provider health,
-//! provider delivery callbacks (signature-verified, no bearer token), and under `--simulate`
+//! the fraud guard's blocks and monthly count, provider delivery callbacks (signature-verified, no bearer token), and under `--simulate`
 //! the simulated phones' inbox. Each handler carries its `#[utoipa::path]`.
 
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use super::SharedState;
 use crate::auth::{Caller, Role};
 use crate::sms::providers;
 use crate::sms::template::Locale;
-use crate::sms::{ChallengeView, NewChallenge, SmsService};
+use crate::sms::{ChallengeView, FraudView, NewChallenge, SmsService};
 
 /// Routes for kiosks (and admins); list/delete of phones check the admin role themselves.
 pub fn kiosk_routes() -> Router<SharedState> {
@@ -36,7 +36,10 @@ pub fn kiosk_routes() -> Router<SharedState> {
 }
 
 pub fn admin_routes() -> Router<SharedState> {
-    Router::new().route("/v1/sms/providers", get(providers))
+    Router::new()
+        .route("/v1/sms/providers", get(providers))
+        .route("/v1/sms/fraud", get(fraud))
+        .route("/v1/sms/fraud/blocks/{prefix}", delete(lift_fraud_block))
 }
 
 /// Providers call these; they authenticate by signature, not by token.
@@ -81,8 +84,8 @@ pub(super) struct AddPhone {
         (status = 404, description = "`not_found`: the SMS factor is not set up", body = ErrorBody),
         (status = 409, description = "`conflict`: the user already has this number", body = ErrorBody),
         (status = 422, description = "`invalid_phone_number`, `country_not_allowed`, `not_a_mobile_number`", body = ErrorBody),
-        (status = 429, description = "`user_locked`, `rate_limited`", body = ErrorBody),
-        (status = 503, description = "`provider_unavailable`", body = ErrorBody),
+        (status = 429, description = "`user_locked`, `rate_limited`, `fraud_suspected` (with `retry_after`)", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`, `budget_exhausted` (with `retry_after`)", body = ErrorBody),
     ))]
 async fn add_phone(
     State(st): State<SharedState>,
@@ -155,8 +158,8 @@ async fn delete_phone(
         (status = 404, description = "`not_found`: no such phone, or the SMS factor is not set up", body = ErrorBody),
         (status = 409, description = "`phone_not_verified`, `idempotency_conflict`", body = ErrorBody),
         (status = 422, description = "`invalid_phone_number`, `country_not_allowed`, `not_a_mobile_number`", body = ErrorBody),
-        (status = 429, description = "`user_locked`, `rate_limited`", body = ErrorBody),
-        (status = 503, description = "`provider_unavailable`", body = ErrorBody),
+        (status = 429, description = "`user_locked`, `rate_limited`, `fraud_suspected` (with `retry_after`)", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`, `budget_exhausted` (with `retry_after`)", body = ErrorBody),
     ))]
 async fn create_challenge(
     State(st): State<SharedState>,
@@ -263,8 +266,8 @@ async fn verify(
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`challenge_used`", body = ErrorBody),
         (status = 410, description = "`challenge_expired`, `challenge_failed`, `challenge_cancelled`", body = ErrorBody),
-        (status = 429, description = "`resend_too_soon`, `resend_limit`, `user_locked`, `rate_limited` (with `retry_after`)", body = ErrorBody),
-        (status = 503, description = "`provider_unavailable`", body = ErrorBody),
+        (status = 429, description = "`resend_too_soon`, `resend_limit`, `user_locked`, `rate_limited`, `fraud_suspected` (with `retry_after`)", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`, `budget_exhausted` (with `retry_after`)", body = ErrorBody),
     ))]
 async fn resend(
     State(st): State<SharedState>,
@@ -287,6 +290,38 @@ async fn providers(State(st): State<SharedState>) -> ApiResult<Json<ProviderList
     Ok(Json(ProviderList {
         providers: service(&st)?.providers(),
     }))
+}
+
+/// The fraud guard (`[sms.fraud]`): the prefixes blocked now (suspected SMS pumping: many
+/// messages, few verified codes) and this calendar month's messages against the cap.
+#[utoipa::path(get, path = "/v1/sms/fraud", tag = "sms",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "Blocked prefixes and the month's messages", body = FraudView),
+        (status = 404, description = "`not_found`: the SMS factor is not set up", body = ErrorBody),
+    ))]
+async fn fraud(State(st): State<SharedState>) -> ApiResult<Json<FraudView>> {
+    Ok(Json(service(&st)?.fraud_view()?))
+}
+
+/// Lift the block on a prefix (audited); its counts start again from zero.
+#[utoipa::path(delete, path = "/v1/sms/fraud/blocks/{prefix}", tag = "sms",
+    params(("prefix" = String, Path, pattern = "^[0-9]{1,15}$",
+        description = "The blocked E.164 prefix: digits, country code included, no `+`")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 204, description = "Lifted"),
+        (status = 404, description = "`not_found`: no block in force on that prefix", body = ErrorBody),
+    ))]
+async fn lift_fraud_block(
+    State(st): State<SharedState>,
+    caller: Caller,
+    ApiPath(prefix): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    service(&st)?
+        .lift_fraud_block(&prefix, &caller.actor())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Authentication and parsing belong to the provider ([`providers::receipt`]); this route only

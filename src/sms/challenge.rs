@@ -269,6 +269,7 @@ impl SmsService {
             return Err(SmsError::ProviderUnavailable);
         }
         self.check_budgets(tx, &parsed.e164, parsed.country_code, now)?;
+        self.guard_send(tx, &parsed.e164, now, actor)?;
         let id = Self::new_id();
         let code = Code::generate();
         let (idempotency_key, idempotency_hash) = idempotency
@@ -398,6 +399,7 @@ impl SmsService {
             if !tx.sms_verified(&ch, &audit)? {
                 return Err(SmsError::ChallengeUsed);
             }
+            self.note_verified(tx, &ch)?;
             tracing::info!(challenge = %ch.id, "SMS code verified");
             // A verified phone goes to Entra: `pending` lands with the verification.
             let sync = match (&ch.phone_id, ch.purpose.as_str()) {
@@ -512,6 +514,7 @@ impl SmsService {
         }
         let parsed = self.stored_number(&ch.e164)?;
         self.check_budgets(tx, &parsed.e164, parsed.country_code, now)?;
+        self.guard_send(tx, &parsed.e164, now, actor)?;
         let audit = NewAudit::new("sms.resent", actor)
             .user(&ch.user)
             .detail(serde_json::json!({ "challenge": ch.id, "resends": ch.resends + 1 }));

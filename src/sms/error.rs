@@ -35,6 +35,10 @@ pub enum SmsError {
     PhoneNotVerified,
     #[error("no SMS provider is available")]
     ProviderUnavailable,
+    #[error("messages to numbers like this one are blocked for a while (suspected SMS fraud)")]
+    FraudSuspected { retry_after_secs: u64 },
+    #[error("this month's SMS budget is used up; SMS codes are unavailable until it renews")]
+    BudgetExhausted { retry_after_secs: u64 },
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
     #[error("not found")]
@@ -67,6 +71,8 @@ impl SmsError {
             SmsError::NotAMobileNumber => ErrorCode::NotAMobileNumber,
             SmsError::PhoneNotVerified => ErrorCode::PhoneNotVerified,
             SmsError::ProviderUnavailable => ErrorCode::ProviderUnavailable,
+            SmsError::FraudSuspected { .. } => ErrorCode::FraudSuspected,
+            SmsError::BudgetExhausted { .. } => ErrorCode::BudgetExhausted,
             SmsError::IdempotencyConflict => ErrorCode::IdempotencyConflict,
             SmsError::NotFound => ErrorCode::NotFound,
             SmsError::Invalid(_) => ErrorCode::InvalidRequest,
@@ -79,7 +85,9 @@ impl SmsError {
         match self {
             SmsError::UserLocked { retry_after_secs }
             | SmsError::ResendTooSoon { retry_after_secs }
-            | SmsError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            | SmsError::RateLimited { retry_after_secs }
+            | SmsError::FraudSuspected { retry_after_secs }
+            | SmsError::BudgetExhausted { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -9,7 +9,8 @@
 //!
 //! This file holds the service, its constructor and its views; the jobs live in `challenge`
 //! (create/verify/resend/cancel), `phones`, `outbox` (the worker and delivery reports),
-//! `numbers` (the per-number policy cache) and `error`. Leaves import downward only.
+//! `numbers` (the per-number policy cache), `fraud` (the per-prefix and monthly guards) and
+//! `error`. Leaves import downward only.
 
 pub mod code;
 pub mod dispatch;
@@ -20,6 +21,7 @@ pub mod template;
 mod challenge;
 mod entra_sync;
 mod error;
+mod fraud;
 mod numbers;
 mod outbox;
 mod phones;
@@ -40,6 +42,7 @@ use providers::SimInbox;
 pub use crate::base::clock::{ms_to_time, Clock, ManualClock, SystemClock};
 pub use challenge::{ChallengeView, Delivery, NewChallenge};
 pub use error::SmsError;
+pub use fraud::{FraudBlockView, FraudView, MonthlyUsageView};
 pub use phones::PhoneView;
 
 /// The one user-name rule ([`crate::base::user`]).
@@ -122,6 +125,7 @@ impl SmsService {
             .sms_recent_sends(clock.now_ms() - HOUR_MS)?
             .into_iter()
             .collect();
+        fraud::audit_cap_at_start(&store, &cfg.sms.fraud, clock.now_ms())?;
         let recovered = store.sms_outbox_recover()?;
         if recovered > 0 {
             tracing::info!(

@@ -296,6 +296,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE tokens_v10 RENAME TO tokens;
     ALTER TABLE kiosk_sessions_v10 RENAME TO kiosk_sessions;
     "#,
+    // 12: the SMS fraud guard (`[sms.fraud]`). `sms_fraud_counts`: messages and verified codes
+    // per E.164 prefix per time bucket (Unix ms of the bucket's start), pruned by age as
+    // messages are counted; `sms_fraud_blocks`: one row per prefix ever blocked, in force while
+    // `blocked_until` is ahead; `sms_monthly_usage`: messages reserved per calendar month (UTC,
+    // `YYYY-MM`), and when the month's cap was reached (audited once).
+    r#"
+    CREATE TABLE sms_fraud_counts (
+        prefix TEXT NOT NULL,
+        bucket_start INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 0 CHECK (sends >= 0),
+        verified INTEGER NOT NULL DEFAULT 0 CHECK (verified >= 0),
+        PRIMARY KEY (prefix, bucket_start)
+    );
+    CREATE INDEX sms_fraud_counts_age ON sms_fraud_counts (bucket_start);
+    CREATE TABLE sms_fraud_blocks (
+        prefix TEXT PRIMARY KEY,
+        blocked_at INTEGER NOT NULL,
+        blocked_until INTEGER NOT NULL,
+        sends INTEGER NOT NULL,
+        verified INTEGER NOT NULL
+    );
+    CREATE TABLE sms_monthly_usage (
+        month TEXT PRIMARY KEY,
+        messages INTEGER NOT NULL CHECK (messages >= 0),
+        cap_reached_at INTEGER
+    );
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the

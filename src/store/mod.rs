@@ -7,7 +7,7 @@
 //!
 //! Layout: `engine` (connections, writer thread, transactions, checkpointer), `migrations`, and
 //! one file per aggregate (`users`, `credentials`, `ceremonies`, `audit`, `tokens`, `sms`,
-//! `outbox`, `kiosk`); each adds its part of the [`Store`] facade in its own `impl Store` block.
+//! `outbox`, `kiosk`, `fraud`); each adds its part of the [`Store`] facade in its own `impl Store` block.
 
 mod audit;
 pub mod audit_chain;
@@ -17,6 +17,7 @@ mod ceremonies;
 mod credentials;
 mod engine;
 mod entra;
+mod fraud;
 mod gauges;
 mod health;
 mod kiosk;
@@ -32,6 +33,7 @@ pub use audit_verify::{verify_audit_chain, AuditBreak, AuditVerdict, GivenHead};
 pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
+pub use fraud::{FraudBlockRecord, MonthlyUsage, PrefixCounts};
 pub use outbox::OutboxRecord;
 pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 pub use sweep::{HotWindows, SweepReport};
