@@ -22,6 +22,9 @@ mod health;
 mod kiosk;
 mod migrations;
 mod outbox;
+mod retention;
+mod retention_export;
+mod retention_rules;
 mod sms;
 mod sweep;
 mod tokens;
@@ -33,6 +36,7 @@ pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
 pub use outbox::OutboxRecord;
+pub use retention::{Closure, PurgeReport, PurgedUser, RetentionWindows, PURGE_ACTOR};
 pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
@@ -166,6 +170,8 @@ mod engine_tests;
 mod entra_tests;
 #[cfg(test)]
 mod query_plans;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]
