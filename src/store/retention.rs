@@ -331,3 +331,29 @@ fn read_closure(c: &rusqlite::Connection, user: &str) -> Result<Option<Closure>>
         Some((None, _)) => Ok(None),
     }
 }
+
+/// How long after start the daemon's first purge runs (start-up stays quick), then how often.
+const FIRST_PURGE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl Store {
+    /// Run [`Store::purge`] as of the store's clock once a day for as long as the runtime
+    /// runs (the daemon starts it). A run refused by a full disk is tried again the next day.
+    pub fn spawn_daily_purge(&self, windows: RetentionWindows) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(FIRST_PURGE_AFTER).await;
+            loop {
+                match store.purge(store.now(), false, windows).await {
+                    Ok(r) => tracing::info!(
+                        tables = ?r.tables,
+                        closed_users = r.closed_users.len(),
+                        "retention purge"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "retention purge"),
+                }
+                tokio::time::sleep(PURGE_EVERY).await;
+            }
+        })
+    }
+}
