@@ -258,3 +258,35 @@ async fn a_reopened_account_works_again_and_stays() {
     let (st, e) = s.post("/v1/users/nobody/close", json!({})).await;
     assert_eq!((st, code(&e)), (StatusCode::NOT_FOUND, "not_found"));
 }
+
+#[test]
+fn retention_settings_are_validated() {
+    let parse = |toml: &str| {
+        keygate::config::parse_config(Some(toml), &[], &keygate::config::Overrides::default())
+    };
+    let cfg = parse("[retention]\nsms_days = 7\n").unwrap();
+    assert_eq!(
+        (
+            cfg.retention.sms_days,
+            cfg.retention.audit_days,
+            cfg.retention.closed_user_grace_days
+        ),
+        (7, 400, 14)
+    );
+    for bad in [
+        "sms_days = 0",
+        "audit_days = 36501",
+        "ceremony_days = 0",
+        "closed_user_grace_days = 0",
+    ] {
+        let e = parse(&format!("[retention]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        let name = bad.split(' ').next().unwrap();
+        assert!(e.contains(&format!("retention.{name}")), "{bad}: {e}");
+    }
+    assert!(
+        parse("[retention]\nsms_dayz = 3\n").is_err(),
+        "unknown keys are refused"
+    );
+}
