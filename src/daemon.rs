@@ -151,6 +151,7 @@ pub fn build_state_with_clock(
         sms.spawn_worker();
         sms.resume_entra_syncs();
         store.spawn_sweeper(hot_windows(&cfg));
+        store.spawn_daily_purge((&cfg.retention).into());
     }
     Ok(Arc::new(AppState {
         cfg,

@@ -102,6 +102,18 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Apply `[retention]` now: remove old SMS, ceremony and audit records and closed users
+    /// past their grace period; prints a JSON report.
+    Purge {
+        #[command(flatten)]
+        from: ConfigArgs,
+        /// Apply retention as of this time (RFC 3339) instead of now.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        as_of: Option<time::OffsetDateTime>,
+        /// Remove nothing: report what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
         /// Print JSON instead of text.
@@ -304,6 +316,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             action: AuditAction::Verify { head, from },
         } => audit_verify(&from.load(None, false)?.data_dir, head.as_ref()),
+        Command::Purge {
+            from,
+            as_of,
+            dry_run,
+        } => {
+            let cfg = from.load(None, false)?;
+            let store = keygate::daemon::open_store(&cfg)?;
+            let as_of = as_of.unwrap_or_else(|| store.now());
+            let report = one_shot(store.purge(as_of, dry_run, (&cfg.retention).into()))??;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor { json } => {
             let report = keygate::doctor::run_doctor();
             if json {
@@ -318,6 +342,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
 /// `keygate audit verify` on the database in `data_dir`, with its head key when readable.

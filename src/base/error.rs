@@ -120,6 +120,10 @@ error_codes! {
     /// The key lacks a feature the enrollment target needs (named in the message): for Entra
     /// a PIN, discoverable credentials, credProtect, hmac-secret, ES256.
     KeyUnsupported = "key_unsupported" => UNPROCESSABLE_ENTITY,
+    // Accounts
+    /// The user's account is closed (`POST /v1/users/{user}/close`): no enrollment, phone or
+    /// SMS code until it is reopened.
+    UserClosed = "user_closed" => CONFLICT,
     // The daemon itself
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
     Internal = "internal" => INTERNAL_SERVER_ERROR,

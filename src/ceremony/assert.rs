@@ -142,6 +142,11 @@ impl CeremonyService {
             CredentialState::Quarantined => return Err(CeremonyError::CredentialQuarantined),
             CredentialState::Revoked => return Err(CeremonyError::UnknownCredential),
         }
+        // A user-less verification names the user only now: a closed account is refused here
+        // as a named one is at the start.
+        if self.store.user_closed(&rec.user)? {
+            return Err(CeremonyError::UserClosed);
+        }
         let cred_b64 = b64(&rec.id);
         let assertion = client::assertion_credential(cdj, &out);
         let rejection = match self.rp.finish_authentication(&assertion, auth_state, &rec) {

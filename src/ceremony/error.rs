@@ -24,6 +24,8 @@ pub enum CeremonyError {
     PossibleClonedKey,
     #[error("this key is in quarantine; ask the service desk")]
     CredentialQuarantined,
+    #[error("this account is closed: an administrator must reopen it first")]
+    UserClosed,
     #[error("the key's attestation was not accepted")]
     AttestationRejected,
     #[error("the ceremony expired")]
@@ -58,6 +60,7 @@ impl CeremonyError {
             CeremonyError::UnknownCredential => ErrorCode::UnknownCredential,
             CeremonyError::PossibleClonedKey => ErrorCode::PossibleClonedKey,
             CeremonyError::CredentialQuarantined => ErrorCode::CredentialQuarantined,
+            CeremonyError::UserClosed => ErrorCode::UserClosed,
             CeremonyError::AttestationRejected => ErrorCode::AttestationRejected,
             CeremonyError::CeremonyExpired => ErrorCode::CeremonyExpired,
             CeremonyError::PinNotSet => ErrorCode::PinNotSet,

@@ -26,8 +26,8 @@ pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use secret::Secret;
 pub use sections::{
     CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
-    RelyingPartyConfig, SmsConfig, SmsFraudConfig, TwilioConfig, UserVerification, VonageConfig,
-    WebhookConfig,
+    RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig, TwilioConfig, UserVerification,
+    VonageConfig, WebhookConfig,
 };
 use validate::validate;
 
@@ -67,6 +67,7 @@ pub struct Config {
     pub log: LogConfig,
     pub sms: SmsConfig,
     pub kiosk: KioskConfig,
+    pub retention: RetentionConfig,
     /// Microsoft Entra ID (optional section).
     pub entra: Option<EntraConfig>,
 }
@@ -87,6 +88,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sms: SmsConfig::default(),
             kiosk: KioskConfig::default(),
+            retention: RetentionConfig::default(),
             entra: None,
         }
     }

@@ -453,3 +453,55 @@ mod fraud_tests {
         assert!(parse_config(Some(ok), &[], &Overrides::default()).is_ok());
     }
 }
+
+/// `[retention]`: how long keygate keeps what it no longer needs (`keygate purge`, and the
+/// daemon once a day). Days count back from the purge's time (`--as-of`, else the store's
+/// clock).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// SMS challenges, their outbox messages and the send log (history tables included).
+    pub sms_days: u32,
+    /// Audit entries (the chain keeps verifying from an anchor at the first kept entry).
+    pub audit_days: u32,
+    /// Finished ceremony records (history included).
+    pub ceremony_days: u32,
+    /// A closed user's credentials, phones, SMS history and personal data go this long after
+    /// the closure (until then `DELETE /v1/users/{user}/close` reopens the account).
+    pub closed_user_grace_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            sms_days: 30,
+            audit_days: 400,
+            ceremony_days: 30,
+            closed_user_grace_days: 14,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The upper bound of every `*_days` setting (100 years: a typo such as a number of
+    /// seconds is refused rather than keeping data forever by accident).
+    pub const MAX_DAYS: u32 = 36_500;
+
+    /// Each setting must be 1..=[`Self::MAX_DAYS`]; the error names the first that is not.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, days) in [
+            ("sms_days", self.sms_days),
+            ("audit_days", self.audit_days),
+            ("ceremony_days", self.ceremony_days),
+            ("closed_user_grace_days", self.closed_user_grace_days),
+        ] {
+            if days == 0 || days > Self::MAX_DAYS {
+                return Err(format!(
+                    "retention.{name} must be 1-{} days (got {days})",
+                    Self::MAX_DAYS
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -73,5 +73,6 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         url::Url::parse(o)
             .map_err(|e| ConfigError::Invalid(format!("allowed_origins `{o}`: {e}")))?;
     }
+    cfg.retention.check().map_err(ConfigError::Invalid)?;
     super::entra::validate(cfg)
 }

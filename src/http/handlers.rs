@@ -182,6 +182,7 @@ pub async fn start_enrollment(
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(req): ApiJson<EnrollmentRequest>,
 ) -> ApiResult<Response> {
+    super::users_privacy::refuse_closed(&st, &req.user)?;
     let view = st.ceremonies.start_enrollment(req, &caller.actor()).await?;
     let view = waited(&st, view, &q, Kind::Enrollment).await?;
     Ok(ceremony_response(view, true))
@@ -209,6 +210,9 @@ pub async fn start_assertion(
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(req): ApiJson<AssertionRequest>,
 ) -> ApiResult<Response> {
+    if let Some(user) = &req.user {
+        super::users_privacy::refuse_closed(&st, user)?;
+    }
     let view = st.ceremonies.start_assertion(req, &caller.actor()).await?;
     let view = waited(&st, view, &q, Kind::Assertion).await?;
     Ok(ceremony_response(view, true))

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod server;
 mod sim;
 mod sms;
+mod users_privacy;
 
 use std::sync::Arc;
 
@@ -100,6 +101,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/audit/head", get(admin::audit_head))
         .merge(sms::admin_routes())
         .merge(entra::admin_routes())
+        .merge(users_privacy::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()

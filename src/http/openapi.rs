@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, entra, handlers, kiosk, metrics, sim, sms};
+use super::{admin, entra, handlers, kiosk, metrics, sim, sms, users_privacy};
 use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
@@ -44,6 +44,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         admin::list_users, admin::get_user, admin::reset_user, admin::list_credentials,
         admin::get_credential, admin::patch_credential, admin::revoke_credential,
         admin::release_credential, admin::audit, admin::audit_head,
+        users_privacy::close, users_privacy::reopen, users_privacy::export,
         entra::list_methods, entra::delete_method, entra::create_tap,
         sms::add_phone, sms::list_phones, sms::delete_phone, sms::create_challenge,
         sms::get_challenge, sms::cancel_challenge, sms::verify, sms::resend, sms::providers,

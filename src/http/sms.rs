@@ -93,6 +93,7 @@ async fn add_phone(
     ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<AddPhone>,
 ) -> ApiResult<(StatusCode, Json<PhoneAdded>)> {
+    super::users_privacy::refuse_closed(&st, &user)?;
     let (phone, challenge) = service(&st)?
         .add_phone(
             &user,
@@ -174,6 +175,7 @@ async fn create_challenge(
                 .map_err(|_| ApiError::invalid("Idempotency-Key must be ASCII"))
         })
         .transpose()?;
+    super::users_privacy::refuse_closed(&st, &body.user)?;
     let (view, created) = service(&st)?
         .create_challenge(body, key, &caller.actor())
         .await?;

@@ -323,6 +323,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         cap_reached_at INTEGER
     );
     "#,
+    // 13: account closure (`retention.rs`): when and by whom a user was closed; the purge
+    // finds closed users past their grace period by `users_closed` (closed users only). The
+    // history tables' purge by age reads their existing time indexes; the outbox history's
+    // needs one of its own.
+    r#"
+    ALTER TABLE users ADD COLUMN closed_at TEXT;
+    ALTER TABLE users ADD COLUMN closed_by TEXT;
+    CREATE INDEX users_closed ON users (closed_at) WHERE closed_at IS NOT NULL;
+    CREATE INDEX sms_outbox_history_created ON sms_outbox_history (created_at);
+    CREATE INDEX sms_challenges_history_user ON sms_challenges_history (user_name);
+    CREATE INDEX ceremonies_user ON ceremonies (user_name);
+    CREATE INDEX ceremonies_history_user ON ceremonies_history (user_name);
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the

@@ -23,6 +23,9 @@ mod health;
 mod kiosk;
 mod migrations;
 mod outbox;
+mod retention;
+mod retention_export;
+mod retention_rules;
 mod sms;
 mod sweep;
 mod tokens;
@@ -35,6 +38,7 @@ pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
 pub use fraud::{FraudBlockRecord, MonthlyUsage, PrefixCounts};
 pub use outbox::OutboxRecord;
+pub use retention::{Closure, PurgeReport, PurgedUser, RetentionWindows, PURGE_ACTOR};
 pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
 pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
@@ -168,6 +172,8 @@ mod engine_tests;
 mod entra_tests;
 #[cfg(test)]
 mod query_plans;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]
