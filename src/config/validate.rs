@@ -72,5 +72,6 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         url::Url::parse(o)
             .map_err(|e| ConfigError::Invalid(format!("allowed_origins `{o}`: {e}")))?;
     }
+    super::hooks::validate_hooks(&cfg.hooks)?;
     super::entra::validate(cfg)
 }
