@@ -53,3 +53,71 @@ pub(super) fn validate_hooks(hooks: &[HookConfig]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse_config, Overrides};
+
+    fn parse(hooks: &str) -> Result<crate::config::Config, String> {
+        parse_config(Some(hooks), &[], &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    fn hook(url: &str, secret: &str, events: &str) -> String {
+        format!("[[hooks]]\nurl = \"{url}\"\nsecret = \"{secret}\"\nevents = {events}\n")
+    }
+
+    #[test]
+    fn https_or_loopback_http_with_a_secret_and_known_events() {
+        let ok = hook(
+            "https://desk.odisee.be/keygate",
+            "s3cret",
+            r#"["user.locked", "sms.provider.circuit_open"]"#,
+        ) + &hook("http://127.0.0.1:9000/h", "s3cret", r#"["user.reset"]"#);
+        let cfg = parse(&ok).unwrap();
+        assert_eq!(cfg.hooks.len(), 2);
+        assert!(cfg.hooks[0].wants("user.locked") && !cfg.hooks[0].wants("user.reset"));
+        let debug = format!("{cfg:?}");
+        assert!(debug.contains("<redacted>") && !debug.contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_by_name() {
+        let cases = [
+            (
+                hook("http://desk.odisee.be/h", "s", r#"["user.reset"]"#),
+                "must be https",
+            ),
+            (
+                hook("ftp://127.0.0.1/h", "s", r#"["user.reset"]"#),
+                "must be https",
+            ),
+            (
+                hook("https://desk.odisee.be/h", "", r#"["user.reset"]"#),
+                "secret must not be empty",
+            ),
+            (
+                hook("https://desk.odisee.be/h", "  ", r#"["user.reset"]"#),
+                "secret must not be empty",
+            ),
+            (
+                hook("https://desk.odisee.be/h", "s", "[]"),
+                "at least one event",
+            ),
+            (
+                hook("https://desk.odisee.be/h", "s", r#"["user.deleted"]"#),
+                "unknown event `user.deleted`",
+            ),
+            (
+                hook("https://d.odisee.be/h", "s", r#"["user.reset"]"#)
+                    + &hook("https://d.odisee.be/h", "t", r#"["user.locked"]"#),
+                "configured twice",
+            ),
+        ];
+        for (toml, why) in cases {
+            let err = parse(&toml).expect_err(&toml);
+            assert!(err.contains(why), "{toml}: {err}");
+        }
+        let unknown_key = "[[hooks]]\nurl = \"https://d.odisee.be/h\"\nsecret = \"s\"\nevents = [\"user.reset\"]\nsecrte = \"x\"\n";
+        assert!(parse(unknown_key).is_err());
+    }
+}
