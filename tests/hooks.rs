@@ -349,3 +349,53 @@ async fn an_event_survives_sigkill_while_the_receiver_is_down() {
     assert_eq!(got[0].json()["data"]["user"], "r7");
     check_signed_and_clean(&got[0]);
 }
+
+#[tokio::test]
+async fn an_sms_provider_circuit_opening_and_closing_are_events() {
+    let desk = Receiver::start(&[]).await;
+    // The SMS provider: down for the first send, up from then on.
+    let sms = Receiver::start(&[503]).await;
+    let toml = format!(
+        "[sms]\nproviders = [\"webhook\"]\nmax_retries = 0\nbreaker_failures = 1\n\
+         breaker_cooldown_secs = 1\n[sms.webhook]\nurl = \"{}\"\nsecret = \"sms-secret\"\n{}",
+        sms.url,
+        hook_toml(
+            &desk.url,
+            &["sms.provider.circuit_open", "sms.provider.circuit_closed"]
+        )
+    );
+    let s = TestServer::start_with(&toml).await;
+    let (st, v) = s
+        .post("/v1/users/r3/phones", json!({ "number": "0475 00 00 23" }))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+
+    let got = desk.wait_for(2).await;
+    let events: Vec<Value> = got.iter().map(Received::json).collect();
+    assert_eq!(
+        events[0]["event"], "sms.provider.circuit_open",
+        "{events:?}"
+    );
+    assert_eq!(events[0]["data"]["provider"], "webhook");
+    assert_eq!(events[0]["data"]["consecutive_failures"], 1);
+    assert_eq!(
+        events[1]["event"], "sms.provider.circuit_closed",
+        "{events:?}"
+    );
+    assert_eq!(events[1]["data"]["provider"], "webhook");
+    // The message (with its code) went out on the retry, and no hook body carries its text.
+    let sent = sms.wait_for(2).await;
+    let text = sent[1].json()["text"].as_str().unwrap().to_string();
+    for r in &got {
+        check_signed_and_clean(r);
+        assert!(!r.body.contains(&text));
+    }
+    let (_, audit) = s.get("/v1/audit?limit=1000").await;
+    let names: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"sms.circuit_opened") && names.contains(&"sms.circuit_closed"));
+}
