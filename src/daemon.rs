@@ -139,6 +139,7 @@ pub fn build_state_with_clock(
             .with_entra(entra.clone())
             .with_metrics(metrics.clone()),
     );
+    let hooks_clock = clock.clone();
     let sms = crate::sms::SmsService::with_entra(
         cfg.clone(),
         store.clone(),
@@ -148,6 +149,10 @@ pub fn build_state_with_clock(
     )
     .map_err(|e| anyhow::anyhow!("SMS: {e}"))?;
     if tokio::runtime::Handle::try_current().is_ok() {
+        if !cfg.hooks.is_empty() {
+            crate::hooks::HookWorker::new(cfg.hooks.clone(), store.clone(), hooks_clock)?
+                .spawn()?;
+        }
         sms.spawn_worker();
         sms.resume_entra_syncs();
         store.spawn_sweeper(hot_windows(&cfg));

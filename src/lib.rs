@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod entra;
 #[doc(hidden)]
 pub mod harness;
+pub mod hooks;
 pub mod http;
 pub mod hwbench;
 pub mod kiosk;

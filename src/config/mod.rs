@@ -9,6 +9,7 @@
 //! [`check_entra_files`], that [`load`] adds).
 
 mod entra;
+mod hooks;
 mod secret;
 mod sections;
 #[cfg(test)]
@@ -23,6 +24,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
+pub use hooks::HookConfig;
 pub use secret::Secret;
 pub use sections::{
     CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
@@ -70,6 +72,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Microsoft Entra ID (optional section).
     pub entra: Option<EntraConfig>,
+    /// `[[hooks]]`: signed event notifications (`crate::hooks`).
+    pub hooks: Vec<HookConfig>,
 }
 
 impl Default for Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             kiosk: KioskConfig::default(),
             retention: RetentionConfig::default(),
             entra: None,
+            hooks: Vec::new(),
         }
     }
 }

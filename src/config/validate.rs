@@ -74,5 +74,6 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             .map_err(|e| ConfigError::Invalid(format!("allowed_origins `{o}`: {e}")))?;
     }
     cfg.retention.check().map_err(ConfigError::Invalid)?;
+    super::hooks::validate_hooks(&cfg.hooks)?;
     super::entra::validate(cfg)
 }

@@ -10,6 +10,7 @@ mod entra;
 pub mod error;
 pub(crate) mod extract;
 mod handlers;
+mod hooks;
 mod kiosk;
 mod metrics;
 pub mod openapi;
@@ -102,6 +103,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(sms::admin_routes())
         .merge(entra::admin_routes())
         .merge(users_privacy::admin_routes())
+        .merge(hooks::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, entra, handlers, kiosk, metrics, sim, sms, users_privacy};
+use super::{admin, entra, handlers, hooks, kiosk, metrics, sim, sms, users_privacy};
 use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
@@ -54,7 +54,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         sim::clone_key,
         kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::texts_js, kiosk::app_css,
         kiosk::icon, kiosk::session, kiosk::config, kiosk::handoff, kiosk::sign_out,
-        kiosk::whoami,
+        kiosk::whoami, hooks::list_hooks,
     ),
     components(schemas(super::bodies::ErrorBody)),
     modifiers(&Security),
@@ -65,6 +65,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         (name = "users", description = "The service desk's view: users, credentials, audit (admin)"),
         (name = "sms", description = "SMS codes: phones, challenges, providers, the fraud guard, delivery reports"),
         (name = "entra", description = "A user's Microsoft Entra ID methods (admin; needs `[entra]`)"),
+        (name = "hooks", description = "Signed event notifications to `[[hooks]]` receivers (admin)"),
         (name = "kiosk page", description = "The kiosk page, its session and its student"),
         (name = "simulator", description = "Simulated keys and phones: only under `--simulate`"),
     )

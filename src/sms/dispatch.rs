@@ -57,6 +57,8 @@ pub struct Dispatcher {
     breaker_failures: u32,
     breaker_cooldown_ms: i64,
     metrics: Metrics,
+    /// Where circuit openings and closings are audited (and so reach the event hooks).
+    audit: Option<crate::store::Store>,
 }
 
 /// Whether a send may use a provider now.
@@ -127,6 +129,34 @@ impl Dispatcher {
             breaker_failures: breaker_failures.max(1),
             breaker_cooldown_ms: breaker_cooldown.as_millis() as i64,
             metrics: Metrics::default(),
+            audit: None,
+        }
+    }
+
+    /// The dispatcher auditing its circuits' openings and closings into `store`.
+    pub fn with_audit(mut self, store: crate::store::Store) -> Self {
+        self.audit = Some(store);
+        self
+    }
+
+    /// Audit a circuit that opened (from closed) or closed; a failed write is only logged.
+    async fn audit_circuit(&self, provider: &'static str, opened: Option<u32>) {
+        let Some(store) = &self.audit else {
+            return;
+        };
+        let (event, detail) = match opened {
+            Some(failures) => (
+                "sms.circuit_opened",
+                serde_json::json!({ "provider": provider, "consecutive_failures": failures }),
+            ),
+            None => (
+                "sms.circuit_closed",
+                serde_json::json!({ "provider": provider }),
+            ),
+        };
+        let line = crate::store::NewAudit::new(event, "system").detail(detail);
+        if let Err(e) = store.append_audit(&line).await {
+            tracing::error!(provider, error = %e, "cannot audit the circuit change");
         }
     }
 
@@ -221,10 +251,15 @@ impl Dispatcher {
                     Ok(receipt) => {
                         self.metrics
                             .sms_message(provider.name(), MessageStatus::Sent);
-                        let mut b = lock(breaker);
-                        b.consecutive_failures = 0;
-                        b.open_until = None;
-                        b.sent += 1;
+                        let was_open = {
+                            let mut b = lock(breaker);
+                            b.consecutive_failures = 0;
+                            b.sent += 1;
+                            b.open_until.take().is_some()
+                        };
+                        if was_open {
+                            self.audit_circuit(provider.name(), None).await;
+                        }
                         return Dispatched::Sent {
                             provider: provider.name(),
                             receipt,
@@ -246,7 +281,7 @@ impl Dispatcher {
                         self.metrics
                             .sms_message(provider.name(), MessageStatus::Failed);
                         tracing::warn!(provider = provider.name(), message = %msg.id, attempt, %detail, "SMS provider failed");
-                        let opened = {
+                        let (opened, newly) = {
                             let mut b = lock(breaker);
                             b.failed += 1;
                             b.consecutive_failures += 1;
@@ -254,11 +289,14 @@ impl Dispatcher {
                             let half_open = b.open_until.is_some();
                             if half_open || b.consecutive_failures >= self.breaker_failures {
                                 b.open_until = Some(self.clock.now_ms() + self.breaker_cooldown_ms);
-                                true
+                                (true, (!half_open).then_some(b.consecutive_failures))
                             } else {
-                                false
+                                (false, None)
                             }
                         };
+                        if newly.is_some() {
+                            self.audit_circuit(provider.name(), newly).await;
+                        }
                         last = format!("{}: {detail}", provider.name());
                         if opened || attempt >= self.max_retries {
                             break;

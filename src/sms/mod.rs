@@ -120,7 +120,8 @@ impl SmsService {
             cfg.sms.breaker_failures,
             Duration::from_secs(cfg.sms.breaker_cooldown_secs),
         )
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_audit(store.clone());
         let recent = store
             .sms_recent_sends(clock.now_ms() - HOUR_MS)?
             .into_iter()

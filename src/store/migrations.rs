@@ -336,6 +336,30 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX ceremonies_user ON ceremonies (user_name);
     CREATE INDEX ceremonies_history_user ON ceremonies_history (user_name);
     "#,
+    // 14: event hooks (`store/hooks.rs`): the fan-out's cursor over the audit log and one
+    // delivery row per (hook URL, audit line). Times are Unix milliseconds.
+    r#"
+    CREATE TABLE hook_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        audit_seq INTEGER NOT NULL
+    );
+    CREATE TABLE hook_deliveries (
+        id TEXT PRIMARY KEY,
+        hook_url TEXT NOT NULL,
+        event TEXT NOT NULL,
+        audit_seq INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        delivered_at INTEGER,
+        UNIQUE (hook_url, audit_seq)
+    );
+    CREATE INDEX hook_deliveries_due ON hook_deliveries (state, next_attempt_at);
+    CREATE INDEX hook_deliveries_audit ON hook_deliveries (audit_seq);
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the
