@@ -239,6 +239,14 @@ impl Authenticator for HidAuthenticator {
                 .then_some(info.remaining_discoverable_credentials),
             firmware: (info.firmware_version > 0).then(|| info.firmware_version.to_string()),
             min_pin_length: (info.min_pin_length > 0).then_some(info.min_pin_length),
+            // The library reports `false` for keys without the field (CTAP 2.0).
+            force_pin_change: info
+                .versions
+                .iter()
+                .any(|v| v == "FIDO_2_1")
+                .then_some(info.force_pin_change),
+            pin_policy_writable: option("authnrCfg") == Some(true)
+                && option("setMinPINLength") == Some(true),
         })
     }
 
@@ -325,6 +333,29 @@ impl Authenticator for HidAuthenticator {
             self.key.get_pin_token(pin.expose()).map(|_| ())
         })
         .map_err(|e| self.err(e))
+    }
+
+    fn set_pin_policy(
+        &self,
+        pin: &Pin,
+        min_pin_length: u32,
+        force_change: bool,
+    ) -> Result<(), DeviceError> {
+        let min = u8::try_from(min_pin_length).map_err(|_| DeviceError::PinPolicyViolation)?;
+        // ctap-hid-fido2 sends newMinPINLength and forceChangePin as two setMinPINLength
+        // commands, each under its own acfg token; the second keeps the minimum (§6.11.4:
+        // an absent newMinPINLength means the current one).
+        guarded("set_min_pin_length", || {
+            self.key.set_min_pin_length(min, Some(pin.expose()))
+        })
+        .map_err(|e| self.err(e))?;
+        if force_change {
+            guarded("force_change_pin", || {
+                self.key.force_change_pin(Some(pin.expose()))
+            })
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     fn cancel(&self) {
