@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use secret::Secret;
 pub use sections::{
-    CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
-    RelyingPartyConfig, SmsConfig, SmsFraudConfig, TwilioConfig, UserVerification, VonageConfig,
-    WebhookConfig,
+    CeremonyConfig, EnrollTarget, EnrollmentConfig, EntraConfig, HttpConfig, KioskConfig,
+    LogConfig, RelyingPartyConfig, SmsConfig, SmsFraudConfig, TwilioConfig, UserVerification,
+    VonageConfig, WebhookConfig,
 };
 use validate::validate;
 
@@ -67,6 +67,7 @@ pub struct Config {
     pub log: LogConfig,
     pub sms: SmsConfig,
     pub kiosk: KioskConfig,
+    pub enrollment: EnrollmentConfig,
     /// Microsoft Entra ID (optional section).
     pub entra: Option<EntraConfig>,
 }
@@ -87,6 +88,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sms: SmsConfig::default(),
             kiosk: KioskConfig::default(),
+            enrollment: EnrollmentConfig::default(),
             entra: None,
         }
     }

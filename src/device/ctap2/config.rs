@@ -32,7 +32,11 @@ pub fn set_min_pin_length_params(min_pin_length: u32, force_change: bool) -> Val
 
 impl Ctap2Authenticator {
     /// getPinUvAuthTokenUsingPinWithPermissions with protocol 1: the decrypted token.
-    fn pin_token_with_permissions(&self, pin: &Pin, permissions: u8) -> Result<Vec<u8>, DeviceError> {
+    fn pin_token_with_permissions(
+        &self,
+        pin: &Pin,
+        permissions: u8,
+    ) -> Result<Vec<u8>, DeviceError> {
         let (shared, our_key) = self.key_agreement()?;
         let pin_hash_enc = pp1::encrypt(&shared, &pp1::pin_hash(pin.expose()));
         let resp = self.client_pin(vec![

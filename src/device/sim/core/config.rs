@@ -10,7 +10,7 @@
 
 use ciborium::value::Value;
 
-use super::{Reply, SoftKey, SimExtension};
+use super::{Reply, SimExtension, SoftKey};
 use crate::device::ctap2::{
     as_i64, config_auth_message, config_sub, encode, get_int_key, pin_protocol_one as pp1,
 };
