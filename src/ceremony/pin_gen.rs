@@ -89,7 +89,10 @@ mod tests {
                 u64::from(self.next_u32())
             }
             fn fill_bytes(&mut self, dest: &mut [u8]) {
-                rand::impls::fill_bytes_via_next(self, dest)
+                for chunk in dest.chunks_mut(4) {
+                    let word = self.next_u32().to_le_bytes();
+                    chunk.copy_from_slice(&word[..chunk.len()]);
+                }
             }
             fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
                 self.fill_bytes(dest);
