@@ -20,6 +20,7 @@ use std::time::Duration;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod pin_policy;
 
 use keygate::harness::InProcess;
 use serde_json::{json, Value};

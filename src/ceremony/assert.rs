@@ -31,7 +31,7 @@ impl CeremonyService {
             validate_user_name(u)?;
         }
         let timeout = self.timeout(req.timeout_ms)?;
-        let pin = parse_pin(req.pin.clone())?;
+        let pin = parse_pin(req.pin.clone(), 4)?;
         let uv = self.effective_uv(req.user_verification)?;
         let creds = match &req.user {
             Some(u) => {

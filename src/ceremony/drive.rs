@@ -17,12 +17,14 @@ use crate::device::{DeviceError, OpContext, Pin, Progress};
 
 use super::{Ceremony, CeremonyError, CeremonyService, ErrorView, State};
 
-pub(super) fn parse_pin(p: Option<String>) -> Result<Option<Pin>, CeremonyError> {
+/// A PIN from a request, refused (`pin_policy_violation`) when shorter than `min_len` code
+/// points, before any key sees it.
+pub(super) fn parse_pin(p: Option<String>, min_len: u32) -> Result<Option<Pin>, CeremonyError> {
     match p {
         None => Ok(None),
         Some(p) => {
             let pin = Pin::new(p);
-            pin.check_policy(4)?;
+            pin.check_policy(min_len)?;
             Ok(Some(pin))
         }
     }
@@ -42,9 +44,33 @@ impl CeremonyService {
         c: &Arc<Ceremony>,
         deadline: Instant,
         pin_rx: &mut mpsc::Receiver<Pin>,
-        mut args: A,
+        args: A,
         op: F,
     ) -> Result<T, CeremonyError>
+    where
+        A: PinArgs + Clone + Send + 'static,
+        T: Send + 'static,
+        F: Fn(&dyn crate::device::Authenticator, &A, &OpContext) -> Result<T, DeviceError>
+            + Send
+            + Sync
+            + Copy
+            + 'static,
+    {
+        self.drive_keeping_pin(c, deadline, pin_rx, args, op)
+            .await
+            .map(|(t, _)| t)
+    }
+
+    /// [`Self::drive`], also returning the PIN the key took (from the request or asked for),
+    /// for what an enrollment does with the key afterwards (its PIN policy).
+    pub(super) async fn drive_keeping_pin<A, T, F>(
+        &self,
+        c: &Arc<Ceremony>,
+        deadline: Instant,
+        pin_rx: &mut mpsc::Receiver<Pin>,
+        mut args: A,
+        op: F,
+    ) -> Result<(T, Option<Pin>), CeremonyError>
     where
         A: PinArgs + Clone + Send + 'static,
         T: Send + 'static,
@@ -89,7 +115,7 @@ impl CeremonyService {
             c.key_nanos
                 .fetch_add(in_key.elapsed().as_nanos() as u64, Ordering::Relaxed);
             match r {
-                Ok(t) => return Ok(t),
+                Ok(t) => return Ok((t, args.pin())),
                 Err(DeviceError::PinRequired) if !args.has_pin() => {
                     need_pin = true;
                     last_error = None;
@@ -244,6 +270,7 @@ impl CeremonyService {
 pub(super) trait PinArgs {
     fn has_pin(&self) -> bool;
     fn set_pin(&mut self, pin: Option<Pin>);
+    fn pin(&self) -> Option<Pin>;
 }
 
 macro_rules! impl_pin_args {
@@ -254,6 +281,9 @@ macro_rules! impl_pin_args {
             }
             fn set_pin(&mut self, pin: Option<Pin>) {
                 self.pin = pin;
+            }
+            fn pin(&self) -> Option<Pin> {
+                self.pin.clone()
             }
         }
     };

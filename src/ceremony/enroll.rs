@@ -65,7 +65,7 @@ impl CeremonyService {
             validate_text("nickname", n, 64)?;
         }
         let timeout = self.timeout(req.timeout_ms)?;
-        let pin = parse_pin(req.pin.clone())?;
+        let pin = parse_pin(req.pin.clone(), self.cfg.enrollment.min_pin_length)?;
         let uv = self.effective_uv(req.user_verification)?;
         let (actor, status) = self.select_device(req.device.as_deref()).await?;
         let info = &status.info;
@@ -110,6 +110,7 @@ impl CeremonyService {
             .await?;
         let svc = self.clone();
         let model = info.model.clone();
+        let policy_writable = info.pin_policy_writable;
         let nickname = req.nickname.clone();
         // Monotonic on purpose: it bounds the device conversation (see drive.rs).
         let deadline = Instant::now() + timeout;
@@ -118,24 +119,32 @@ impl CeremonyService {
         tokio::spawn(async move {
             let c = task_c;
             let outcome = svc
-                .drive(&c, deadline, &mut pin_rx, args, |a, args, ctx| {
+                .drive_keeping_pin(&c, deadline, &mut pin_rx, args, |a, args, ctx| {
                     a.make_credential(args, ctx)
                 })
                 .await;
             let result = match outcome {
-                Ok(out) => {
-                    svc.finish_enrollment(
-                        &c,
-                        &user,
-                        &cdj,
-                        &out,
-                        &reg_state,
-                        discoverable,
-                        nickname,
-                        model,
-                        &who,
-                    )
-                    .await
+                Ok((out, pin)) => {
+                    let mut result = svc
+                        .finish_enrollment(
+                            &c,
+                            &user,
+                            &cdj,
+                            &out,
+                            &reg_state,
+                            discoverable,
+                            nickname,
+                            model,
+                            &who,
+                        )
+                        .await;
+                    if let Ok(serde_json::Value::Object(r)) = &mut result {
+                        let policy = svc.write_pin_policy(&c.actor, policy_writable, pin, &who);
+                        if let Some(p) = policy.await {
+                            r.insert("pin_policy".into(), p);
+                        }
+                    }
+                    result
                 }
                 Err(e) => Err(e),
             };

@@ -37,8 +37,11 @@ impl CeremonyService {
     ) -> Result<DeviceStatus, CeremonyError> {
         let new_pin = Pin::new(new_pin);
         let current = current_pin.map(Pin::new);
+        // The campus policy first: a PIN it refuses never reaches the key.
+        new_pin.check_policy(self.cfg.enrollment.min_pin_length)?;
         let (actor, status) = self.select_device(Some(device)).await?;
-        new_pin.check_policy(status.info.min_pin_length.unwrap_or(4))?;
+        let key_min = status.info.min_pin_length.unwrap_or(4);
+        new_pin.check_policy(key_min.max(self.cfg.enrollment.min_pin_length))?;
         let changing = current.is_some();
         let ctx = OpContext::new(Instant::now() + Duration::from_secs(10), Arc::new(|_| {}));
         let r = actor

@@ -22,6 +22,8 @@ mod enroll;
 mod entra;
 mod error;
 mod keys;
+pub mod pin_gen;
+mod pin_policy;
 pub mod rp;
 #[cfg(test)]
 mod tests;
@@ -90,6 +92,8 @@ pub struct CeremonyService {
     /// When [`CeremonyService::prune`] last walked `live`.
     pruned_at: Mutex<Option<Instant>>,
     metrics: crate::metrics::Metrics,
+    /// Keys whose PIN keygate generated, until their enrollment writes the PIN policy.
+    generated_pins: Mutex<std::collections::HashSet<String>>,
 }
 
 impl CeremonyService {
@@ -110,6 +114,7 @@ impl CeremonyService {
             live: Mutex::new(HashMap::new()),
             pruned_at: Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
+            generated_pins: Mutex::new(Default::default()),
         }
     }
 
@@ -446,7 +451,10 @@ impl CeremonyService {
     ) -> Result<CeremonyView, CeremonyError> {
         let c = self.find(id, kind).ok_or(CeremonyError::NotFound)?;
         let pin = Pin::new(pin);
-        pin.check_policy(4)?;
+        pin.check_policy(match kind {
+            Kind::Enrollment => self.cfg.enrollment.min_pin_length,
+            _ => 4,
+        })?;
         if c.state() != State::NeedsPin {
             return Err(if c.state().is_terminal() {
                 CeremonyError::AlreadyEnded

@@ -27,9 +27,9 @@ pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use hooks::HookConfig;
 pub use secret::Secret;
 pub use sections::{
-    CeremonyConfig, EnrollTarget, EntraConfig, HttpConfig, KioskConfig, LogConfig,
-    RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig, TwilioConfig, UserVerification,
-    VonageConfig, WebhookConfig,
+    CeremonyConfig, EnrollTarget, EnrollmentConfig, EntraConfig, HttpConfig, KioskConfig,
+    LogConfig, RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig, TwilioConfig,
+    UserVerification, VonageConfig, WebhookConfig,
 };
 use validate::validate;
 
@@ -70,6 +70,7 @@ pub struct Config {
     pub sms: SmsConfig,
     pub kiosk: KioskConfig,
     pub retention: RetentionConfig,
+    pub enrollment: EnrollmentConfig,
     /// Microsoft Entra ID (optional section).
     pub entra: Option<EntraConfig>,
     /// `[[hooks]]`: signed event notifications (`crate::hooks`).
@@ -93,6 +94,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             kiosk: KioskConfig::default(),
             retention: RetentionConfig::default(),
+            enrollment: EnrollmentConfig::default(),
             entra: None,
             hooks: Vec::new(),
         }

@@ -505,3 +505,41 @@ impl RetentionConfig {
         Ok(())
     }
 }
+
+/// `[enrollment]`: the campus PIN policy, checked before a PIN reaches a key and written onto
+/// keys that take it (CTAP 2.1 authenticatorConfig setMinPINLength) after an enrollment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    /// Shortest PIN keygate accepts (`pin_policy_violation` otherwise) and the minimum it sets
+    /// on the key. 4 is CTAP's own floor: keygate then refuses nothing more and writes nothing.
+    /// Campus policy: 6.
+    pub min_pin_length: u32,
+    /// After enrolling a key whose PIN keygate generated (service desk), make the key demand a
+    /// new PIN at its next use (forcePINChange).
+    pub force_pin_change: bool,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        EnrollmentConfig {
+            min_pin_length: 4,
+            force_pin_change: false,
+        }
+    }
+}
+
+impl EnrollmentConfig {
+    /// A policy keygate writes onto keys (anything beyond CTAP's defaults).
+    pub fn writes_policy(&self) -> bool {
+        self.min_pin_length > 4 || self.force_pin_change
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        // CTAP: at least 4 code points; a 63-byte PIN limit; generated PINs are 6 to 8 digits.
+        if !(4..=63).contains(&self.min_pin_length) {
+            return Err("enrollment.min_pin_length must be between 4 and 63".into());
+        }
+        Ok(())
+    }
+}

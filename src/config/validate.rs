@@ -49,6 +49,7 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     sms.fraud.check().map_err(ConfigError::Invalid)?;
+    cfg.enrollment.check().map_err(ConfigError::Invalid)?;
     if cfg.max_body_bytes < 1024 {
         return Err(ConfigError::Invalid(
             "max_body_bytes must be >= 1024".into(),

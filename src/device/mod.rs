@@ -52,7 +52,13 @@ pub struct DeviceInfo {
     pub discoverable_supported: bool,
     pub remaining_discoverable_credentials: Option<u32>,
     pub firmware: Option<String>,
+    /// GetInfo 0x0D: the shortest PIN the key accepts (CTAP 2.1; 4 when not raised).
     pub min_pin_length: Option<u32>,
+    /// GetInfo 0x0C: the key refuses its PIN for anything but changePIN until it is changed.
+    pub force_pin_change: Option<bool>,
+    /// Options `authnrCfg` and `setMinPINLength`: the key takes a PIN policy through
+    /// authenticatorConfig (CTAP 2.1 §6.11).
+    pub pin_policy_writable: bool,
 }
 
 impl DeviceInfo {
@@ -436,6 +442,21 @@ pub trait Authenticator: Send + Sync {
     /// use it only where the PIN is about to be used anyway: before a ceremony whose clock
     /// must not start on a wrong PIN (Entra's 5-minute window).
     fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError>;
+    /// authenticatorConfig setMinPINLength (CTAP 2.1 §6.11.4) under a pinUvAuthToken with the
+    /// `acfg` permission got with `pin`: raise the key's minimum PIN length (a key refuses to
+    /// lower it, `PinPolicyViolation`) and, with `force_change`, make it refuse the PIN for
+    /// anything but changePIN until changed. A PIN already shorter than `min_pin_length` makes
+    /// the key force a change by itself. A key without authenticatorConfig answers
+    /// CTAP1_ERR_INVALID_COMMAND (the default here, for adapters that cannot send it).
+    fn set_pin_policy(
+        &self,
+        pin: &Pin,
+        min_pin_length: u32,
+        force_change: bool,
+    ) -> Result<(), DeviceError> {
+        let _ = (pin, min_pin_length, force_change);
+        Err(DeviceError::Ctap(CtapStatus::InvalidCommand))
+    }
     /// Interrupt the operation in flight, if any. Must not block.
     fn cancel(&self);
 }

@@ -66,9 +66,12 @@ pub struct DeviceList {
     pub devices: Vec<DeviceStatus>,
 }
 
+/// The key after a PIN change, and the PIN keygate generated (shown this once).
 #[derive(Serialize, ToSchema)]
 pub struct DeviceBody {
     pub device: DeviceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_pin: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -60,19 +60,29 @@ pub async fn list_devices(State(st): State<SharedState>) -> ApiResult<Json<Devic
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinBody {
+    /// The new PIN; absent with `generate_pin: true`.
+    #[serde(default)]
     #[schema(min_length = 4, max_length = 63)]
-    new_pin: String,
+    new_pin: Option<String>,
     #[serde(default)]
     current_pin: Option<String>,
+    /// Service desk (admin only): keygate draws a random 6-8 digit PIN, sets it on a key
+    /// without one and answers it once in `generated_pin`; it is never logged or stored.
+    #[serde(default)]
+    generate_pin: bool,
 }
 
-/// Set a PIN (key without one) or change it (with `current_pin`).
+/// Set a PIN (key without one) or change it (with `current_pin`); with `generate_pin: true`
+/// (admin), keygate generates the PIN. A PIN shorter than `[enrollment] min_pin_length` (or
+/// the key's own minimum) is refused with `pin_policy_violation` before the key sees it.
 #[utoipa::path(post, path = "/v1/devices/{id}/pin", tag = "devices",
     params(("id" = String, Path, description = "Device id (`sim:<n>` or `hid:<path>`)")),
     request_body = PinBody,
     security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
     responses(
         (status = 200, description = "The key, with its PIN set", body = DeviceBody),
+        (status = 400, description = "`invalid_request`: neither or both of `new_pin` and `generate_pin`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: `generate_pin` needs an admin token", body = ErrorBody),
         (status = 404, description = "`not_found`: no such key", body = ErrorBody),
         (status = 408, description = "`touch_timeout`", body = ErrorBody),
         (status = 409, description = "`no_device`, `device_busy`, `device_removed`, `pin_already_set`, `pin_not_set`", body = ErrorBody),
@@ -87,11 +97,37 @@ pub async fn device_pin(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PinBody>,
 ) -> ApiResult<Json<DeviceBody>> {
-    let status = st
-        .ceremonies
-        .set_pin(&id, body.new_pin, body.current_pin, &caller.actor())
-        .await?;
-    Ok(Json(DeviceBody { device: status }))
+    match (body.new_pin, body.generate_pin) {
+        (Some(new_pin), false) => {
+            let status = st
+                .ceremonies
+                .set_pin(&id, new_pin, body.current_pin, &caller.actor())
+                .await?;
+            Ok(Json(DeviceBody {
+                device: status,
+                generated_pin: None,
+            }))
+        }
+        (None, true) if body.current_pin.is_none() => {
+            if caller.role != crate::auth::Role::Admin {
+                return Err(ApiError::forbidden(
+                    "`generate_pin` is for the service desk: it needs an admin token",
+                ));
+            }
+            let (status, pin) = st
+                .ceremonies
+                .set_generated_pin(&id, &caller.actor())
+                .await?;
+            Ok(Json(DeviceBody {
+                device: status,
+                generated_pin: Some(pin.expose().to_string()),
+            }))
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "give `new_pin`, or `generate_pin: true` for a key without a PIN",
+        )),
+    }
 }
 
 // ---- ceremonies ---------------------------------------------------------------------------

@@ -403,5 +403,7 @@ pub(super) fn empty_info(id: &str) -> DeviceInfo {
         remaining_discoverable_credentials: None,
         firmware: None,
         min_pin_length: None,
+        force_pin_change: None,
+        pin_policy_writable: false,
     }
 }

@@ -52,7 +52,7 @@ impl CeremonyService {
             ));
         }
         let timeout = self.timeout(req.timeout_ms)?;
-        let pin = parse_pin(req.pin.clone())?;
+        let pin = parse_pin(req.pin.clone(), 4)?;
         let probes = match &req.user {
             Some(u) => {
                 let mut probes: Vec<Probe> = Vec::new();

@@ -32,6 +32,8 @@ pub(super) struct EntraEnrollment {
     /// The key's model (from its AAGUID), for the passkey's name in Entra.
     pub(super) model: Option<String>,
     pub(super) who: String,
+    /// The key takes the `[enrollment]` PIN policy (authenticatorConfig).
+    pub(super) policy_writable: bool,
 }
 
 fn invalid(m: &str) -> CeremonyError {
@@ -66,7 +68,7 @@ impl CeremonyService {
             ));
         }
         let timeout = self.timeout(req.timeout_ms)?;
-        let pin = parse_pin(req.pin.clone())?;
+        let pin = parse_pin(req.pin.clone(), self.cfg.enrollment.min_pin_length)?;
         let (actor, status) = self.select_device(req.device.as_deref()).await?;
         precheck(&status.info)?;
         if let (Some(p), Some(min)) = (&pin, status.info.min_pin_length) {
@@ -79,6 +81,7 @@ impl CeremonyService {
             display_name: req.display_name.clone(),
             model: status.info.model.clone(),
             who: who.to_string(),
+            policy_writable: status.info.pin_policy_writable,
         };
         let id = crate::store::new_row_id();
         let (c, pin_rx) = self
@@ -121,8 +124,8 @@ impl CeremonyService {
             .await??;
         let (deadline, window_binds) = self.open_window(c, job, &opts, deadline)?;
         let (cdj, args) = make_credential_args(&opts, pin)?;
-        let out = self
-            .drive(c, deadline, &mut pin_rx, args, |a, args, ctx| {
+        let (out, pin) = self
+            .drive_keeping_pin(c, deadline, &mut pin_rx, args, |a, args, ctx| {
                 a.make_credential(args, ctx)
             })
             .await
@@ -136,7 +139,14 @@ impl CeremonyService {
                 }
                 other => other,
             })?;
-        self.register_entra_passkey(c, job, &opts, &cdj, &out).await
+        let mut result = self
+            .register_entra_passkey(c, job, &opts, &cdj, &out)
+            .await?;
+        let policy = self.write_pin_policy(&c.actor, job.policy_writable, pin, &job.who);
+        if let (serde_json::Value::Object(r), Some(p)) = (&mut result, policy.await) {
+            r.insert("pin_policy".into(), p);
+        }
+        Ok(result)
     }
 
     /// Graph issued its challenge: show the window (`entra` in the view) and bound the

@@ -33,6 +33,8 @@ fn info() -> DeviceInfo {
         remaining_discoverable_credentials: Some(25),
         firmware: None,
         min_pin_length: Some(4),
+        force_pin_change: Some(false),
+        pin_policy_writable: true,
     }
 }
 

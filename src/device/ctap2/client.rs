@@ -36,7 +36,7 @@ pub struct Ctap2Authenticator {
 /// Short operations (GetInfo, ClientPIN) need no touch; this bounds them all the same.
 const QUICK_OP: Duration = Duration::from_secs(10);
 
-fn quick_ctx() -> OpContext {
+pub(super) fn quick_ctx() -> OpContext {
     OpContext::new(Instant::now() + QUICK_OP, Arc::new(|_| {}))
 }
 
@@ -54,7 +54,7 @@ impl Ctap2Authenticator {
     }
 
     /// One request/response; a non-zero status becomes a [`DeviceError`].
-    fn call(
+    pub(super) fn call(
         &self,
         command: u8,
         params: Option<Value>,
@@ -93,12 +93,12 @@ impl Ctap2Authenticator {
         GetInfo::parse(body)
     }
 
-    fn client_pin(&self, params: Vec<(i64, Value)>) -> Result<Value, DeviceError> {
+    pub(super) fn client_pin(&self, params: Vec<(i64, Value)>) -> Result<Value, DeviceError> {
         self.call(cmd::CLIENT_PIN, Some(int_map(params)), &quick_ctx())
     }
 
     /// getKeyAgreement + ECDH: the shared secret and our public key as COSE.
-    fn key_agreement(&self) -> Result<([u8; 32], Value), DeviceError> {
+    pub(super) fn key_agreement(&self) -> Result<([u8; 32], Value), DeviceError> {
         let resp = self.client_pin(vec![
             (0x01, int(1)),
             (0x02, int(pin_sub::GET_KEY_AGREEMENT as i64)),
@@ -190,6 +190,9 @@ impl Authenticator for Ctap2Authenticator {
             remaining_discoverable_credentials: gi.remaining_discoverable_credentials,
             firmware: gi.firmware_version.map(|f| f.to_string()),
             min_pin_length: gi.min_pin_length,
+            force_pin_change: gi.force_pin_change,
+            pin_policy_writable: gi.option("authnrCfg") == Some(true)
+                && gi.option("setMinPINLength") == Some(true),
         })
     }
 
@@ -355,6 +358,15 @@ impl Authenticator for Ctap2Authenticator {
             Some(false) => Err(DeviceError::PinNotSet),
             None => Err(DeviceError::UvUnsupported),
         }
+    }
+
+    fn set_pin_policy(
+        &self,
+        pin: &Pin,
+        min_pin_length: u32,
+        force_change: bool,
+    ) -> Result<(), DeviceError> {
+        self.write_pin_policy(pin, min_pin_length, force_change)
     }
 
     fn cancel(&self) {

@@ -12,6 +12,7 @@
 
 mod cbor;
 mod client;
+mod config;
 mod cose;
 mod extensions;
 pub mod pin_protocol_one;
@@ -24,6 +25,7 @@ pub use cbor::{
     text_map,
 };
 pub use client::Ctap2Authenticator;
+pub use config::{config_auth_message, set_min_pin_length_params};
 pub use cose::{cose_ec2, parse_cose_ec2};
 pub use extensions::{auth_data_extensions, make_credential_extensions};
 pub use response::{attestation_object, credential_id_from_auth_data, parse_assertion, GetInfo};
@@ -38,6 +40,16 @@ pub mod cmd {
     pub const CLIENT_PIN: u8 = 0x06;
     pub const RESET: u8 = 0x07;
     pub const GET_NEXT_ASSERTION: u8 = 0x08;
+    pub const AUTHENTICATOR_CONFIG: u8 = 0x0D;
+}
+
+/// authenticatorConfig subcommands (§6.11) and the pinUvAuthToken permission it needs (§6.5.5.7).
+pub mod config_sub {
+    pub const SET_MIN_PIN_LENGTH: u8 = 0x03;
+    /// Permission `acfg` of getPinUvAuthTokenUsingPinWithPermissions.
+    pub const PERMISSION_ACFG: u8 = 0x20;
+    /// The default permissions a getPinToken token carries (`mc` | `ga`).
+    pub const PERMISSIONS_DEFAULT: u8 = 0x01 | 0x02;
 }
 
 /// authenticatorClientPIN subcommands (§6.5.5).
@@ -47,6 +59,7 @@ pub mod pin_sub {
     pub const SET_PIN: u8 = 0x03;
     pub const CHANGE_PIN: u8 = 0x04;
     pub const GET_PIN_TOKEN: u8 = 0x05;
+    pub const GET_PIN_UV_AUTH_TOKEN_USING_PIN_WITH_PERMISSIONS: u8 = 0x09;
 }
 
 /// Moves one CTAP2 request (command byte followed by CBOR parameters) to an authenticator and

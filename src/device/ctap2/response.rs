@@ -18,6 +18,8 @@ pub struct GetInfo {
     pub options: Vec<(String, bool)>,
     pub pin_protocols: Vec<u64>,
     pub min_pin_length: Option<u32>,
+    /// 0x0C forcePINChange (CTAP 2.1).
+    pub force_pin_change: Option<bool>,
     pub firmware_version: Option<u64>,
     pub remaining_discoverable_credentials: Option<u32>,
 }
@@ -69,6 +71,7 @@ impl GetInfo {
             options,
             pin_protocols,
             min_pin_length: small(0x0D).map(|i| i as u32),
+            force_pin_change: get_int_key(&v, 0x0C).and_then(Value::as_bool),
             firmware_version: small(0x0E).map(|i| i as u64),
             remaining_discoverable_credentials: small(0x14).map(|i| i as u32),
         })

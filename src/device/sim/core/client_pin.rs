@@ -6,8 +6,8 @@ use subtle::ConstantTimeEq;
 
 use super::{Reply, SoftKey, MAX_PIN_RETRIES, PIN_AUTH_BLOCK_AFTER};
 use crate::device::ctap2::{
-    as_i64, bytes, cose_ec2, get_int_key, int, int_map, parse_cose_ec2, pin_protocol_one as pp1,
-    pin_sub,
+    as_i64, bytes, config_sub, cose_ec2, get_int_key, int, int_map, parse_cose_ec2,
+    pin_protocol_one as pp1, pin_sub,
 };
 use crate::device::CtapStatus;
 
@@ -47,6 +47,7 @@ impl SoftKey {
                 }
                 let pin = self.decrypt_new_pin(&shared, &new_pin_enc)?;
                 self.state.pin_hash = Some(pp1::pin_hash(&pin).to_vec());
+                self.state.pin_policy.pin_length = Some(pin.chars().count() as u32);
                 self.state.pin_retries = MAX_PIN_RETRIES;
                 self.persist();
                 Ok(Value::Map(vec![]))
@@ -63,16 +64,46 @@ impl SoftKey {
                 }
                 self.check_pin_hash(&shared, &pin_hash_enc)?;
                 let pin = self.decrypt_new_pin(&shared, &new_pin_enc)?;
-                self.state.pin_hash = Some(pp1::pin_hash(&pin).to_vec());
+                let new_hash = pp1::pin_hash(&pin).to_vec();
+                // A forced change must change the PIN (§6.5.5.6).
+                if self.state.pin_policy.force_pin_change
+                    && self.state.pin_hash.as_deref() == Some(&new_hash[..])
+                {
+                    return Err(CtapStatus::PinPolicyViolation);
+                }
+                self.state.pin_hash = Some(new_hash);
+                self.state.pin_policy.pin_length = Some(pin.chars().count() as u32);
+                self.state.pin_policy.force_pin_change = false;
                 self.volatile.pin_token = self.random();
+                self.volatile.pin_token_permissions = 0;
                 self.persist();
                 Ok(Value::Map(vec![]))
             }
-            pin_sub::GET_PIN_TOKEN => {
+            pin_sub::GET_PIN_TOKEN | pin_sub::GET_PIN_UV_AUTH_TOKEN_USING_PIN_WITH_PERMISSIONS => {
+                let permissions = if sub as u8 == pin_sub::GET_PIN_TOKEN {
+                    config_sub::PERMISSIONS_DEFAULT
+                } else {
+                    match get_int_key(p, 0x09).and_then(as_i64) {
+                        None => return Err(CtapStatus::MissingParameter),
+                        Some(n) if !(1..=0xff).contains(&n) => {
+                            return Err(CtapStatus::InvalidParameter)
+                        }
+                        Some(n) => n as u8,
+                    }
+                };
                 let shared = self.shared_secret(p)?;
                 let pin_hash_enc = self.param_bytes(p, 0x06)?;
                 self.check_pin_hash(&shared, &pin_hash_enc)?;
                 self.persist();
+                // The right PIN, but only changePIN may use it until it is changed (§6.5.5.7).
+                if self.state.pin_policy.force_pin_change {
+                    return Err(CtapStatus::PinPolicyViolation);
+                }
+                if permissions != self.volatile.pin_token_permissions {
+                    // A token is re-issued for new permissions; the old one stops working.
+                    self.volatile.pin_token = self.random();
+                    self.volatile.pin_token_permissions = permissions;
+                }
                 Ok(int_map(vec![(
                     0x02,
                     bytes(&pp1::encrypt(&shared, &self.volatile.pin_token)),
@@ -111,7 +142,8 @@ impl SoftKey {
         }
         let padded = pp1::decrypt(shared, new_pin_enc).ok_or(CtapStatus::PinPolicyViolation)?;
         let pin = pp1::unpad_pin(&padded).ok_or(CtapStatus::PinPolicyViolation)?;
-        if pin.chars().count() < 4 || pin.len() > 63 {
+        let min = self.state.pin_policy.min_pin_length.max(4);
+        if (pin.chars().count() as u32) < min || pin.len() > 63 {
             return Err(CtapStatus::PinPolicyViolation);
         }
         Ok(pin)

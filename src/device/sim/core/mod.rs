@@ -15,6 +15,7 @@
 //! (credProtect and hmac-secret, CTAP 2.1 §12.1 and §12.5).
 
 mod client_pin;
+mod config;
 mod credential;
 mod extensions;
 mod get_assertion;
@@ -105,6 +106,8 @@ struct Volatile {
     key_agreement: SecretKey,
     pin_token: [u8; 32],
     consecutive_pin_mismatches: u32,
+    /// What the current pinUvAuthToken may be used for (CTAP 2.1 §6.5.5.7 permissions).
+    pin_token_permissions: u8,
     /// Remaining assertions of a discoverable GetAssertion, for GetNextAssertion.
     pending: Vec<PendingAssertion>,
 }
@@ -160,6 +163,7 @@ impl SoftKey {
                 key_agreement: SecretKey::from_slice(&[1u8; 32]).expect("valid scalar"),
                 pin_token: [0; 32],
                 consecutive_pin_mismatches: 0,
+                pin_token_permissions: 0,
                 pending: Vec::new(),
             },
             persist_to,
@@ -173,6 +177,7 @@ impl SoftKey {
         self.volatile.key_agreement = self.derive_secret_key(b"ka");
         self.volatile.pin_token = self.random();
         self.volatile.consecutive_pin_mismatches = 0;
+        self.volatile.pin_token_permissions = 0;
         self.volatile.pending.clear();
     }
 
@@ -222,6 +227,7 @@ impl SoftKey {
     /// Set or clear the PIN directly (simulator control, not a CTAP command).
     pub fn force_pin(&mut self, pin: Option<&str>) {
         self.state.pin_hash = pin.map(|p| pp1::pin_hash(p).to_vec());
+        self.state.pin_policy.pin_length = pin.map(|p| p.chars().count() as u32);
         self.state.pin_retries = MAX_PIN_RETRIES;
         self.persist();
     }
@@ -266,6 +272,7 @@ impl SoftKey {
             cmd::GET_ASSERTION => self.get_assertion(params.as_ref(), presence),
             cmd::GET_NEXT_ASSERTION => self.get_next_assertion(),
             cmd::CLIENT_PIN => self.client_pin(params.as_ref()),
+            cmd::AUTHENTICATOR_CONFIG => self.authenticator_config(params.as_ref()),
             cmd::RESET => self.reset(presence),
             _ => Err(CtapStatus::InvalidCommand),
         };
@@ -288,6 +295,7 @@ impl SoftKey {
         if self.state.pin_supported {
             options.push(("clientPin", Value::Bool(self.pin_set())));
         }
+        options.extend(self.config_options());
         let pin_protocols = if self.state.pin_supported {
             vec![int(1)]
         } else {
@@ -311,7 +319,8 @@ impl SoftKey {
             (0x04, text_map(options)),
             (0x05, int(1200)),
             (0x06, Value::Array(pin_protocols)),
-            (0x0D, int(4)),
+            (0x0C, Value::Bool(self.state.pin_policy.force_pin_change)),
+            (0x0D, int(self.state.pin_policy.min_pin_length as i64)),
             (0x0E, int(0x0001_0002)),
             (0x14, int(remaining as i64)),
         ])

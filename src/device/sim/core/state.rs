@@ -43,6 +43,28 @@ pub struct KeyState {
     /// simulated load with all of them.
     #[serde(default = "all_extensions")]
     pub extensions: Vec<SimExtension>,
+    /// The PIN policy of authenticatorConfig (see `config`).
+    #[serde(default)]
+    pub pin_policy: PinPolicyState,
+}
+
+/// minPINLength and forcePINChange (CTAP 2.1 §6.11.4), and the length of the current PIN in
+/// code points (a key keeps it to force a change when the minimum rises above it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinPolicyState {
+    pub min_pin_length: u32,
+    pub force_pin_change: bool,
+    pub pin_length: Option<u32>,
+}
+
+impl Default for PinPolicyState {
+    fn default() -> Self {
+        PinPolicyState {
+            min_pin_length: 4,
+            force_pin_change: false,
+            pin_length: None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -63,6 +85,7 @@ impl KeyState {
             attestation: AttestationMode::Ca,
             pin_supported: true,
             extensions: all_extensions(),
+            pin_policy: PinPolicyState::default(),
         }
     }
 
