@@ -19,6 +19,7 @@ mod credential;
 mod extensions;
 mod get_assertion;
 mod make_credential;
+mod reset;
 mod state;
 
 use std::path::PathBuf;
@@ -107,6 +108,8 @@ struct Volatile {
     consecutive_pin_mismatches: u32,
     /// Remaining assertions of a discoverable GetAssertion, for GetNextAssertion.
     pending: Vec<PendingAssertion>,
+    /// When the key last powered up: authenticatorReset's window starts here (`reset`).
+    powered_up_at: std::time::Instant,
 }
 
 struct PendingAssertion {
@@ -161,6 +164,7 @@ impl SoftKey {
                 pin_token: [0; 32],
                 consecutive_pin_mismatches: 0,
                 pending: Vec::new(),
+                powered_up_at: std::time::Instant::now(),
             },
             persist_to,
         };
@@ -174,6 +178,7 @@ impl SoftKey {
         self.volatile.pin_token = self.random();
         self.volatile.consecutive_pin_mismatches = 0;
         self.volatile.pending.clear();
+        self.volatile.powered_up_at = std::time::Instant::now();
     }
 
     fn random(&mut self) -> [u8; 32] {
@@ -361,22 +366,6 @@ impl SoftKey {
             });
         }
         Ok(())
-    }
-
-    fn reset(&mut self, presence: &mut dyn UserPresence) -> Reply {
-        presence.wait()?;
-        // A reset wipes secrets, PIN and credentials; what the key is (its firmware: slots,
-        // counter, attestation, ClientPIN and extension support) stays.
-        let fresh = KeyState::new(self.random());
-        let old = std::mem::replace(&mut self.state, fresh);
-        self.state.resident_slots = old.resident_slots;
-        self.state.counter_mode = old.counter_mode;
-        self.state.attestation = old.attestation;
-        self.state.pin_supported = old.pin_supported;
-        self.state.extensions = old.extensions;
-        self.power_cycle();
-        self.persist();
-        Ok(Value::Map(vec![]))
     }
 
     /// An identical copy of this key's secrets and counter (a cloned key).

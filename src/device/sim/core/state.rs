@@ -43,6 +43,17 @@ pub struct KeyState {
     /// simulated load with all of them.
     #[serde(default = "all_extensions")]
     pub extensions: Vec<SimExtension>,
+    /// How long after power-up the key accepts authenticatorReset (CTAP 2.1 §6.6: 10 s;
+    /// older YubiKeys 5 s).
+    #[serde(default = "default_reset_window_ms")]
+    pub reset_window_ms: u64,
+}
+
+/// CTAP 2.1 §6.6's power-up window for authenticatorReset.
+pub const DEFAULT_RESET_WINDOW_MS: u64 = 10_000;
+
+fn default_reset_window_ms() -> u64 {
+    DEFAULT_RESET_WINDOW_MS
 }
 
 fn yes() -> bool {
@@ -63,6 +74,7 @@ impl KeyState {
             attestation: AttestationMode::Ca,
             pin_supported: true,
             extensions: all_extensions(),
+            reset_window_ms: DEFAULT_RESET_WINDOW_MS,
         }
     }
 
