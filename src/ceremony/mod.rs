@@ -22,6 +22,7 @@ mod enroll;
 mod entra;
 mod error;
 mod keys;
+pub mod reset;
 pub mod rp;
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,8 @@ pub struct CeremonyService {
     /// When [`CeremonyService::prune`] last walked `live`.
     pruned_at: Mutex<Option<Instant>>,
     metrics: crate::metrics::Metrics,
+    /// Factory resets (`reset.rs`), a registry of their own.
+    resets: reset::Resets,
 }
 
 impl CeremonyService {
@@ -110,6 +113,7 @@ impl CeremonyService {
             live: Mutex::new(HashMap::new()),
             pruned_at: Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
+            resets: reset::Resets::default(),
         }
     }
 

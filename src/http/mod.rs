@@ -13,6 +13,7 @@ mod handlers;
 mod kiosk;
 mod metrics;
 pub mod openapi;
+mod reset;
 pub mod server;
 mod sim;
 mod sms;
@@ -100,6 +101,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/audit/head", get(admin::audit_head))
         .merge(sms::admin_routes())
         .merge(entra::admin_routes())
+        .merge(reset::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, entra, handlers, kiosk, metrics, sim, sms};
+use super::{admin, entra, handlers, kiosk, metrics, reset, sim, sms};
 use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
@@ -51,6 +51,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         sms::callback, sms::sim_inbox,
         sim::list, sim::plug, sim::configure, sim::remove, sim::unplug, sim::replug,
         sim::clone_key,
+        reset::start, reset::get_reset, reset::cancel, reset::events,
         kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::texts_js, kiosk::app_css,
         kiosk::icon, kiosk::session, kiosk::config, kiosk::handoff, kiosk::sign_out,
         kiosk::whoami,
