@@ -69,7 +69,7 @@ mod tests {
         let (_dir, mut key) = key();
         key.force_pin(Some("123456"));
         let master = key.state.master.clone();
-        assert_eq!(key.process(&[cmd::RESET], &mut AlwaysPresent), vec![0]);
+        assert_eq!(key.process(&[cmd::RESET], &mut AlwaysPresent)[0], 0);
         assert!(!key.pin_set());
         assert!(key.state.resident.is_empty());
         assert_ne!(key.state.master, master);
@@ -88,7 +88,7 @@ mod tests {
         assert!(key.pin_set(), "a refused reset changes nothing");
         key.set_reset_window(Duration::from_secs(60));
         key.power_cycle();
-        assert_eq!(key.process(&[cmd::RESET], &mut AlwaysPresent), vec![0]);
+        assert_eq!(key.process(&[cmd::RESET], &mut AlwaysPresent)[0], 0);
         assert_eq!(key.state.reset_window_ms, 60_000, "the window is firmware");
     }
 
