@@ -103,6 +103,9 @@ error_codes! {
     /// The monthly message cap is reached. 503, not 429: no caller sent too much, SMS is out
     /// of service for everyone until the month turns (`retry_after`) or the cap is raised.
     BudgetExhausted = "budget_exhausted" => SERVICE_UNAVAILABLE,
+    /// A factory reset reached the key after its power-up window (CTAP 2.1 §6.6: ~10 s, 5 s
+    /// on older YubiKeys): unplug and replug the key, then reset at once.
+    ResetWindowMissed = "reset_window_missed" => CONFLICT,
     // Microsoft Entra ID (Graph), the upstream directory
     /// `[entra]` is not configured on this daemon.
     EntraNotConfigured = "entra_not_configured" => NOT_IMPLEMENTED,

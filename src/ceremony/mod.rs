@@ -24,6 +24,7 @@ mod error;
 mod keys;
 pub mod pin_gen;
 mod pin_policy;
+pub mod reset;
 pub mod rp;
 #[cfg(test)]
 mod tests;
@@ -94,6 +95,8 @@ pub struct CeremonyService {
     metrics: crate::metrics::Metrics,
     /// Keys whose PIN keygate generated, until their enrollment writes the PIN policy.
     generated_pins: Mutex<std::collections::HashSet<String>>,
+    /// Factory resets (`reset.rs`), a registry of their own.
+    resets: reset::Resets,
 }
 
 impl CeremonyService {
@@ -115,6 +118,7 @@ impl CeremonyService {
             pruned_at: Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             generated_pins: Mutex::new(Default::default()),
+            resets: reset::Resets::default(),
         }
     }
 

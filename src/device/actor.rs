@@ -70,6 +70,11 @@ impl DeviceActor {
         &self.id
     }
 
+    /// See [`Authenticator::power_ups`]: moves on when a simulated key is replugged.
+    pub fn power_ups(&self) -> u64 {
+        self.auth.power_ups()
+    }
+
     pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::SeqCst)
     }

@@ -332,6 +332,8 @@ pub enum DeviceError {
     NoCredentials,
     #[error("the key does not support discoverable credentials or its storage is full")]
     KeyStoreFull,
+    #[error("the key refused the reset: more than its power-up window has passed since it was plugged in")]
+    ResetWindowMissed,
     #[error("the key answered with CTAP status {0:?}")]
     Ctap(CtapStatus),
     #[error("protocol error: {0}")]
@@ -362,6 +364,7 @@ impl DeviceError {
             DeviceError::CredentialExcluded => ErrorCode::CredentialExcluded,
             DeviceError::NoCredentials => ErrorCode::NoCredentials,
             DeviceError::KeyStoreFull => ErrorCode::KeyStoreFull,
+            DeviceError::ResetWindowMissed => ErrorCode::ResetWindowMissed,
             DeviceError::Ctap(_) | DeviceError::Protocol(_) | DeviceError::Io(_) => {
                 ErrorCode::DeviceError
             }
@@ -459,6 +462,19 @@ pub trait Authenticator: Send + Sync {
     }
     /// Interrupt the operation in flight, if any. Must not block.
     fn cancel(&self);
+    /// authenticatorReset (CTAP 2.1 §6.6): wipes the PIN, every credential and the key's
+    /// secrets. Keys accept it only within their power-up window (~10 s after being plugged
+    /// in; else `ResetWindowMissed`) and only with a touch (`OperationDenied`,
+    /// `TouchTimeout`, `Cancelled`). Adapters that cannot send it answer `Ctap(InvalidCommand)`.
+    fn reset(&self, ctx: &OpContext) -> Result<(), DeviceError> {
+        let _ = ctx;
+        Err(DeviceError::Ctap(CtapStatus::InvalidCommand))
+    }
+    /// How many times this handle has seen the key power up (plugged back in) since it was
+    /// opened. A real key that is replugged gets a new handle instead, so HID reports 0.
+    fn power_ups(&self) -> u64 {
+        0
+    }
 }
 
 /// Discovers the plugged authenticators of one kind.

@@ -14,6 +14,7 @@ mod hooks;
 mod kiosk;
 mod metrics;
 pub mod openapi;
+mod reset;
 pub mod server;
 mod sim;
 mod sms;
@@ -104,6 +105,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(entra::admin_routes())
         .merge(users_privacy::admin_routes())
         .merge(hooks::admin_routes())
+        .merge(reset::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, entra, handlers, hooks, kiosk, metrics, sim, sms, users_privacy};
+use super::{admin, entra, handlers, hooks, kiosk, metrics, reset, sim, sms, users_privacy};
 use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
@@ -52,6 +52,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         sms::callback, sms::sim_inbox,
         sim::list, sim::plug, sim::configure, sim::remove, sim::unplug, sim::replug,
         sim::clone_key,
+        reset::start, reset::get_reset, reset::cancel, reset::events,
         kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::texts_js, kiosk::app_css,
         kiosk::icon, kiosk::session, kiosk::config, kiosk::handoff, kiosk::sign_out,
         kiosk::whoami, hooks::list_hooks,

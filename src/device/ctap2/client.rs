@@ -158,6 +158,16 @@ impl Ctap2Authenticator {
     }
 }
 
+/// authenticatorReset's status (CTAP 2.1 §6.6): NOT_ALLOWED there means "too long after
+/// power-up", not a refusal by the user (OPERATION_DENIED / USER_ACTION_TIMEOUT).
+pub fn reset_outcome(status: CtapStatus) -> Result<(), DeviceError> {
+    match status {
+        CtapStatus::Ok => Ok(()),
+        CtapStatus::NotAllowed => Err(DeviceError::ResetWindowMissed),
+        other => Err(DeviceError::from_status(other, None)),
+    }
+}
+
 fn cred_descriptor(id: &[u8]) -> Value {
     text_map(vec![("id", bytes(id)), ("type", text("public-key"))])
 }
@@ -367,6 +377,17 @@ impl Authenticator for Ctap2Authenticator {
         force_change: bool,
     ) -> Result<(), DeviceError> {
         self.write_pin_policy(pin, min_pin_length, force_change)
+    }
+
+    fn reset(&self, ctx: &OpContext) -> Result<(), DeviceError> {
+        ctx.emit(Progress::WaitingTouch);
+        let raw = self.transport.transact(&[cmd::RESET], ctx)?;
+        let (status, _) = split_response(&raw)?;
+        reset_outcome(status)
+    }
+
+    fn power_ups(&self) -> u64 {
+        self.transport.power_ups()
     }
 
     fn cancel(&self) {

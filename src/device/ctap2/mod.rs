@@ -24,7 +24,7 @@ pub use cbor::{
     as_i64, bytes, decode, encode, get_int_key, get_text_key, int, int_map, split_response, text,
     text_map,
 };
-pub use client::Ctap2Authenticator;
+pub use client::{reset_outcome, Ctap2Authenticator};
 pub use config::{config_auth_message, set_min_pin_length_params};
 pub use cose::{cose_ec2, parse_cose_ec2};
 pub use extensions::{auth_data_extensions, make_credential_extensions};
@@ -73,4 +73,8 @@ pub trait CtapTransport: Send + Sync {
     fn product(&self) -> String;
     /// `hid`, `sim`, ...
     fn kind(&self) -> &'static str;
+    /// See [`crate::device::Authenticator::power_ups`].
+    fn power_ups(&self) -> u64 {
+        0
+    }
 }

@@ -207,6 +207,7 @@ impl SimBench {
             || opts.attestation.is_some()
             || opts.pin_supported.is_some()
             || opts.extensions.is_some()
+            || opts.reset_window_ms.is_some()
         {
             let mut soft = lock(&key.soft);
             if let Some(c) = opts.counter {
@@ -233,6 +234,9 @@ impl SimBench {
             if let Some(e) = &opts.extensions {
                 soft.set_extensions(e);
             }
+            if let Some(ms) = opts.reset_window_ms {
+                soft.set_reset_window(Duration::from_millis(ms.min(3_600_000)));
+            }
             soft.persist();
             key.refresh_snapshot(&soft);
         }
@@ -247,7 +251,8 @@ impl SimBench {
         Ok(key.status())
     }
 
-    /// Plug it back in: a power cycle (PIN auth block lifted, new PIN token).
+    /// Plug it back in: a power cycle (PIN auth block lifted, new PIN token, the factory
+    /// reset's power-up window starts).
     pub fn replug(&self, id: &str) -> Result<SimKeyStatus, DeviceError> {
         let key = self.find(id)?;
         key.plugged.store(false, Ordering::SeqCst);

@@ -44,6 +44,10 @@ pub struct SimKeyOptions {
     /// "hmac-secret"]`). `[]` makes an older CTAP 2.0 key that ignores extension inputs: no
     /// extension outputs, no ED flag. Without `credProtect` the key reports `FIDO_2_0` only.
     pub extensions: Option<Vec<SimExtension>>,
+    /// How long after power-up (plug, replug) the key accepts a factory reset, in ms
+    /// (default 10000 per CTAP 2.1; older YubiKeys 5000). At most an hour.
+    #[schema(maximum = 3_600_000)]
+    pub reset_window_ms: Option<u64>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(

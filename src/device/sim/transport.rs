@@ -165,4 +165,9 @@ impl CtapTransport for SimTransport {
     fn kind(&self) -> &'static str {
         "sim"
     }
+
+    /// Every unplug and replug moves the plug generation on.
+    fn power_ups(&self) -> u64 {
+        self.key.plug_generation.load(Ordering::SeqCst)
+    }
 }

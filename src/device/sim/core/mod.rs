@@ -20,6 +20,7 @@ mod credential;
 mod extensions;
 mod get_assertion;
 mod make_credential;
+mod reset;
 mod state;
 
 use std::path::PathBuf;
@@ -110,6 +111,8 @@ struct Volatile {
     pin_token_permissions: u8,
     /// Remaining assertions of a discoverable GetAssertion, for GetNextAssertion.
     pending: Vec<PendingAssertion>,
+    /// When the key last powered up: authenticatorReset's window starts here (`reset`).
+    powered_up_at: std::time::Instant,
 }
 
 struct PendingAssertion {
@@ -165,6 +168,7 @@ impl SoftKey {
                 consecutive_pin_mismatches: 0,
                 pin_token_permissions: 0,
                 pending: Vec::new(),
+                powered_up_at: std::time::Instant::now(),
             },
             persist_to,
         };
@@ -179,6 +183,7 @@ impl SoftKey {
         self.volatile.consecutive_pin_mismatches = 0;
         self.volatile.pin_token_permissions = 0;
         self.volatile.pending.clear();
+        self.volatile.powered_up_at = std::time::Instant::now();
     }
 
     fn random(&mut self) -> [u8; 32] {
@@ -370,22 +375,6 @@ impl SoftKey {
             });
         }
         Ok(())
-    }
-
-    fn reset(&mut self, presence: &mut dyn UserPresence) -> Reply {
-        presence.wait()?;
-        // A reset wipes secrets, PIN and credentials; what the key is (its firmware: slots,
-        // counter, attestation, ClientPIN and extension support) stays.
-        let fresh = KeyState::new(self.random());
-        let old = std::mem::replace(&mut self.state, fresh);
-        self.state.resident_slots = old.resident_slots;
-        self.state.counter_mode = old.counter_mode;
-        self.state.attestation = old.attestation;
-        self.state.pin_supported = old.pin_supported;
-        self.state.extensions = old.extensions;
-        self.power_cycle();
-        self.persist();
-        Ok(Value::Map(vec![]))
     }
 
     /// An identical copy of this key's secrets and counter (a cloned key).

@@ -46,6 +46,10 @@ pub struct KeyState {
     /// The PIN policy of authenticatorConfig (see `config`).
     #[serde(default)]
     pub pin_policy: PinPolicyState,
+    /// How long after power-up the key accepts authenticatorReset (CTAP 2.1 §6.6: 10 s;
+    /// older YubiKeys 5 s).
+    #[serde(default = "default_reset_window_ms")]
+    pub reset_window_ms: u64,
 }
 
 /// minPINLength and forcePINChange (CTAP 2.1 §6.11.4), and the length of the current PIN in
@@ -67,6 +71,13 @@ impl Default for PinPolicyState {
     }
 }
 
+/// CTAP 2.1 §6.6's power-up window for authenticatorReset.
+pub const DEFAULT_RESET_WINDOW_MS: u64 = 10_000;
+
+fn default_reset_window_ms() -> u64 {
+    DEFAULT_RESET_WINDOW_MS
+}
+
 fn yes() -> bool {
     true
 }
@@ -86,6 +97,7 @@ impl KeyState {
             pin_supported: true,
             extensions: all_extensions(),
             pin_policy: PinPolicyState::default(),
+            reset_window_ms: DEFAULT_RESET_WINDOW_MS,
         }
     }
 
