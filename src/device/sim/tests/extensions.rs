@@ -325,7 +325,10 @@ fn a_key_file_from_before_the_extensions_loads_with_both() {
     // Newer still than `extensions` (the PIN policy of authenticatorConfig).
     v.as_object_mut().unwrap().remove("pin_policy").unwrap();
     // And the reset window (authenticatorReset's power-up window).
-    v.as_object_mut().unwrap().remove("reset_window_ms").unwrap();
+    v.as_object_mut()
+        .unwrap()
+        .remove("reset_window_ms")
+        .unwrap();
     let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     fields.sort_unstable();
     assert_eq!(
