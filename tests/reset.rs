@@ -24,7 +24,7 @@ async fn replug(s: &TestServer, key: &str) {
 }
 
 async fn ended(s: &TestServer, id: &str) -> Value {
-    let (st, v) = s.get(&format!("/v1/resets/{id}?wait=60")).await;
+    let (st, v) = s.get(&format!("/v1/resets/{id}?wait=30")).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     v
 }

@@ -209,3 +209,14 @@ pub struct CredentialPath {
     )]
     id: String,
 }
+
+/// One Server-Sent Event of a `.../events` stream, as a client's SSE parser hands it over:
+/// `event` names the state reached, `data` is the whole view at that moment as JSON text.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// The state reached (`waiting_touch`, `needs_pin`, `done`, ...).
+    pub event: String,
+    /// The view (ceremony or reset) as JSON text.
+    pub data: String,
+}

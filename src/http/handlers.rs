@@ -478,7 +478,7 @@ async fn events(
     params(("id" = String, Path, description = "Ceremony id")),
     security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = super::bodies::SseEvent),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 429, description = "`too_many_streams` (with `retry_after`)", body = ErrorBody),
     ))]
@@ -500,7 +500,7 @@ pub async fn enrollment_events(
     params(("id" = String, Path, description = "Ceremony id")),
     security(("bearer" = ["kiosk"]), ("kiosk_session" = ["kiosk"])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = super::bodies::SseEvent),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 429, description = "`too_many_streams` (with `retry_after`)", body = ErrorBody),
     ))]

@@ -39,10 +39,15 @@ pub struct ResetRequest {
     timeout_ms: Option<u64>,
 }
 
+/// Longest `?wait=` of `GET /v1/resets/{id}`.
+const MAX_WAIT_SECS: u64 = 30;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResetWait {
-    /// Wait at most this many seconds (0-120) for the reset to end.
+    /// Wait at most this many seconds (0-30) for the reset to end: a kiosk polls again, or
+    /// follows `/v1/resets/{id}/events`.
+    #[param(minimum = 0, maximum = 30)]
     wait: Option<u64>,
 }
 
@@ -76,7 +81,9 @@ async fn start(
     ApiPath(id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let req: ResetRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (what the OpenAPI document's optional body allows): the defaults.
+    let trimmed = body.trim_ascii();
+    let req: ResetRequest = if trimmed.is_empty() || trimmed == b"null" {
         ResetRequest::default()
     } else {
         serde_json::from_slice(&body)
@@ -105,12 +112,16 @@ async fn get_reset(
 ) -> ApiResult<Response> {
     let view = match q.wait {
         None | Some(0) => st.ceremonies.get_reset(&id)?,
-        Some(s) if s <= 120 => {
+        Some(s) if s <= MAX_WAIT_SECS => {
             st.ceremonies
                 .wait_reset(&id, Duration::from_secs(s))
                 .await?
         }
-        Some(_) => return Err(ApiError::invalid("`wait` must be 0-120 seconds")),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "`wait` must be 0-{MAX_WAIT_SECS} seconds"
+            )))
+        }
     };
     Ok(respond(view, false))
 }
@@ -145,7 +156,7 @@ async fn cancel(
     params(("id" = String, Path, description = "Reset id")),
     security(("bearer" = ["admin"])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = super::bodies::SseEvent),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 429, description = "`too_many_streams` (with `retry_after`)", body = ErrorBody),
     ))]

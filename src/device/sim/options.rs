@@ -45,8 +45,8 @@ pub struct SimKeyOptions {
     /// extension outputs, no ED flag. Without `credProtect` the key reports `FIDO_2_0` only.
     pub extensions: Option<Vec<SimExtension>>,
     /// How long after power-up (plug, replug) the key accepts a factory reset, in ms
-    /// (default 10000 per CTAP 2.1; older YubiKeys 5000). At most an hour.
-    #[schema(maximum = 3_600_000)]
+    /// (default 10000 per CTAP 2.1; older YubiKeys 5000). More than an hour is taken as an
+    /// hour.
     pub reset_window_ms: Option<u64>,
 }
 
