@@ -24,8 +24,15 @@ async fn replug(s: &TestServer, key: &str) {
 }
 
 async fn ended(s: &TestServer, id: &str) -> Value {
-    let (st, v) = s.get(&format!("/v1/resets/{id}?wait=30")).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+    let mut v = Value::Null;
+    for _ in 0..12 {
+        let (st, got) = s.get(&format!("/v1/resets/{id}?wait=5")).await;
+        assert_eq!(st, StatusCode::OK, "{got}");
+        v = got;
+        if ["succeeded", "failed", "cancelled"].contains(&v["state"].as_str().unwrap_or("")) {
+            break;
+        }
+    }
     v
 }
 

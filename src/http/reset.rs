@@ -40,14 +40,14 @@ pub struct ResetRequest {
 }
 
 /// Longest `?wait=` of `GET /v1/resets/{id}`.
-const MAX_WAIT_SECS: u64 = 30;
+const MAX_WAIT_SECS: u64 = 5;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResetWait {
-    /// Wait at most this many seconds (0-30) for the reset to end: a kiosk polls again, or
+    /// Wait at most this many seconds (0-5) for the reset to end: a kiosk polls again, or
     /// follows `/v1/resets/{id}/events`.
-    #[param(minimum = 0, maximum = 30)]
+    #[param(minimum = 0, maximum = 5)]
     wait: Option<u64>,
 }
 
