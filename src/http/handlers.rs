@@ -448,11 +448,23 @@ async fn events(
         )
         .with("retry_after", 1)
     })?;
-    // Emit the current state, then every change, and end after a terminal state. The slot
-    // lives in the stream's state: it is freed when the stream ends or the client leaves.
+    Ok(watch_events(rx, slot, |v: &CeremonyView| {
+        (sse_name(v.state), v.state.is_terminal())
+    }))
+}
+
+/// The event stream of a watched view (a ceremony, a reset): the current state, then every
+/// change, ending after a terminal one; `describe` names a view's event and says whether it
+/// is terminal. The slot lives in the stream's state: freed when the stream ends or the
+/// client leaves.
+pub(super) fn watch_events<V: serde::Serialize + Clone + Send + Sync + 'static>(
+    rx: tokio::sync::watch::Receiver<V>,
+    slot: super::server::StreamSlot,
+    describe: fn(&V) -> (&'static str, bool),
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = futures::stream::unfold(
         (rx, true, false, slot),
-        |(mut rx, first, done, slot)| async move {
+        move |(mut rx, first, done, slot)| async move {
             if done {
                 return None;
             }
@@ -460,15 +472,15 @@ async fn events(
                 return None;
             }
             let view = rx.borrow_and_update().clone();
+            let (name, terminal) = describe(&view);
             let ev = Event::default()
-                .event(sse_name(view.state))
+                .event(name)
                 .json_data(&view)
                 .unwrap_or_else(|_| Event::default().event("error"));
-            let terminal = view.state.is_terminal();
             Some((Ok(ev), (rx, false, terminal, slot)))
         },
     );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
 /// Server-Sent Events of the ceremony: one event per state (`pending`, `waiting_touch`,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -173,23 +173,7 @@ async fn events(
         )
         .with("retry_after", 1)
     })?;
-    let stream = futures::stream::unfold(
-        (rx, true, false, slot),
-        |(mut rx, first, done, slot)| async move {
-            if done {
-                return None;
-            }
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let view = rx.borrow_and_update().clone();
-            let ev = Event::default()
-                .event(view.state.as_str())
-                .json_data(&view)
-                .unwrap_or_else(|_| Event::default().event("error"));
-            let terminal = view.state.is_terminal();
-            Some((Ok(ev), (rx, false, terminal, slot)))
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+    Ok(super::handlers::watch_events(rx, slot, |v: &ResetView| {
+        (v.state.as_str(), v.state.is_terminal())
+    }))
 }
