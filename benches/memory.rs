@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 #[path = "support/fill.rs"]
 mod fill;
+#[path = "support/settle.rs"]
+mod settle;
 #[path = "support/sms.rs"]
 mod sms;
 

@@ -6,8 +6,8 @@
 //!   default 2000), flows/s and p50/p99 per step;
 //! - flat cost: flows/s and verify p99 at 32 clients on an empty database, then again once a
 //!   million flows are stored (`KEYGATE_BENCH_FILL_FLOWS`, made as `support/fill.rs` says),
-//!   and their ratio (target: within 1.2x). Rounds of `KEYGATE_BENCH_FLAT_FLOWS` (default
-//!   3000), three per state, medians compared.
+//!   and their ratio (target: within 1.2x). Two keygates, one per state, in alternating
+//!   rounds of `KEYGATE_BENCH_FLAT_FLOWS` (default 5000), five per state, medians compared.
 //!
 //! `cargo bench --bench sms_flows` runs the full measurement; under `cargo test` it runs a small
 //! smoke pass of both parts.
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 #[path = "support/fill.rs"]
 mod fill;
+#[path = "support/settle.rs"]
+mod settle;
 #[path = "support/sms.rs"]
 mod sms;
 
@@ -65,69 +67,75 @@ async fn levels(full: bool) {
     }
 }
 
-/// Medians over `rounds` rounds of `flows` flows at 32 clients (after a warm-up round):
-/// (flows/s, verify p99 ms, create p99 ms).
-async fn measure(bench: &Arc<SmsBench>, what: &str, rounds: usize, flows: usize) -> [f64; 3] {
-    bench.round(32, flows / 4).await;
-    let (mut rate, mut verify, mut create) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds {
-        let mut r = bench.round(32, flows).await;
-        let (v, c) = (pct(&mut r.verify, 0.99), pct(&mut r.create, 0.99));
-        println!(
-            "flat cost, {what}, round {}: {} flows at 32 clients in {:.2} s = {:.0} flows/s | create p99 {c:.2} ms | verify p50 {:.2} p99 {v:.2} ms | WAL {:.1} MiB",
-            i + 1,
-            r.flows,
-            r.wall.as_secs_f64(),
-            r.flows_per_s(),
-            pct(&mut r.verify, 0.5),
-            mib(bench.store().wal_bytes()),
-        );
-        rate.push(r.flows_per_s());
-        verify.push(v);
-        create.push(c);
-    }
-    [median(rate), median(verify), median(create)]
+/// One round of `flows` flows at 32 clients: (flows/s, verify p99 ms, create p99 ms), printed.
+async fn measured_round(bench: &Arc<SmsBench>, what: &str, i: usize, flows: usize) -> [f64; 3] {
+    let mut r = bench.round(32, flows).await;
+    let (v, c) = (pct(&mut r.verify, 0.99), pct(&mut r.create, 0.99));
+    println!(
+        "flat cost, {what}, round {i}: {} flows at 32 clients in {:.2} s = {:.0} flows/s | create p99 {c:.2} ms | verify p50 {:.2} p99 {v:.2} ms | WAL {:.1} MiB",
+        r.flows,
+        r.wall.as_secs_f64(),
+        r.flows_per_s(),
+        pct(&mut r.verify, 0.5),
+        mib(bench.store().wal_bytes()),
+    );
+    [r.flows_per_s(), v, c]
 }
 
+/// Two keygates side by side, one on an empty database and one with `KEYGATE_BENCH_FILL_FLOWS`
+/// flows stored, measured in alternating rounds (so that the machine's other load falls on
+/// both alike); medians compared.
 async fn flat_cost(full: bool) {
     let (rounds, flows, stored) = if full {
         (
-            3,
-            env_or("KEYGATE_BENCH_FLAT_FLOWS", 3000usize),
+            5,
+            env_or("KEYGATE_BENCH_FLAT_FLOWS", 5000usize),
             env_or("KEYGATE_BENCH_FILL_FLOWS", 1_000_000u64),
         )
     } else {
         (1, 16, 2000)
     };
-    let tmp = tempfile::tempdir().unwrap();
+    let (empty_dir, stored_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The empty database's rounds (and warm-up) on fresh phones: at most 4 flows per number.
     let phones = (rounds * flows + flows / 4) / 4 + 64;
-    let bench = Arc::new(SmsBench::start(tmp.path(), "", phones).await);
-    let empty = measure(&bench, "empty database", rounds, flows).await;
+    let empty = Arc::new(SmsBench::start(empty_dir.path(), "", phones).await);
+    let filled_bench = Arc::new(SmsBench::start(stored_dir.path(), "", 0).await);
     // A campus: twenty flows per student over a hundred days (students sign in again after
     // the fill, so the hundred days end two hours ago: the per-number window has passed).
     let students = (stored / 20).max(1);
     let filled = fill::fill_sms(
-        bench.store(),
-        &tmp.path().join("keygate.db"),
-        &bench.clock,
+        filled_bench.store(),
+        &stored_dir.path().join("keygate.db"),
+        &filled_bench.clock,
         stored,
         students,
         Duration::from_secs(100 * 86400),
     )
     .await;
     println!("flat cost, the stored flows: {}", filled.describe());
-    // Then returning students: the flows take the stored students' phones in turn.
-    bench.use_phones(filled.phones);
-    let after = measure(&bench, &format!("{stored} flows stored"), rounds, flows).await;
-    println!(
-        "flat cost, medians: empty {:.0} flows/s, verify p99 {:.2} ms, create p99 {:.2} ms | {stored} stored {:.0} flows/s, verify p99 {:.2} ms, create p99 {:.2} ms",
-        empty[0], empty[1], empty[2], after[0], after[1], after[2]
+    // Returning students: the flows take the stored students' phones in turn.
+    filled_bench.use_phones(filled.phones);
+    let stored_what = format!("{stored} flows stored");
+    empty.round(32, flows / 4).await;
+    filled_bench.round(32, flows / 4).await;
+    let (mut e, mut f) = (Vec::new(), Vec::new());
+    for i in 1..=rounds {
+        e.push(measured_round(&empty, "empty database", i, flows).await);
+        f.push(measured_round(&filled_bench, &stored_what, i, flows).await);
+    }
+    let med = |v: &[[f64; 3]], k: usize| median(v.iter().map(|r| r[k]).collect());
+    let (e, a) = (
+        [med(&e, 0), med(&e, 1), med(&e, 2)],
+        [med(&f, 0), med(&f, 1), med(&f, 2)],
     );
     println!(
-        "flat cost, ratio empty/stored (target <= 1.2): flows/s {:.2}x | verify p99 {:.2}x | create p99 {:.2}x",
-        empty[0] / after[0],
-        after[1] / empty[1],
-        after[2] / empty[2],
+        "flat cost, medians of {rounds} alternating rounds: empty {:.0} flows/s, verify p99 {:.2} ms, create p99 {:.2} ms | {stored} stored {:.0} flows/s, verify p99 {:.2} ms, create p99 {:.2} ms",
+        e[0], e[1], e[2], a[0], a[1], a[2]
+    );
+    println!(
+        "flat cost, ratio stored vs empty (target <= 1.2x): flows/s {:.2}x | verify p99 {:.2}x | create p99 {:.2}x",
+        e[0] / a[0],
+        a[1] / e[1],
+        a[2] / e[2],
     );
 }

@@ -219,6 +219,7 @@ pub async fn fill_sms(
         .await
         .expect("sweep");
     let secs = started.elapsed().as_secs_f64();
+    super::settle::settle(db);
     let (hot, history, audit, db_bytes) = counts(db);
     Filled {
         flows,
