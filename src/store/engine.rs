@@ -492,6 +492,20 @@ impl Store {
         out
     }
 
+    /// Hand back the page caches' memory (SQLite's `shrink_memory` on every connection, each
+    /// taken in turn, the writing one between two group commits). The caches fill with
+    /// whatever the hot path touched, up to `cache_size` each, and SQLite keeps them for the
+    /// connection's life: after a busy hour they would hold the memory of pages no request
+    /// reads any more. The sweeper calls this after every sweep; a request that comes after
+    /// reads its pages from the operating system's cache again.
+    pub fn release_memory(&self) -> Result<()> {
+        for r in self.readers.iter() {
+            lock(r).execute_batch("PRAGMA shrink_memory")?;
+        }
+        self.conn().execute_batch("PRAGMA shrink_memory")?;
+        Ok(())
+    }
+
     /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.
     pub fn check_integrity(&self) -> Result<()> {
         let c = self.conn();
