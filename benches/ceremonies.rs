@@ -11,10 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 #[path = "support/ceremony_fill.rs"]
 mod ceremony_fill;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "support/settle.rs"]
 mod settle;
 
@@ -290,8 +290,14 @@ async fn flat_cost(n: usize, full: bool, empty: &Ctx) {
     ] {
         empty.overhead.sort();
         after.overhead.sort();
-        let (e50, e99) = (ms(pct(&empty.overhead, 0.5)), ms(pct(&empty.overhead, 0.99)));
-        let (a50, a99) = (ms(pct(&after.overhead, 0.5)), ms(pct(&after.overhead, 0.99)));
+        let (e50, e99) = (
+            ms(pct(&empty.overhead, 0.5)),
+            ms(pct(&empty.overhead, 0.99)),
+        );
+        let (a50, a99) = (
+            ms(pct(&after.overhead, 0.5)),
+            ms(pct(&after.overhead, 0.99)),
+        );
         println!(
             "flat cost, {kind} daemon overhead ({n} alternating): empty p50 {e50:.2} p99 {e99:.2} ms | {users} users, {} credentials p50 {a50:.2} p99 {a99:.2} ms | ratio (target <= 1.2x) p50 {:.2}x p99 {:.2}x",
             users * per_user,

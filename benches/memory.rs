@@ -76,7 +76,10 @@ fn main() {
 /// per-number limit at 20 a minute so that a pool of phones carries the load.
 fn write_config(dir: &Path, mock_url: &str) -> std::path::PathBuf {
     let path = dir.join("keygate.toml");
-    let toml = sms::sms_toml(mock_url, "per_number_limit = 20\nper_number_window_secs = 60");
+    let toml = sms::sms_toml(
+        mock_url,
+        "per_number_limit = 20\nper_number_window_secs = 60",
+    );
     std::fs::write(&path, toml).unwrap();
     path
 }
@@ -147,7 +150,14 @@ async fn memory(stored: u64, live: u64, full: bool) {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let phones = register(&client, &base, &token, &mock, 16_000.min(live as usize + 64)).await;
+    let phones = register(
+        &client,
+        &base,
+        &token,
+        &mock,
+        16_000.min(live as usize + 64),
+    )
+    .await;
     let started = Instant::now();
     let load = Load {
         client,

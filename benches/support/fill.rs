@@ -248,11 +248,8 @@ fn rand_secret() -> [u8; 32] {
 /// (hot challenges, challenges in history, audit lines, database file bytes), read on a
 /// connection of the bench's own.
 fn counts(path: &Path) -> (i64, i64, i64, u64) {
-    let c = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
     let n = |t: &str| -> i64 {
         c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
             .unwrap()

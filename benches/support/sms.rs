@@ -380,6 +380,9 @@ pub fn machine() -> String {
             .map(|n| n.get())
             .unwrap_or(0),
         std::env::consts::ARCH,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }

@@ -166,7 +166,9 @@ async fn releasing_the_page_caches_keeps_every_connection_working() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("keygate.db")).unwrap();
     for i in 0..50u8 {
-        s.upsert_user(&format!("u{i}"), "U", &[i; 16]).await.unwrap();
+        s.upsert_user(&format!("u{i}"), "U", &[i; 16])
+            .await
+            .unwrap();
     }
     let before = s.get_user("u7").unwrap();
     assert!(before.is_some());
