@@ -1,13 +1,22 @@
 //! Ceremony benchmark: N enroll + verify ceremonies through the HTTP API against a simulated key
 //! whose touch is immediate, plus idle RSS and start-to-ready time of the real binary.
 //!
+//! Flat cost: the same N ceremonies again (new users) once 100,000 users with 300,000
+//! credentials, their ceremonies and audit lines are stored (`support/ceremony_fill.rs`;
+//! `KEYGATE_BENCH_SCALE_USERS`, `KEYGATE_BENCH_SCALE_KEYS_PER_USER`), and the ratio of the
+//! daemon's overhead (target: within 1.2x).
+//!
 //! `cargo bench --bench ceremonies` runs the full measurement (N = 200, or `KEYGATE_BENCH_N`);
 //! under `cargo test` (no `--bench` flag) it runs a 3-ceremony smoke pass.
 
 use std::time::{Duration, Instant};
 
+#[path = "support/ceremony_fill.rs"]
+mod ceremony_fill;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/settle.rs"]
+mod settle;
 
 use keygate::auth::Role;
 use keygate::harness::{InProcess, Spawned};
@@ -86,7 +95,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(ceremonies(n));
+    rt.block_on(ceremonies(n, full));
     // Each Entra enrollment leaves a discoverable credential on the key (1000 slots at most).
     rt.block_on(entra_enrollments(n.min(200)));
     if full {
@@ -94,11 +103,84 @@ fn main() {
     }
 }
 
-async fn ceremonies(n: usize) {
+/// What a ceremony run needs: the server's base URL, an admin token, the simulated keys.
+struct Ctx {
+    c: reqwest::Client,
+    base: String,
+    token: String,
+    sim: std::sync::Arc<keygate::device::sim::SimBench>,
+}
+
+impl Ctx {
+    async fn post(&self, path: String, body: Value) -> Value {
+        self.c
+            .post(path)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    }
+
+    /// Enroll + verify ceremonies of users `<prefix><i>` for `i` in `users`, added to
+    /// `enroll` and `verify`; the wall time.
+    async fn run_into(
+        &self,
+        prefix: &str,
+        users: std::ops::Range<usize>,
+        enroll: &mut Samples,
+        verify: &mut Samples,
+    ) -> Duration {
+        // Per ceremony: wall time through HTTP, and that minus the time spent inside the
+        // simulated key during it (its CTAP processing, P-256, state-file write): the daemon's
+        // overhead, which includes our CTAP client and the PIN protocol's platform half, as with
+        // a real key.
+        let base = &self.base;
+        let started = Instant::now();
+        for i in users {
+            let user = format!("{prefix}{i}");
+            for (samples, path, body) in [
+                (
+                    &mut *enroll,
+                    "enrollments",
+                    json!({ "user": user, "display_name": "Bench", "pin": "1234" }),
+                ),
+                (
+                    &mut *verify,
+                    "assertions",
+                    json!({ "user": user, "pin": "1234" }),
+                ),
+            ] {
+                let in_key = self.sim.time_in_keys();
+                let t = Instant::now();
+                let v = self.post(format!("{base}/v1/{path}?wait=true"), body).await;
+                let wall = t.elapsed();
+                assert_eq!(v["state"], "succeeded", "{v}");
+                samples.push(wall, self.sim.time_in_keys() - in_key);
+            }
+        }
+        started.elapsed()
+    }
+
+    /// `n` enroll + verify ceremonies of users `<prefix><i>`: their samples and the wall time.
+    async fn run(&self, prefix: &str, n: usize) -> (Samples, Samples, Duration) {
+        let (mut enroll, mut verify) = (Samples::new(n), Samples::new(n));
+        let wall = self.run_into(prefix, 0..n, &mut enroll, &mut verify).await;
+        (enroll, verify, wall)
+    }
+}
+
+/// A keygate in this process on a fresh data dir with simulated keys (`seed`), its first key's
+/// touch immediate and PIN set to 1234; the server (stops when dropped), its data dir and how
+/// to drive it.
+async fn start(seed: u64) -> (InProcess, tempfile::TempDir, Ctx) {
     let tmp = tempfile::tempdir().unwrap();
     let server = InProcess::start_config(
         tmp.path(),
-        "simulate_seed = 1\n[log]\nlevel = \"error\"\n",
+        &format!("simulate_seed = {seed}\n[log]\nlevel = \"error\"\n"),
         true,
     )
     .await;
@@ -110,26 +192,17 @@ async fn ceremonies(n: usize) {
     let token = keygate::auth::create_token(&server.state.store, Role::Admin, None)
         .await
         .unwrap();
-    let base = server.base.clone();
-    let c = reqwest::Client::new();
-    let post = |path: String, body: Value| {
-        let c = c.clone();
-        let token = token.clone();
-        async move {
-            c.post(path)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+    let ctx = Ctx {
+        c: reqwest::Client::new(),
+        base: server.base.clone(),
+        token,
+        sim,
     };
-    let keys: Value = c
+    let base = &ctx.base;
+    let keys: Value = ctx
+        .c
         .get(format!("{base}/v1/sim/keys"))
-        .bearer_auth(&token)
+        .bearer_auth(&ctx.token)
         .send()
         .await
         .unwrap()
@@ -137,46 +210,24 @@ async fn ceremonies(n: usize) {
         .await
         .unwrap();
     let key = keys["keys"][0]["id"].as_str().unwrap().replace(':', "%3A");
-    c.patch(format!("{base}/v1/sim/keys/{key}"))
-        .bearer_auth(&token)
+    ctx.c
+        .patch(format!("{base}/v1/sim/keys/{key}"))
+        .bearer_auth(&ctx.token)
         .json(&json!({ "touch": { "auto_after_ms": 0 } }))
         .send()
         .await
         .unwrap();
-    post(
+    ctx.post(
         format!("{base}/v1/devices/{key}/pin"),
         json!({ "new_pin": "1234" }),
     )
     .await;
+    (server, tmp, ctx)
+}
 
-    // Per ceremony: wall time through HTTP, and that minus the time spent inside the simulated
-    // key during it (its CTAP processing, P-256, state-file write): the daemon's overhead, which
-    // includes our CTAP client and the PIN protocol's platform half, as with a real key.
-    let (mut enroll, mut verify) = (Samples::new(n), Samples::new(n));
-    let started = Instant::now();
-    for i in 0..n {
-        let user = format!("bench{i}");
-        for (samples, path, body) in [
-            (
-                &mut enroll,
-                "enrollments",
-                json!({ "user": user, "display_name": "Bench", "pin": "1234" }),
-            ),
-            (
-                &mut verify,
-                "assertions",
-                json!({ "user": user, "pin": "1234" }),
-            ),
-        ] {
-            let in_key = sim.time_in_keys();
-            let t = Instant::now();
-            let v = post(format!("{base}/v1/{path}?wait=true"), body).await;
-            let wall = t.elapsed();
-            assert_eq!(v["state"], "succeeded", "{v}");
-            samples.push(wall, sim.time_in_keys() - in_key);
-        }
-    }
-    let total = started.elapsed();
+async fn ceremonies(n: usize, full: bool) {
+    let (_server, _tmp, ctx) = start(1).await;
+    let (mut enroll, mut verify, total) = ctx.run("bench", n).await;
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism()
@@ -197,6 +248,70 @@ async fn ceremonies(n: usize) {
         ms(key_mc),
         ms(key_ga)
     );
+    flat_cost(n, full, &ctx).await;
+}
+
+/// Flat cost: ceremonies on the empty keygate (`empty`) and on one with the campus's keys
+/// stored, alternating one user at a time (so that the machine's other load falls on both
+/// alike); the daemon's overhead compared.
+async fn flat_cost(n: usize, full: bool, empty: &Ctx) {
+    let (users, per_user) = if full {
+        (
+            env_u64("KEYGATE_BENCH_SCALE_USERS", 100_000),
+            env_u64("KEYGATE_BENCH_SCALE_KEYS_PER_USER", 3),
+        )
+    } else {
+        (200, 3)
+    };
+    let (stored_server, stored_tmp, stored) = start(3).await;
+    stored.run("template", 1).await;
+    let filled = ceremony_fill::fill_ceremonies(
+        &stored_server.state.store,
+        &stored_tmp.path().join("keygate.db"),
+        "template0",
+        users,
+        per_user,
+    )
+    .await;
+    println!("flat cost, stored: {filled}");
+    let (mut e_enroll, mut e_verify) = (Samples::new(n), Samples::new(n));
+    let (mut s_enroll, mut s_verify) = (Samples::new(n), Samples::new(n));
+    for i in 0..n {
+        empty
+            .run_into("flat", i..i + 1, &mut e_enroll, &mut e_verify)
+            .await;
+        stored
+            .run_into("flat", i..i + 1, &mut s_enroll, &mut s_verify)
+            .await;
+    }
+    for (kind, empty, after) in [
+        ("enroll", &mut e_enroll, &mut s_enroll),
+        ("verify", &mut e_verify, &mut s_verify),
+    ] {
+        empty.overhead.sort();
+        after.overhead.sort();
+        let (e50, e99) = (
+            ms(pct(&empty.overhead, 0.5)),
+            ms(pct(&empty.overhead, 0.99)),
+        );
+        let (a50, a99) = (
+            ms(pct(&after.overhead, 0.5)),
+            ms(pct(&after.overhead, 0.99)),
+        );
+        println!(
+            "flat cost, {kind} daemon overhead ({n} alternating): empty p50 {e50:.2} p99 {e99:.2} ms | {users} users, {} credentials p50 {a50:.2} p99 {a99:.2} ms | ratio (target <= 1.2x) p50 {:.2}x p99 {:.2}x",
+            users * per_user,
+            a50 / e50,
+            a99 / e99
+        );
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Entra enrollments (`target: "entra"`) against the fake tenant on loopback: per enrollment,

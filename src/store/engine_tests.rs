@@ -158,3 +158,22 @@ async fn a_full_database_refuses_writes_keeps_reads_and_recovers() {
         .unwrap();
     s.check_integrity().unwrap();
 }
+
+/// The sweeper's memory release runs on a file database in use (readers and the writer, each
+/// in turn) and leaves every connection answering; what was stored stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_the_page_caches_keeps_every_connection_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("keygate.db")).unwrap();
+    for i in 0..50u8 {
+        s.upsert_user(&format!("u{i}"), "U", &[i; 16])
+            .await
+            .unwrap();
+    }
+    let before = s.get_user("u7").unwrap();
+    assert!(before.is_some());
+    s.release_memory().unwrap();
+    assert_eq!(s.get_user("u7").unwrap(), before);
+    s.upsert_user("late", "Late", &[99; 16]).await.unwrap();
+    assert!(s.get_user("late").unwrap().is_some());
+}

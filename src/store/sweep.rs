@@ -165,7 +165,9 @@ impl Store {
     }
 
     /// Run [`Store::sweep_hot_tables`] every minute for as long as the runtime runs (the
-    /// daemon starts it). A sweep refused by a full disk is tried again on the next round.
+    /// daemon starts it), then [`Store::release_memory`], so that memory held for rows whose
+    /// windows have passed goes back too. A sweep refused by a full disk is tried again on the
+    /// next round.
     pub fn spawn_sweeper(&self, windows: HotWindows) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
@@ -177,6 +179,12 @@ impl Store {
                     }
                     Ok(_) | Err(StoreError::StorageFull) => {}
                     Err(e) => tracing::error!(error = %e, "sweep of the hot tables"),
+                }
+                let released = store.clone();
+                match tokio::task::spawn_blocking(move || released.release_memory()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "releasing the page caches"),
+                    Err(e) => tracing::warn!(error = %e, "releasing the page caches"),
                 }
             }
         })
