@@ -2,7 +2,7 @@
 //! the store with its sequence number and time and chained to the one before by its hash
 //! (`audit_chain.rs`); the newest-first listing, the signed head and the retention purge.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -131,8 +131,19 @@ impl Store {
                 "INSERT INTO audit_anchor (seq, prev_hash, at) VALUES (?1, ?2, keygate_now())",
                 params![seq, prev],
             )?;
-            let gone =
-                chain.purging(|| exec(c, "DELETE FROM audit WHERE seq < ?1", params![seq]))?;
+            // SQLite's trigger asks the permit (a function of this connection); PostgreSQL's
+            // reads a setting local to this transaction.
+            let pg = c.backend() == super::db::Backend::Postgres;
+            let gone = chain.purging(|| -> super::db::Result<usize> {
+                if pg {
+                    c.execute_batch("SELECT set_config('keygate.audit_purging', 'on', true)")?;
+                }
+                let gone = exec(c, "DELETE FROM audit WHERE seq < ?1", params![seq])?;
+                if pg {
+                    c.execute_batch("SELECT set_config('keygate.audit_purging', '', true)")?;
+                }
+                Ok(gone)
+            })?;
             Ok(gone as u64)
         })
         .await

@@ -79,7 +79,7 @@ pub(super) struct StoredEntry {
 
 impl StoredEntry {
     /// The entry from a row of [`ENTRY_COLUMNS`].
-    pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEntry> {
+    pub(super) fn read(r: &super::db::Row<'_>) -> super::db::Result<StoredEntry> {
         Ok(StoredEntry {
             seq: r.get(0)?,
             texts: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use super::db::{params, Connection, OptionalExtension};
 
 use super::audit_chain::{entry_hash, hash32, HeadKey, StoredEntry, ENTRY_COLUMNS, GENESIS};
 use super::migrations::AUDIT_CHAIN_VERSION;
@@ -219,12 +219,22 @@ pub fn verify_audit_chain(
     key: Option<&HeadKey>,
     given: Option<&GivenHead>,
 ) -> Result<AuditVerdict> {
-    let c = Connection::open_with_flags(
+    use rusqlite::OpenFlags;
+    let c = rusqlite::Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.busy_timeout(std::time::Duration::from_secs(5))?;
-    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    verify_audit_chain_on(&Connection::from(c), key, given)
+}
+
+/// [`verify_audit_chain`] of the database on `c` (the campus store's, or a SQLite file's).
+pub fn verify_audit_chain_on(
+    c: &Connection,
+    key: Option<&HeadKey>,
+    given: Option<&GivenHead>,
+) -> Result<AuditVerdict> {
+    let version: i64 = super::migrations::current_version(c)?;
     if version < AUDIT_CHAIN_VERSION {
         return Err(StoreError::Db(format!(
             "the database predates the audit chain (schema version {version}): start keygate \
@@ -343,7 +353,7 @@ fn walk(
     let mut rows = st.query([])?;
     let mut expected = start;
     while let Some(r) = rows.next()? {
-        let row = StoredEntry::read(r)?;
+        let row = StoredEntry::read(&r)?;
         if row.seq < start {
             return Ok(Some(AuditBreak::BeforeAnchor {
                 seq: row.seq,

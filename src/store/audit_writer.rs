@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Connection, OptionalExtension};
 
 use super::audit::NewAudit;
 use super::audit_chain::{
@@ -114,6 +114,14 @@ pub(super) fn transaction_ended(committed: bool) {
     }
 }
 
+/// Another writer may have appended since this thread's chain last looked (a campus store
+/// shared by several daemons): read the head again at the next append.
+pub(super) fn forget_head() {
+    if let Some(chain) = current() {
+        lock(&chain.cached).head = None;
+    }
+}
+
 /// The cache as it is now, to [`restore`] when a savepoint taken now is rolled back.
 pub(super) fn snapshot() -> Option<Cached> {
     current().map(|chain| lock(&chain.cached).clone())
@@ -139,9 +147,8 @@ pub(super) fn append(c: &Connection, a: &NewAudit) -> Result<i64> {
 }
 
 /// Whether `e` is an insert refused because its seq is taken.
-fn seq_taken(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+fn seq_taken(e: &super::db::Error) -> bool {
+    e.is_unique_violation()
 }
 
 /// Insert `a` as the entry after `head`.
@@ -151,7 +158,7 @@ fn insert(
     at: &str,
     detail: &str,
     head: Head,
-) -> rusqlite::Result<Head> {
+) -> super::db::Result<Head> {
     let fields = EntryFields {
         seq: head.seq + 1,
         at,
@@ -229,9 +236,9 @@ impl AuditChain {
         }
     }
 
-    /// Register `keygate_audit_purging()` on the writing connection: true only while
+    /// Register `keygate_audit_purging()` on the writing SQLite connection: true only while
     /// [`AuditChain::purging`] runs, so the delete trigger lets only that purge through.
-    pub(super) fn register(&self, c: &Connection) -> Result<()> {
+    pub(super) fn register(&self, c: &rusqlite::Connection) -> Result<()> {
         let purging = self.purging.clone();
         c.create_scalar_function(
             "keygate_audit_purging",
@@ -338,7 +345,7 @@ const CHAIN_ROUND: i64 = 1000;
 /// Migration step (after the SQL that adds the columns and drops the old triggers): chain
 /// the existing entries in seq order from the genesis (or, when the oldest is not seq 1, from
 /// an anchor recorded for it), then create the triggers.
-pub(super) fn chain_existing(c: &Connection) -> rusqlite::Result<()> {
+pub(super) fn chain_existing(c: &Connection) -> super::db::Result<()> {
     let first: Option<i64> = c.query_row("SELECT min(seq) FROM audit", [], |r| r.get(0))?;
     if let Some(first) = first.filter(|&s| s != 1) {
         c.execute(
@@ -354,7 +361,7 @@ pub(super) fn chain_existing(c: &Connection) -> rusqlite::Result<()> {
                 "SELECT {ENTRY_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             ))?;
             let rows = st.query_map(params![after, CHAIN_ROUND], StoredEntry::read)?;
-            rows.collect::<rusqlite::Result<_>>()?
+            rows.collect::<super::db::Result<_>>()?
         };
         let Some(last) = rows.last() else {
             break;

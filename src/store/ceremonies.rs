@@ -2,7 +2,7 @@
 //! error code, expiry), its state changes, the start-up sweep of interrupted ceremonies and
 //! pruning of finished ones.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::audit::insert_audit;
@@ -131,7 +131,7 @@ impl Store {
                     "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
                 )?;
                 let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
+                rows.collect::<super::db::Result<_>>()?
             };
             for (id, user) in &ids {
                 set_ceremony_state(c, id, "failed", Some("ceremony_interrupted"))?;

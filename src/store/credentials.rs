@@ -2,7 +2,7 @@
 //! attestation facts, state) and every change to it, each stored together with its
 //! ceremony's end and its audit line in one transaction.
 
-use rusqlite::{params, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -68,7 +68,7 @@ const CRED_COLS: &str = "id, user_name, rp_credential, public_key_cose, counter,
     attestation_format, attested, discoverable, user_verified, nickname, model, created_at, \
     last_used_at, state, state_reason";
 
-fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<(CredentialRecordRaw,)> {
+fn cred_from_row(r: &Row<'_>) -> super::db::Result<(CredentialRecordRaw,)> {
     Ok((CredentialRecordRaw {
         id: r.get(0)?,
         user: r.get(1)?,

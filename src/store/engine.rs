@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use super::db::{self, Connection, OptionalExtension, Params, PgTarget, Row};
 
 use super::audit_chain::{head_key_path, HeadKey};
 use super::audit_writer::{self, AuditChain};
@@ -33,6 +33,9 @@ type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
 /// A unit of work for the writer thread: runs inside the batch's transaction (or, given no
 /// connection, is dropped unrun) and returns its reply and whether it failed after writing.
 pub(super) type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
+
+/// Read connections of a campus store (each a PostgreSQL session of this daemon).
+const PG_READERS: usize = 4;
 
 /// Once reset, the WAL file keeps at most this many bytes (SQLite's `journal_size_limit`).
 pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
@@ -73,7 +76,7 @@ fn file_len(path: &Path) -> u64 {
 /// take the pages it copies back) is tried again on the next round. Ends with the store.
 fn checkpointer_loop(
     writer: Weak<Mutex<Connection>>,
-    c: Connection,
+    c: rusqlite::Connection,
     wal: PathBuf,
     health: Arc<StorageHealth>,
     probe: PathBuf,
@@ -137,13 +140,31 @@ fn restrict_db_files(path: &Path) -> Result<()> {
 /// journal, a quarter of the writer's time under load. The contract that makes this safe:
 /// a unit makes its checks before its writes, so a unit that refuses has written nothing; a
 /// failure after the first write (storage trouble, a panic) fails the whole batch.
+///
+/// PostgreSQL ends a transaction at its first failed statement, where SQLite fails only the
+/// statement; so on PostgreSQL each unit of a shared batch runs in a savepoint of its own, and
+/// a unit that failed is rolled back to it (it wrote nothing the batch keeps).
 fn run_unit<T, E: From<StoreError>>(
     c: &Connection,
     f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
 ) -> (std::result::Result<T, E>, bool) {
+    let savepoint = c.backend() == db::Backend::Postgres && !c.is_autocommit();
+    if savepoint {
+        if let Err(e) = c.execute_batch("SAVEPOINT keygate_unit") {
+            return (Err(StoreError::from(e).into()), true);
+        }
+    }
     let before = c.total_changes();
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Tx(c))))
         .unwrap_or_else(|_| Err(StoreError::Db("a store unit panicked".into()).into()));
+    if savepoint {
+        let end = match out {
+            Ok(_) => c.execute_batch("RELEASE keygate_unit"),
+            Err(_) => c.execute_batch("ROLLBACK TO keygate_unit; RELEASE keygate_unit"),
+        };
+        let lost = end.is_err();
+        return (out, lost);
+    }
     let failed_dirty = out.is_err() && c.total_changes() != before;
     (out, failed_dirty)
 }
@@ -169,9 +190,9 @@ fn writer_loop(
         }
         let c = lock(&conn);
         health::take_storage_full_seen();
-        if exec(&c, "BEGIN IMMEDIATE", []).is_err() {
+        if begin(&c).is_err() {
             for job in batch {
-                match exec(&c, "BEGIN IMMEDIATE", []) {
+                match begin(&c) {
                     Ok(_) => {
                         let (reply, dirty) = job(Some(&c));
                         let committed = end_transaction(&c, dirty || c.is_autocommit());
@@ -229,19 +250,29 @@ fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
             "a unit failed after writing; its group commit was rolled back".into(),
         ))
     } else {
-        exec(c, "COMMIT", []).map(|_| ()).map_err(StoreError::from)
+        c.commit().map_err(StoreError::from)
     };
-    if committed.is_err() {
-        let _ = exec(c, "ROLLBACK", []);
+    if committed.is_err() && !c.is_autocommit() {
+        let _ = c.rollback();
     }
     audit_writer::transaction_ended(committed.is_ok());
     committed
 }
 
+/// Start a write transaction on `c`. On PostgreSQL the audit chain's cached head is dropped:
+/// another daemon may have appended since (the campus write lock now keeps it still).
+fn begin(c: &Connection) -> db::Result<()> {
+    c.begin_write()?;
+    if c.backend() == db::Backend::Postgres {
+        audit_writer::forget_head();
+    }
+    Ok(())
+}
+
 /// `keygate_now()` in SQL: the store's clock as RFC 3339 text, so that every timestamp a
 /// statement writes (audit lines, `updated_at`, `used_at`, ...) comes from the one injected
 /// clock, on whatever thread the statement runs.
-fn register_clock(conn: &Connection, clock: &Arc<dyn Clock>) -> Result<()> {
+fn register_clock(conn: &rusqlite::Connection, clock: &Arc<dyn Clock>) -> Result<()> {
     let clock = clock.clone();
     conn.create_scalar_function(
         "keygate_now",
@@ -255,25 +286,24 @@ fn register_clock(conn: &Connection, clock: &Arc<dyn Clock>) -> Result<()> {
 /// Statements are prepared once per connection (rusqlite's statement cache). Every statement
 /// on a request's path goes through here (or [`exec`] / [`row`]): the query-plan test records
 /// what passes and checks each plan for full scans.
-pub(crate) fn prepare<'c>(
-    c: &'c Connection,
-    sql: &str,
-) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+pub(crate) fn prepare<'c>(c: &'c Connection, sql: &str) -> db::Result<db::Statement<'c>> {
     #[cfg(test)]
-    super::query_plans::record(c, sql);
+    if let Some(sqlite) = c.sqlite() {
+        super::query_plans::record(sqlite, sql);
+    }
     c.prepare_cached(sql)
 }
 
-pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+pub(crate) fn exec(c: &Connection, sql: &str, p: impl Params) -> db::Result<usize> {
     prepare(c, sql)?.execute(p)
 }
 
 pub(crate) fn row<T>(
     c: &Connection,
     sql: &str,
-    p: impl rusqlite::Params,
-    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+    p: impl Params,
+    f: impl FnOnce(&Row<'_>) -> db::Result<T>,
+) -> db::Result<T> {
     prepare(c, sql)?.query_row(p, f)
 }
 
@@ -291,22 +321,22 @@ impl Store {
         let key_path = head_key_path(path);
         let key = HeadKey::load_or_create(&key_path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", key_path.display())))?;
-        let conn = Connection::open(path)?;
+        let conn = rusqlite::Connection::open(path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let r = Connection::open(path)?;
+            let r = rusqlite::Connection::open(path)?;
             register_clock(&r, &clock)?;
             r.busy_timeout(std::time::Duration::from_secs(5))?;
             r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             r.pragma_update(None, "query_only", "ON")?;
-            readers.push(Mutex::new(r));
+            readers.push(Mutex::new(Connection::from(r)));
         }
         let wal = sidecar(path, "-wal");
-        let store = Self::init(conn, readers, Some(wal.clone()), clock, key)?;
+        let store = Self::init_sqlite(conn, readers, Some(wal.clone()), clock, key)?;
         // Only the checkpointer thread checkpoints (see `checkpointer_loop`).
-        store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        store.sqlite_conn(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
         let weak = Arc::downgrade(&store.conn);
-        let checkpointer = Connection::open(path)?;
+        let checkpointer = rusqlite::Connection::open(path)?;
         checkpointer.busy_timeout(TRUNCATE_WAIT)?;
         checkpointer.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
         let (health, probe) = (store.health.clone(), health::probe_path(path));
@@ -319,8 +349,8 @@ impl Store {
 
     /// A private in-memory database (unit tests). Reads use the one connection.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(
-            Connection::open_in_memory()?,
+        Self::init_sqlite(
+            rusqlite::Connection::open_in_memory()?,
             Vec::new(),
             None,
             Arc::new(SystemClock),
@@ -328,8 +358,31 @@ impl Store {
         )
     }
 
-    fn init(
-        mut conn: Connection,
+    /// Open the campus store at `target` (PostgreSQL) and run pending migrations (one daemon
+    /// at a time: see `migrations`). `head_key_file` is the audit chain's head key, which every
+    /// daemon of the campus must share (copied into each data dir).
+    pub fn open_postgres(
+        target: Arc<PgTarget>,
+        head_key_file: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store> {
+        let key = HeadKey::load_or_create(head_key_file)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", head_key_file.display())))?;
+        let now: db::NowFn = {
+            let clock = clock.clone();
+            Arc::new(move || super::fmt_time(clock.now()))
+        };
+        let conn = Connection::postgres(target.clone(), now.clone());
+        let readers = (0..PG_READERS)
+            .map(|_| Mutex::new(Connection::postgres(target.clone(), now.clone())))
+            .collect();
+        let audit = Arc::new(AuditChain::new(key, clock.clone()));
+        migrations::run(&conn)?;
+        Self::start(conn, readers, None, clock, audit)
+    }
+
+    fn init_sqlite(
+        conn: rusqlite::Connection,
         readers: Vec<Mutex<Connection>>,
         wal: Option<PathBuf>,
         clock: Arc<dyn Clock>,
@@ -344,7 +397,19 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT as i64)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrations::run(&mut conn)?;
+        let conn = Connection::from(conn);
+        migrations::run(&conn)?;
+        Self::start(conn, readers, wal, clock, audit)
+    }
+
+    /// Start the writer thread on `conn` (migrated) and make the handle.
+    fn start(
+        conn: Connection,
+        readers: Vec<Mutex<Connection>>,
+        wal: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+        audit: Arc<AuditChain>,
+    ) -> Result<Store> {
         audit.open_head(&conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let (writer, jobs) = mpsc::channel();
@@ -390,11 +455,12 @@ impl Store {
     /// fails with a real `SQLITE_FULL`, as on a full disk. For tests that cannot fill a disk,
     /// and for an operator's size cap.
     pub fn limit_database_pages(&self, pages: u64) -> Result<u64> {
-        let c = self.conn();
         // SQLite reads 0 as a question, not as a cap.
         let pages = pages.max(1);
-        let cap: i64 = c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-            r.get(0)
+        let cap: i64 = self.sqlite_conn(|c| {
+            c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
         })?;
         Ok(cap as u64)
     }
@@ -406,6 +472,24 @@ impl Store {
 
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         lock(&self.conn)
+    }
+
+    /// Run `f` on the writing connection when it is SQLite's (pragmas); a campus store has
+    /// none of those knobs and answers `Err` to what needs them.
+    fn sqlite_conn<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let c = self.conn();
+        match c.sqlite() {
+            Some(c) => Ok(f(c)?),
+            None => Err(StoreError::Db("not available on the campus store".into())),
+        }
+    }
+
+    /// Which engine holds the data.
+    pub fn backend(&self) -> db::Backend {
+        self.conn().backend()
     }
 
     /// A connection for a read that must not wait behind writes: a free reader, else the
@@ -500,13 +584,26 @@ impl Store {
     /// Only for start-up and command-line work before or beside the daemon (never from async
     /// code, which must not wait on the connection the writer thread holds for a batch).
     pub(super) fn tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut c = self.conn();
+        let c = self.conn();
         let _audit = audit_writer::enter(&self.audit);
         health::take_storage_full_seen();
         let out = (|| {
-            let tx = c.transaction()?;
-            let out = f(&tx)?;
-            tx.commit()?;
+            begin(&c)?;
+            let out = match f(&c) {
+                Ok(out) => out,
+                Err(e) => {
+                    if !c.is_autocommit() {
+                        let _ = c.rollback();
+                    }
+                    return Err(e);
+                }
+            };
+            if let Err(e) = c.commit() {
+                if !c.is_autocommit() {
+                    let _ = c.rollback();
+                }
+                return Err(e.into());
+            }
             Ok(out)
         })();
         audit_writer::transaction_ended(out.is_ok());
@@ -523,6 +620,9 @@ impl Store {
     /// reads any more. The sweeper calls this after every sweep; a request that comes after
     /// reads its pages from the operating system's cache again.
     pub fn release_memory(&self) -> Result<()> {
+        if self.backend() == db::Backend::Postgres {
+            return Ok(());
+        }
         for r in self.readers.iter() {
             lock(r).execute_batch("PRAGMA shrink_memory")?;
         }
@@ -533,6 +633,11 @@ impl Store {
     /// `PRAGMA integrity_check` and foreign-key check; Ok(()) when both are clean.
     pub fn check_integrity(&self) -> Result<()> {
         let c = self.conn();
+        if c.backend() == db::Backend::Postgres {
+            // PostgreSQL checks its constraints and pages itself; here: that it answers.
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            return Ok(());
+        }
         let res: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if res != "ok" {
             return Err(StoreError::Corrupt(res));

@@ -3,7 +3,7 @@
 //! rp id, Entra's user handle), and the Entra sync state of phones. Every change is stored
 //! together with its audit line (and its ceremony's end) in one transaction.
 
-use rusqlite::{params, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -46,7 +46,7 @@ const COLS: &str = "credential_id, user_name, upn, method_id, rp_id, entra_user_
     public_key_cose, counter, aaguid, model, attestation_level, display_name, cred_protect, \
     hmac_secret, user_verified, created_at, created_by, last_used_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<EntraPasskeyRecord>> {
+fn from_row(r: &Row<'_>) -> super::db::Result<Result<EntraPasskeyRecord>> {
     let counter: i64 = r.get(7)?;
     let aaguid: Option<String> = r.get(8)?;
     let cred_protect: Option<i64> = r.get(12)?;
@@ -179,7 +179,7 @@ impl Store {
             ))?;
             let rows = st
                 .query_map(params![user], from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<super::db::Result<Vec<_>>>()?;
             rows.into_iter().collect()
         })
     }
@@ -191,7 +191,7 @@ impl Store {
                 c.prepare_cached("SELECT DISTINCT rp_id FROM entra_passkeys ORDER BY rp_id")?;
             let ids = st
                 .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
+                .collect::<super::db::Result<Vec<String>>>()?;
             Ok(ids)
         })
     }
@@ -293,7 +293,7 @@ impl Store {
             )?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<super::db::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

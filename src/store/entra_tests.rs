@@ -184,7 +184,7 @@ async fn a_phones_entra_state_is_kept_and_shown() {
         exec(
             tx.0,
             "INSERT INTO phones (id, user_name, e164, verified, created_at) VALUES (?1, 's1', '+32475345678', 1, keygate_now())",
-            rusqlite::params![pid],
+            super::db::params![pid],
         )?;
         tx.set_phone_entra_state(&pid, &PhoneEntraSync { state: "pending".into(), method_id: None, error: None })
     })

@@ -6,7 +6,7 @@
 //! that kiosks sharing one database count every message once and judge a prefix once, whatever
 //! their interleaving; none reads a value to write it back.
 
-use rusqlite::{params, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row};
 
 use super::audit::insert_audit;
 use super::{exec, prepare, row, NewAudit, Result, Store, Tx};
@@ -45,7 +45,7 @@ const PRUNE_PER_SEND: u32 = 16;
 
 const BLOCK_COLS: &str = "prefix, blocked_at, blocked_until, sends, verified";
 
-fn block_row(r: &Row<'_>) -> rusqlite::Result<FraudBlockRecord> {
+fn block_row(r: &Row<'_>) -> super::db::Result<FraudBlockRecord> {
     Ok(FraudBlockRecord {
         prefix: r.get(0)?,
         blocked_at: r.get(1)?,
@@ -235,7 +235,7 @@ impl Tx<'_> {
         )?;
         let rows = st
             .query_map(params![now], block_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<super::db::Result<Vec<_>>>()?;
         Ok(rows)
     }
 }

@@ -1,7 +1,7 @@
 //! Counts read when `/metrics` is scraped: small reads on a reader connection, never on the
 //! hot path.
 
-use rusqlite::params;
+use super::db::params;
 
 use super::{row, Result, Store};
 

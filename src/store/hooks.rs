@@ -6,7 +6,7 @@
 //! and moves the cursor past them: a kill at any instant loses no event and fans none out
 //! twice. Times are Unix milliseconds from the hooks' clock.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, Connection, OptionalExtension, Row};
 
 use super::{exec, parse_time, prepare, AuditEvent, Result, Store, Tx};
 
@@ -40,7 +40,7 @@ pub struct HookCounts {
 const COLS: &str = "id, hook_url, event, audit_seq, payload, created_at, state, attempts, \
     next_attempt_at, last_error, delivered_at";
 
-fn delivery_row(r: &Row<'_>) -> rusqlite::Result<HookDelivery> {
+fn delivery_row(r: &Row<'_>) -> super::db::Result<HookDelivery> {
     Ok(HookDelivery {
         id: r.get(0)?,
         hook_url: r.get(1)?,
@@ -76,7 +76,7 @@ fn audit_after(c: &Connection, after: i64, limit: u32) -> Result<Vec<AuditEvent>
                 r.get::<_, String>(7)?,
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<super::db::Result<Vec<_>>>()?;
     raw.into_iter()
         .map(|t| {
             Ok(AuditEvent {
@@ -203,7 +203,7 @@ impl Store {
             )?;
             let rows = st
                 .query_map(params![now, limit], delivery_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<super::db::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }
@@ -217,7 +217,7 @@ impl Store {
             )?;
             let rows = st
                 .query_map(params![audit_seq], delivery_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<super::db::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

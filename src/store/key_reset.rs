@@ -10,9 +10,9 @@
 //! stays in the same port but not across ports or reboots, so credentials it got under
 //! another path are missed (they stay active and simply no longer work on the key).
 
+use super::db::params;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rusqlite::params;
 use uuid::Uuid;
 
 use super::audit::insert_audit;
@@ -47,7 +47,7 @@ impl Store {
                      AND credential_id IS NOT NULL AND json_extract(detail, '$.device') = ?1",
                 )?;
                 let ids = q.query_map(params![device], |r| r.get::<_, String>(0))?;
-                ids.collect::<rusqlite::Result<_>>()?
+                ids.collect::<super::db::Result<_>>()?
             };
             let mut revoked = Vec::new();
             for b64 in enrolled {

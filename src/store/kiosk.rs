@@ -1,7 +1,7 @@
 //! The kiosk page's server-side state: one-time session codes, page sessions (server-side
 //! expiry and the student a session is bound to), and used sign-in handoffs.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{exec, fmt_time, row, Result, Store};

@@ -1,7 +1,7 @@
 //! Schema migrations, applied in order inside one transaction each; `user_version` records
 //! the last applied one. Never edit a released migration: append a new one.
 
-use rusqlite::Connection;
+use super::db::{Backend, Connection};
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: core schema
@@ -364,26 +364,44 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the
 /// number in step when migrations are renumbered).
-type RustStep = fn(&Connection) -> rusqlite::Result<()>;
+type RustStep = fn(&Connection) -> super::db::Result<()>;
 const RUST_STEPS: &[(i64, RustStep)] = &[(10, super::audit_writer::chain_existing)];
 
 /// The first schema version with the audit chain (`keygate audit verify` needs it).
 pub(super) const AUDIT_CHAIN_VERSION: i64 = 10;
 
-pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+/// The schema version of the database on `conn`.
+pub(super) fn current_version(conn: &Connection) -> super::db::Result<i64> {
+    match conn.backend() {
+        Backend::Sqlite => conn.query_row("PRAGMA user_version", [], |r| r.get(0)),
+        Backend::Postgres => super::migrations_pg::current_version(conn),
+    }
+}
+
+/// Bring the database on `conn` to the newest schema, one migration per transaction.
+pub fn run(conn: &Connection) -> super::db::Result<()> {
+    if conn.backend() == Backend::Postgres {
+        return super::migrations_pg::run(conn);
+    }
+    let current = current_version(conn)?;
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         if version <= current {
             continue;
         }
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        for (_, step) in RUST_STEPS.iter().filter(|(v, _)| *v == version) {
-            step(&tx)?;
+        conn.begin_write()?;
+        let applied = (|| {
+            conn.execute_batch(sql)?;
+            for (_, step) in RUST_STEPS.iter().filter(|(v, _)| *v == version) {
+                step(conn)?;
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {version}"))?;
+            conn.commit()
+        })();
+        if let Err(e) = applied {
+            let _ = conn.rollback();
+            return Err(e);
         }
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
     }
     Ok(())
 }
@@ -396,7 +414,7 @@ mod tests {
     /// sessions' reference to `tokens` enforced.
     #[test]
     fn the_metrics_role_migration_keeps_tokens_and_sessions() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         for (i, sql) in MIGRATIONS[..9].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
@@ -411,7 +429,8 @@ mod tests {
         assert!(conn
             .execute_batch("INSERT INTO tokens VALUES ('m0', 'metrics', x'02', NULL, 't', 0)")
             .is_err());
-        run(&mut conn).unwrap();
+        let conn = Connection::from(conn);
+        run(&conn).unwrap();
         let session: (String, String) = conn
             .query_row(
                 "SELECT t.role, s.bound_user FROM kiosk_sessions s JOIN tokens t ON t.id = s.token_id",

@@ -1,4 +1,6 @@
-//! Durable state in SQLite. This is the only module that names rusqlite.
+//! Durable state: a SQLite file in the data dir (the embedded default) or PostgreSQL shared by
+//! a campus of kiosks (`[store] url`). This is the only module that names the database
+//! drivers, and inside it only `db` (and SQLite-only parts of `engine`, `health` and tests).
 //!
 //! Contract: every multi-row change (a credential stored together with its ceremony's end and
 //! the audit line) is one transaction, so a crash or kill at any instant leaves either all of
@@ -15,6 +17,7 @@ mod audit_verify;
 mod audit_writer;
 mod ceremonies;
 mod credentials;
+pub mod db;
 mod engine;
 mod entra;
 mod fraud;
@@ -24,6 +27,7 @@ mod hooks;
 mod key_reset;
 mod kiosk;
 mod migrations;
+mod migrations_pg;
 mod outbox;
 mod retention;
 mod retention_export;
@@ -34,7 +38,9 @@ mod tokens;
 mod users;
 
 pub use audit::{AuditEvent, AuditHead, NewAudit};
-pub use audit_verify::{verify_audit_chain, AuditBreak, AuditVerdict, GivenHead};
+pub use audit_verify::{
+    verify_audit_chain, verify_audit_chain_on, AuditBreak, AuditVerdict, GivenHead,
+};
 pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
@@ -53,7 +59,7 @@ pub(crate) use engine::{exec, prepare, row};
 
 use std::sync::{mpsc, Arc, Mutex};
 
-use rusqlite::Connection;
+use db::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -76,22 +82,39 @@ pub enum StoreError {
     /// stored. Also every write while the store reports `storage_full` (see `health.rs`).
     #[error("the database's storage is full")]
     StorageFull,
+    /// The database cannot be reached (the campus store is down, unreachable, or did not
+    /// answer within the timeout); nothing of the unit was stored.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        if health::is_storage_full(&e) {
+impl From<db::Error> for StoreError {
+    fn from(e: db::Error) -> Self {
+        let full = match &e {
+            db::Error::Sqlite(e) => health::is_storage_full(e),
+            // disk_full, out_of_memory-class "insufficient resources" on the server's disk.
+            db::Error::Pg { code, .. } => code == "53100",
+            _ => false,
+        };
+        if full {
             tracing::debug!(detail = %e, "write refused by the storage");
             health::note_storage_full();
             return StoreError::StorageFull;
         }
-        if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
-            if f.code == rusqlite::ErrorCode::ConstraintViolation {
-                tracing::debug!(detail = ?msg, "constraint violation");
-                return StoreError::Conflict("a conflicting record already exists".into());
-            }
+        if e.is_constraint() {
+            tracing::debug!(detail = %e, "constraint violation");
+            return StoreError::Conflict("a conflicting record already exists".into());
         }
-        StoreError::Db(e.to_string())
+        match e {
+            db::Error::Unavailable(m) => StoreError::Unavailable(m),
+            e => StoreError::Db(e.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        db::Error::from(e).into()
     }
 }
 
@@ -101,7 +124,7 @@ impl crate::base::error::PublicError for StoreError {
         match self {
             StoreError::NotFound => ErrorCode::NotFound,
             StoreError::Conflict(_) => ErrorCode::Conflict,
-            StoreError::StorageFull => ErrorCode::StoreUnavailable,
+            StoreError::StorageFull | StoreError::Unavailable(_) => ErrorCode::StoreUnavailable,
             StoreError::Db(_) | StoreError::CounterNotAbove | StoreError::Corrupt(_) => {
                 ErrorCode::Internal
             }
@@ -115,6 +138,9 @@ impl crate::base::error::PublicError for StoreError {
                 "keygate's storage is full: nothing was stored; try again once an operator \
                  has freed disk space"
                     .into()
+            }
+            StoreError::Unavailable(_) => {
+                "keygate's database cannot be reached: nothing was stored; try again shortly".into()
             }
             _ => "internal error".into(),
         }

@@ -3,7 +3,7 @@
 //! which move a challenge's delivery status forward only. Times are Unix milliseconds from the
 //! SMS layer's clock.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, Connection, OptionalExtension, Row};
 
 use super::sms::ENDED_AT;
 use super::{exec, prepare, row, Result, Store, Tx};
@@ -26,7 +26,7 @@ pub struct OutboxRecord {
 const OB_COLS: &str = "id, challenge_id, created_at, state, attempts, next_attempt_at, provider, \
     provider_message_id, last_error, sent_at";
 
-fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
+fn outbox_row(r: &Row<'_>) -> super::db::Result<OutboxRecord> {
     Ok(OutboxRecord {
         id: r.get(0)?,
         challenge_id: r.get(1)?,
@@ -99,7 +99,7 @@ impl Tx<'_> {
         )?;
         let rows = st
             .query_map(params![at, limit], outbox_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<super::db::Result<Vec<_>>>()?;
         Ok(rows)
     }
 

@@ -33,7 +33,12 @@ pub(super) fn record(c: &Connection, sql: &str) {
 }
 
 fn start_recording(store: &Store) -> String {
-    let path = store.conn().path().expect("a file database").to_string();
+    let path = store
+        .conn()
+        .sqlite()
+        .and_then(|c| c.path())
+        .expect("a file database")
+        .to_string();
     lock(&RECORDED).insert(path.clone(), BTreeSet::new());
     path
 }
@@ -305,7 +310,7 @@ async fn no_statement_on_the_hot_path_scans_a_table() {
     let c = store.conn();
     let mut scanning = Vec::new();
     for sql in &statements {
-        let scans = full_scans(&c, sql);
+        let scans = full_scans(c.sqlite().unwrap(), sql);
         if !scans.is_empty() {
             scanning.push(format!("{sql}\n    -> {}", scans.join("; ")));
         }
@@ -323,9 +328,16 @@ async fn no_statement_on_the_hot_path_scans_a_table() {
 fn the_plan_check_tells_a_scan_from_a_search() {
     let store = Store::open_in_memory().unwrap();
     let c = store.conn();
-    assert!(full_scans(&c, "SELECT * FROM sms_challenges WHERE id = ?1").is_empty());
+    assert!(full_scans(
+        c.sqlite().unwrap(),
+        "SELECT * FROM sms_challenges WHERE id = ?1"
+    )
+    .is_empty());
     assert_eq!(
-        full_scans(&c, "SELECT * FROM sms_challenges WHERE e164 = ?1"),
+        full_scans(
+            c.sqlite().unwrap(),
+            "SELECT * FROM sms_challenges WHERE e164 = ?1"
+        ),
         vec!["SCAN sms_challenges".to_string()]
     );
 }

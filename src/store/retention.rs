@@ -19,8 +19,8 @@
 
 use std::collections::BTreeMap;
 
+use super::db::{params, OptionalExtension};
 use hmac::{Hmac, Mac};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -244,7 +244,7 @@ impl Store {
                     .query_map(params![cut.closed_users, after, USERS_PER_ROUND], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                     })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<super::db::Result<Vec<_>>>()
                     .map_err(StoreError::from)
             })?;
             let Some((last, _)) = due.last() else {
@@ -316,7 +316,7 @@ impl Store {
     }
 }
 
-fn read_closure(c: &rusqlite::Connection, user: &str) -> Result<Option<Closure>> {
+fn read_closure(c: &super::db::Connection, user: &str) -> Result<Option<Closure>> {
     let row: Option<(Option<String>, Option<String>)> =
         prepare(c, "SELECT closed_at, closed_by FROM users WHERE name = ?1")?
             .query_row(params![user], |r| Ok((r.get(0)?, r.get(1)?)))

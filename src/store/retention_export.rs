@@ -3,9 +3,9 @@
 //! internal state (an SMS code's MAC and encrypted copy, the relying party's serialised
 //! credential, Idempotency-Keys) never leave; blobs are base64url.
 
+use super::db::ValueRef;
+use super::db::{params, Connection};
 use base64::Engine;
-use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
 use super::{prepare, Result, Store, StoreError};

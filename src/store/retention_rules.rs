@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
+use super::db::{params, Connection};
 use time::OffsetDateTime;
 
 use super::audit::insert_audit;
@@ -103,7 +103,7 @@ pub(super) const WINDOW_RULES: &[WindowRule] = &[
     },
 ];
 
-fn cut_param(rule: &WindowRule, cut: &Cutoffs) -> rusqlite::types::Value {
+fn cut_param(rule: &WindowRule, cut: &Cutoffs) -> super::db::Value {
     match rule.cut {
         Cut::SmsMs => cut.sms_ms.into(),
         Cut::Ceremonies => cut.ceremonies.clone().into(),

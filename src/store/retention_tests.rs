@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::params;
+use super::db::params;
 
 use super::*;
 use crate::base::clock::{Clock, ManualClock};

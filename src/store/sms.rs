@@ -2,7 +2,7 @@
 //! is in `outbox.rs`). Times are Unix milliseconds from the SMS layer's clock. Every compound
 //! change is one transaction (see the store's contract).
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -76,7 +76,7 @@ const CH_COLS: &str =
     expires_at, attempts, resends, last_sent_at, state, delivery_status, idempotency_key, \
     idempotency_hash, created_by";
 
-fn challenge_row(r: &Row<'_>) -> rusqlite::Result<SmsChallengeRecord> {
+fn challenge_row(r: &Row<'_>) -> super::db::Result<SmsChallengeRecord> {
     Ok(SmsChallengeRecord {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -110,10 +110,10 @@ type PhoneTuple = (
     Option<super::PhoneEntraSync>,
 );
 
-fn phone_row(r: &Row<'_>) -> rusqlite::Result<PhoneTuple> {
+fn phone_row(r: &Row<'_>) -> super::db::Result<PhoneTuple> {
     let entra = r
         .get::<_, Option<String>>(7)?
-        .map(|state| -> rusqlite::Result<_> {
+        .map(|state| -> super::db::Result<_> {
             Ok(super::PhoneEntraSync {
                 state,
                 method_id: r.get(8)?,
@@ -290,7 +290,7 @@ impl Tx<'_> {
         )?;
         let rows = st
             .query_map(params![user], phone_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<super::db::Result<Vec<_>>>()?;
         rows.into_iter().map(to_phone).collect()
     }
 
@@ -382,7 +382,7 @@ impl Tx<'_> {
         )?;
         let rows = st
             .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<super::db::Result<Vec<_>>>()?;
         Ok(rows)
     }
 

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use super::db::{params, Connection};
 
 use super::{exec, fmt_time, Result, Store, StoreError};
 

@@ -228,7 +228,7 @@ fn history_tables_keep_their_hot_tables_columns() {
             ))
             .unwrap();
         let names = st.query_map([], |r| r.get(0)).unwrap();
-        names.collect::<rusqlite::Result<_>>().unwrap()
+        names.collect::<super::db::Result<_>>().unwrap()
     };
     for hot in ["sms_challenges", "sms_outbox", "sms_sends", "ceremonies"] {
         let cols = columns(hot);

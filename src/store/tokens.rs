@@ -1,7 +1,7 @@
 //! API tokens: their hashes, roles and revocation, and the one read on every request's path
 //! (a token and, for a kiosk page session, its expiry), served by a reader connection.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::audit::insert_audit;

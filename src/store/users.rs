@@ -2,7 +2,7 @@
 //! service-desk reset, which revokes a user's credentials and removes their phones in one
 //! transaction.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -32,7 +32,7 @@ pub struct ResetReceipt {
     pub audit_seq: i64,
 }
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, String)> {
+fn user_from_row(r: &Row<'_>) -> super::db::Result<(String, String, Vec<u8>, String)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
