@@ -67,8 +67,26 @@ pub fn open_store_with_clock(
 ) -> anyhow::Result<Store> {
     ensure_data_dir(cfg)?;
     let path = cfg.data_dir.join("keygate.db");
-    Store::open_with_clock(&path, clock)
-        .with_context(|| format!("opening database {}", path.display()))
+    let Some(url) = cfg.store.postgres_url() else {
+        return Store::open_with_clock(&path, clock)
+            .with_context(|| format!("opening database {}", path.display()));
+    };
+    let timeout = std::time::Duration::from_millis(cfg.store.timeout_ms);
+    let target = crate::store::db::PgTarget::parse(url, timeout)
+        .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+    let shown = crate::config::redact_url_password(url);
+    let head_key = crate::store::audit_chain::head_key_path(&path);
+    let store = Store::open_postgres(Arc::new(target), &head_key, clock)
+        .with_context(|| format!("opening the campus store {shown}"))?;
+    // The keys that make shared rows readable must be the campus's (see store/campus.rs).
+    crate::sms::code::CodeKeys::load_or_create(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("SMS key: {e}"))?;
+    for name in ["sms.key", "audit-head.key"] {
+        let file = cfg.data_dir.join(name);
+        let key = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        store.check_campus_key(name, &key)?;
+    }
+    Ok(store)
 }
 
 /// How long rows stay in the hot tables before the store's sweep moves them to history.

@@ -315,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit {
             action: AuditAction::Verify { head, from },
-        } => audit_verify(&from.load(None, false)?.data_dir, head.as_ref()),
+        } => audit_verify(&from.load(None, false)?, head.as_ref()),
         Command::Purge {
             from,
             as_of,
@@ -349,17 +349,31 @@ fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
-/// `keygate audit verify` on the database in `data_dir`, with its head key when readable.
+/// `keygate audit verify` on the configured store (the SQLite file in the data dir, or the
+/// campus store), with the head key in the data dir when readable.
 fn audit_verify(
-    data_dir: &std::path::Path,
+    cfg: &keygate::config::Config,
     head: Option<&keygate::store::GivenHead>,
 ) -> anyhow::Result<ExitCode> {
-    let db = data_dir.join("keygate.db");
+    let db = cfg.data_dir.join("keygate.db");
     let key_path = keygate::store::audit_chain::head_key_path(&db);
     let key = keygate::store::audit_chain::HeadKey::read(&key_path)
         .inspect_err(|e| eprintln!("note: head key {}: {e}", key_path.display()))
         .ok();
-    match keygate::store::verify_audit_chain(&db, key.as_ref(), head) {
+    let verdict = match cfg.store.postgres_url() {
+        None => keygate::store::verify_audit_chain(&db, key.as_ref(), head),
+        Some(url) => {
+            let timeout = std::time::Duration::from_millis(cfg.store.timeout_ms);
+            let target = keygate::store::db::PgTarget::parse(url, timeout)
+                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+            keygate::store::verify_campus_audit_chain(
+                std::sync::Arc::new(target),
+                key.as_ref(),
+                head,
+            )
+        }
+    };
+    match verdict {
         Ok(verdict) => {
             for note in &verdict.notes {
                 eprintln!("note: {note}");

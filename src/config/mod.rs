@@ -27,9 +27,9 @@ pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use hooks::HookConfig;
 pub use secret::Secret;
 pub use sections::{
-    CeremonyConfig, EnrollTarget, EnrollmentConfig, EntraConfig, HttpConfig, KioskConfig,
-    LogConfig, RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig, TwilioConfig,
-    UserVerification, VonageConfig, WebhookConfig,
+    redact_url_password, CeremonyConfig, EnrollTarget, EnrollmentConfig, EntraConfig, HttpConfig,
+    KioskConfig, LogConfig, RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig,
+    StoreConfig, TwilioConfig, UserVerification, VonageConfig, WebhookConfig,
 };
 use validate::validate;
 
@@ -75,6 +75,8 @@ pub struct Config {
     pub entra: Option<EntraConfig>,
     /// `[[hooks]]`: signed event notifications (`crate::hooks`).
     pub hooks: Vec<HookConfig>,
+    /// `[store]`: the SQLite file in the data dir, or the campus store (PostgreSQL).
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -97,6 +99,7 @@ impl Default for Config {
             enrollment: EnrollmentConfig::default(),
             entra: None,
             hooks: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }

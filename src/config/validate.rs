@@ -5,6 +5,7 @@
 use super::{Config, ConfigError};
 
 pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    cfg.store.check().map_err(ConfigError::Invalid)?;
     let origin = url::Url::parse(&cfg.relying_party.origin)
         .map_err(|e| ConfigError::Invalid(format!("relying_party.origin: {e}")))?;
     let host = origin

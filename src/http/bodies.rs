@@ -54,9 +54,11 @@ impl ToSchema for ErrorCodeName {}
 pub struct Health {
     /// Always `ok`.
     pub status: &'static str,
-    /// `ok`, or `storage_full` while the database's disk is full (writes answer
-    /// `503 store_unavailable` until space returns; reads go on).
-    #[schema(pattern = "^(ok|storage_full)$")]
+    /// `ok`; `storage_full` while the database's disk is full (writes answer
+    /// `503 store_unavailable` until space returns; reads go on); `unavailable` while the
+    /// campus store (PostgreSQL) does not answer (requests that need it answer
+    /// `503 store_unavailable`; keygate reconnects by itself).
+    #[schema(pattern = "^(ok|storage_full|unavailable)$")]
     pub store: &'static str,
     pub version: &'static str,
 }

@@ -31,11 +31,7 @@ use crate::ceremony::{AssertionRequest, CeremonyView, EnrollmentRequest, Kind, S
 pub async fn healthz(State(st): State<SharedState>) -> Json<Health> {
     Json(Health {
         status: "ok",
-        store: if st.store.storage_full() {
-            "storage_full"
-        } else {
-            "ok"
-        },
+        store: st.store.status(),
         version: env!("CARGO_PKG_VERSION"),
     })
 }

@@ -228,6 +228,17 @@ pub fn verify_audit_chain(
     verify_audit_chain_on(&Connection::from(c), key, given)
 }
 
+/// [`verify_audit_chain`] of the campus store at `target` (PostgreSQL).
+pub fn verify_campus_audit_chain(
+    target: std::sync::Arc<super::db::PgTarget>,
+    key: Option<&HeadKey>,
+    given: Option<&GivenHead>,
+) -> Result<AuditVerdict> {
+    let now: super::db::NowFn =
+        std::sync::Arc::new(|| super::fmt_time(time::OffsetDateTime::now_utc()));
+    verify_audit_chain_on(&Connection::postgres(target, now), key, given)
+}
+
 /// [`verify_audit_chain`] of the database on `c` (the campus store's, or a SQLite file's).
 pub fn verify_audit_chain_on(
     c: &Connection,

@@ -411,6 +411,7 @@ impl Store {
         audit: Arc<AuditChain>,
     ) -> Result<Store> {
         audit.open_head(&conn)?;
+        let backend = conn.backend();
         let conn = Arc::new(Mutex::new(conn));
         let (writer, jobs) = mpsc::channel();
         let health = Arc::new(StorageHealth::default());
@@ -431,6 +432,7 @@ impl Store {
             clock,
             health,
             audit,
+            backend,
         };
         store.warn_about_user_names()?;
         Ok(store)
@@ -489,7 +491,29 @@ impl Store {
 
     /// Which engine holds the data.
     pub fn backend(&self) -> db::Backend {
-        self.conn().backend()
+        self.backend
+    }
+
+    /// Whether the data is shared with other daemons (the campus store): then nothing a
+    /// daemon keeps in memory may stand in for the database (budgets, caches).
+    pub fn is_shared(&self) -> bool {
+        self.backend == db::Backend::Postgres
+    }
+
+    /// The store as `/healthz` reports it: `ok`, `storage_full` (a SQLite file whose disk is
+    /// full) or `unavailable` (the campus store does not answer).
+    pub fn status(&self) -> &'static str {
+        if self.storage_full() {
+            return "storage_full";
+        }
+        if self.is_shared()
+            && self
+                .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+                .is_err()
+        {
+            return "unavailable";
+        }
+        "ok"
     }
 
     /// A connection for a read that must not wait behind writes: a free reader, else the

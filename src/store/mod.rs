@@ -15,6 +15,7 @@ mod audit;
 pub mod audit_chain;
 mod audit_verify;
 mod audit_writer;
+mod campus;
 mod ceremonies;
 mod credentials;
 pub mod db;
@@ -39,7 +40,8 @@ mod users;
 
 pub use audit::{AuditEvent, AuditHead, NewAudit};
 pub use audit_verify::{
-    verify_audit_chain, verify_audit_chain_on, AuditBreak, AuditVerdict, GivenHead,
+    verify_audit_chain, verify_audit_chain_on, verify_campus_audit_chain, AuditBreak, AuditVerdict,
+    GivenHead,
 };
 pub use ceremonies::CeremonyRecord;
 pub use credentials::{CredentialRecord, CredentialState};
@@ -183,6 +185,8 @@ pub struct Store {
     health: Arc<health::StorageHealth>,
     /// The audit log's hash chain: the writer's cached head and the head key.
     audit: Arc<audit_writer::AuditChain>,
+    /// The engine: a SQLite file of this daemon, or the campus store shared with others.
+    backend: db::Backend,
 }
 
 impl std::fmt::Debug for Store {

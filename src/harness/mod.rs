@@ -14,15 +14,24 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+pub mod pg;
+
 use crate::config::{parse_config, Config, Overrides};
 use crate::daemon::READY_LINE_PREFIX;
 use crate::http::SharedState;
 
 /// `toml` layered as a config file over the defaults, with `data_dir`, `simulate` and a
-/// loopback port-0 listen address on top (no environment layer: tests stay hermetic).
+/// loopback port-0 listen address on top (no environment layer: tests stay hermetic). Under
+/// `KEYGATE_TEST_STORE=postgres` the data dir's own database on the test cluster is the
+/// store (see [`pg`]), unless `toml` names a `[store]` itself.
 pub fn config(data_dir: &Path, toml: &str, simulate: bool) -> Config {
+    let toml = if toml.contains("[store]") {
+        toml.to_string()
+    } else {
+        format!("{toml}{}", pg::store_toml(data_dir))
+    };
     parse_config(
-        Some(toml),
+        Some(&toml),
         &[],
         &Overrides {
             data_dir: Some(data_dir.to_path_buf()),
@@ -98,6 +107,14 @@ impl Spawned {
         ])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
+        .envs(
+            pg::enabled()
+                .then(|| {
+                    let c = pg::cluster();
+                    ("KEYGATE_STORE__URL", c.url(&c.database_for(data_dir)))
+                })
+                .into_iter(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
         cmd
