@@ -35,7 +35,7 @@ mod reset;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ciborium::value::Value;
@@ -168,6 +168,18 @@ fn open_library(path: &str) -> Result<FidoKeyHid, String> {
     })
 }
 
+/// Whether kernel device name `now` of a node is another device than the `known` one, which
+/// it then becomes. An unreadable name (`None`: off Linux, or the node just went away) tells
+/// nothing and changes nothing.
+fn another_device(known: &mut Option<String>, now: Option<String>) -> bool {
+    let Some(now) = now else {
+        return false;
+    };
+    let another = known.as_ref().is_some_and(|k| *k != now);
+    *known = Some(now);
+    another
+}
+
 /// One plugged key.
 pub struct HidAuthenticator {
     id: DeviceId,
@@ -179,6 +191,8 @@ pub struct HidAuthenticator {
     /// The kernel's device name behind `path` when it was last looked at.
     kernel_name: Mutex<Option<String>>,
     power_ups: AtomicU64,
+    /// The path vanished from the device list: never reopened (another key may get it).
+    unplugged: AtomicBool,
 }
 
 impl HidAuthenticator {
@@ -192,6 +206,7 @@ impl HidAuthenticator {
             library: Mutex::new(Some(Arc::new(key))),
             kernel_name: Mutex::new(raw::kernel_device_name(path)),
             power_ups: AtomicU64::new(0),
+            unplugged: AtomicBool::new(false),
         })
     }
 
@@ -200,11 +215,14 @@ impl HidAuthenticator {
     }
 
     /// The library's handle, opened again if it was retired. A key whose node cannot be
-    /// opened any more is gone.
+    /// opened any more, or whose path left the device list, is gone.
     fn library(&self) -> Result<Arc<FidoKeyHid>, DeviceError> {
         let mut slot = lock(&self.library);
         if let Some(key) = slot.as_ref() {
             return Ok(key.clone());
+        }
+        if self.unplugged.load(Ordering::SeqCst) {
+            return Err(DeviceError::Removed);
         }
         let key = Arc::new(open_library(&self.path).map_err(|e| {
             tracing::debug!(device = %self.id, error = %e, "cannot reopen the key");
@@ -224,14 +242,10 @@ impl HidAuthenticator {
     /// again (or another key) under the same path: a power-up, and a fresh library handle.
     fn notice_replug(&self) {
         let now = raw::kernel_device_name(&self.path);
-        let mut known = lock(&self.kernel_name);
-        if now.is_some() && *known != now {
-            if known.is_some() {
-                tracing::info!(device = %self.id, "the key was plugged in again under the same path");
-                self.retire_library();
-                self.power_ups.fetch_add(1, Ordering::SeqCst);
-            }
-            *known = now;
+        if another_device(&mut lock(&self.kernel_name), now) {
+            tracing::info!(device = %self.id, "the key was plugged in again under the same path");
+            self.retire_library();
+            self.power_ups.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -499,7 +513,17 @@ impl DeviceSource for HidSource {
                 }
             }
         }
-        open.retain(|p, _| paths.contains(p));
+        // A handle left open on a node whose device went away keeps the node's minor number
+        // taken (an actor or a ceremony may still hold the authenticator), so the key plugged
+        // back in would get another path: close the library's handle now.
+        open.retain(|p, a| {
+            let plugged = paths.contains(p);
+            if !plugged {
+                a.unplugged.store(true, Ordering::SeqCst);
+                a.retire_library();
+            }
+            plugged
+        });
         let mut out: Vec<Arc<dyn Authenticator>> = open
             .values()
             .map(|a| a.clone() as Arc<dyn Authenticator>)
