@@ -21,6 +21,7 @@ use std::time::Duration;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod pin_policy;
+mod reset;
 
 use keygate::harness::InProcess;
 use serde_json::{json, Value};

@@ -5,6 +5,9 @@
 //! ctap-hid-fido2 then talk to it exactly as to a real key, through hidraw.
 //!
 //! Usage: keygate-uhid --data-dir DIR [--seed N] [--touch-ms MS] [--capture FILE] [--fault garbage]
+//! Power-up is the creation of the uhid device: the key's authenticatorReset window
+//! (`reset_window_ms` of its state, 10 s by default) starts then, so destroying and creating
+//! the device again (stopping and starting this program) is a replug.
 //! `--fault garbage`: a faulty key for the fault tests — MakeCredential is answered with status
 //! OK followed by bytes that are not CBOR (other commands work, so the key still enumerates).
 //! The uhid structures (linux/uhid.h) are packed little-endian; they are written as bytes, so
@@ -18,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keygate::device::capture::CaptureSink;
-use keygate::device::ctaphid::{cmd, err, fragment, Assembler, Incoming, BROADCAST, REPORT};
+use keygate::device::ctaphid::{
+    cmd, err, fragment, keepalive, Assembler, Incoming, BROADCAST, REPORT,
+};
 use keygate::device::sim::{standalone_key, SoftKey, UserPresence};
 use keygate::device::CtapStatus;
 
@@ -92,7 +97,8 @@ impl UserPresence for Presence<'_> {
             if self.cancel.load(Ordering::SeqCst) {
                 return Err(CtapStatus::KeepaliveCancel);
             }
-            self.dev.send(self.cid, cmd::KEEPALIVE, &[2]);
+            self.dev
+                .send(self.cid, cmd::KEEPALIVE, &[keepalive::UP_NEEDED]);
             std::thread::sleep(Duration::from_millis(100).min(self.touch));
         }
         Ok(())
@@ -142,6 +148,8 @@ fn main() {
         .unwrap()
         .write_all(&create_event())
         .expect("UHID_CREATE2");
+    // The key powers up with its device: authenticatorReset's window starts now.
+    key.lock().unwrap_or_else(|e| e.into_inner()).power_cycle();
     eprintln!(
         "keygate-uhid: virtual key created (1209:0001); touch after {} ms",
         touch.as_millis()

@@ -1,6 +1,7 @@
-//! CTAPHID framing (FIDO CTAP 2.1 §11.2.4), the authenticator side: 64-byte reports are
-//! reassembled into messages and messages split into reports. Pure and fuzzed (proptest): the
-//! uhid virtual key (`keygate-uhid`) runs its reports through here.
+//! CTAPHID framing (FIDO CTAP 2.1 §11.2.4): 64-byte reports are reassembled into messages and
+//! messages split into reports. Pure and fuzzed (proptest). Both sides use it: the uhid
+//! virtual key (`keygate-uhid`) as the authenticator, and the HID adapter's own requests
+//! (`device::hid::exchange`, authenticatorReset) as the platform.
 
 pub const REPORT: usize = 64;
 pub const BROADCAST: u32 = 0xFFFF_FFFF;
@@ -18,6 +19,14 @@ pub mod cmd {
     pub const CANCEL: u8 = 0x91;
     pub const KEEPALIVE: u8 = 0xBB;
     pub const ERROR: u8 = 0xBF;
+}
+
+/// CTAPHID_KEEPALIVE status bytes (§11.2.9.2.3).
+pub mod keepalive {
+    /// The key is still processing the request.
+    pub const PROCESSING: u8 = 1;
+    /// The key waits for user presence (a touch).
+    pub const UP_NEEDED: u8 = 2;
 }
 
 /// CTAPHID_ERROR codes (§11.2.9.1.6).

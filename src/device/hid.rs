@@ -20,10 +20,22 @@
 //!   copied before parsing, so the extension outputs (flag ED and the CBOR map) reach the
 //!   attestation object exactly as the key signed them. It fails the whole call when it cannot
 //!   parse that map, and prints to stdout on an output it does not know: keygate asks only
-//!   for credProtect and hmac-secret, which it knows.
+//!   for credProtect and hmac-secret, which it knows;
+//! - it has no authenticatorReset: keygate sends that one itself (`hid/reset.rs`), with the
+//!   library's handle closed meanwhile, since hidraw hands every input report to every handle
+//!   and the library does not check channel ids.
+//!
+//! Replug detection: a key pulled and plugged back between two enumerations may get the same
+//! `/dev/hidrawN` back; the kernel's device name behind the node (`raw::kernel_device_name`)
+//! tells it apart, and the key's handle then counts a power-up ([`Authenticator::power_ups`]).
+
+mod exchange;
+mod raw;
+mod reset;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ciborium::value::Value;
@@ -150,24 +162,91 @@ fn assertion_output(a: &Assertion) -> AssertionOutput {
     }
 }
 
+fn open_library(path: &str) -> Result<FidoKeyHid, String> {
+    guarded("open", || {
+        FidoKeyHid::new(&[HidParam::Path(path.to_string())], &lib_cfg())
+    })
+}
+
+/// Whether kernel device name `now` of a node is another device than the `known` one, which
+/// it then becomes. An unreadable name (`None`: off Linux, or the node just went away) tells
+/// nothing and changes nothing.
+fn another_device(known: &mut Option<String>, now: Option<String>) -> bool {
+    let Some(now) = now else {
+        return false;
+    };
+    let another = known.as_ref().is_some_and(|k| *k != now);
+    *known = Some(now);
+    another
+}
+
 /// One plugged key.
 pub struct HidAuthenticator {
     id: DeviceId,
+    path: String,
     product: String,
-    key: FidoKeyHid,
+    /// ctap-hid-fido2's handle. `None` after it was retired (for keygate's own requests, or
+    /// because the key was replugged) until the next library call opens a fresh one.
+    library: Mutex<Option<Arc<FidoKeyHid>>>,
+    /// The kernel's device name behind `path` when it was last looked at.
+    kernel_name: Mutex<Option<String>>,
+    power_ups: AtomicU64,
+    /// The path vanished from the device list: never reopened (another key may get it).
+    unplugged: AtomicBool,
 }
 
 impl HidAuthenticator {
     fn open(path: &str, product: String) -> Result<Self, DeviceError> {
-        let key = guarded("open", || {
-            FidoKeyHid::new(&[HidParam::Path(path.to_string())], &lib_cfg())
-        })
-        .map_err(|e| DeviceError::Io(format!("cannot open {path}: {e}")))?;
+        let key =
+            open_library(path).map_err(|e| DeviceError::Io(format!("cannot open {path}: {e}")))?;
         Ok(HidAuthenticator {
             id: format!("hid:{path}"),
+            path: path.to_string(),
             product,
-            key,
+            library: Mutex::new(Some(Arc::new(key))),
+            kernel_name: Mutex::new(raw::kernel_device_name(path)),
+            power_ups: AtomicU64::new(0),
+            unplugged: AtomicBool::new(false),
         })
+    }
+
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The library's handle, opened again if it was retired. A key whose node cannot be
+    /// opened any more, or whose path left the device list, is gone.
+    fn library(&self) -> Result<Arc<FidoKeyHid>, DeviceError> {
+        let mut slot = lock(&self.library);
+        if let Some(key) = slot.as_ref() {
+            return Ok(key.clone());
+        }
+        if self.unplugged.load(Ordering::SeqCst) {
+            return Err(DeviceError::Removed);
+        }
+        let key = Arc::new(open_library(&self.path).map_err(|e| {
+            tracing::debug!(device = %self.id, error = %e, "cannot reopen the key");
+            DeviceError::Removed
+        })?);
+        *slot = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Close the library's handle (once a call holding it returns).
+    fn retire_library(&self) {
+        let retired = lock(&self.library).take();
+        drop(retired);
+    }
+
+    /// Look at the device behind the path again: a new kernel device is the key plugged in
+    /// again (or another key) under the same path: a power-up, and a fresh library handle.
+    fn notice_replug(&self) {
+        let now = raw::kernel_device_name(&self.path);
+        if another_device(&mut lock(&self.kernel_name), now) {
+            tracing::info!(device = %self.id, "the key was plugged in again under the same path");
+            self.retire_library();
+            self.power_ups.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn err(&self, text: String) -> DeviceError {
@@ -188,8 +267,9 @@ impl HidAuthenticator {
         if ctx.is_cancelled() {
             return Err(DeviceError::Cancelled);
         }
+        let key = self.library()?;
         ctx.emit(Progress::WaitingTouch);
-        let r = guarded("operation", || f(&self.key)).map_err(|e| self.err(e));
+        let r = guarded("operation", || f(&key)).map_err(|e| self.err(e));
         match r {
             Err(_) if ctx.is_cancelled() => Err(if ctx.expired() {
                 DeviceError::TouchTimeout
@@ -207,7 +287,8 @@ impl Authenticator for HidAuthenticator {
     }
 
     fn info(&self) -> Result<DeviceInfo, DeviceError> {
-        let info = guarded("get_info", || self.key.get_info()).map_err(|e| self.err(e))?;
+        let key = self.library()?;
+        let info = guarded("get_info", || key.get_info()).map_err(|e| self.err(e))?;
         let option = |name: &str| {
             info.options
                 .iter()
@@ -306,13 +387,15 @@ impl Authenticator for HidAuthenticator {
     }
 
     fn pin_retries(&self) -> Result<u32, DeviceError> {
-        guarded("get_pin_retries", || self.key.get_pin_retries())
+        let key = self.library()?;
+        guarded("get_pin_retries", || key.get_pin_retries())
             .map(|r| r.max(0) as u32)
             .map_err(|e| error_from_text(&e, None))
     }
 
     fn set_pin(&self, new_pin: &Pin) -> Result<(), DeviceError> {
-        guarded("set_new_pin", || self.key.set_new_pin(new_pin.expose())).map_err(|e| {
+        let key = self.library()?;
+        guarded("set_new_pin", || key.set_new_pin(new_pin.expose())).map_err(|e| {
             match error_from_text(&e, None) {
                 // §6.5.5.5: setPIN on a key that has one answers NOT_ALLOWED.
                 DeviceError::OperationDenied => DeviceError::PinAlreadySet,
@@ -322,15 +405,17 @@ impl Authenticator for HidAuthenticator {
     }
 
     fn change_pin(&self, current_pin: &Pin, new_pin: &Pin) -> Result<(), DeviceError> {
+        let key = self.library()?;
         guarded("change_pin", || {
-            self.key.change_pin(current_pin.expose(), new_pin.expose())
+            key.change_pin(current_pin.expose(), new_pin.expose())
         })
         .map_err(|e| self.err(e))
     }
 
     fn verify_pin(&self, pin: &Pin) -> Result<(), DeviceError> {
+        let key = self.library()?;
         guarded("get_pin_token", || {
-            self.key.get_pin_token(pin.expose()).map(|_| ())
+            key.get_pin_token(pin.expose()).map(|_| ())
         })
         .map_err(|e| self.err(e))
     }
@@ -345,13 +430,14 @@ impl Authenticator for HidAuthenticator {
         // ctap-hid-fido2 sends newMinPINLength and forceChangePin as two setMinPINLength
         // commands, each under its own acfg token; the second keeps the minimum (§6.11.4:
         // an absent newMinPINLength means the current one).
+        let key = self.library()?;
         guarded("set_min_pin_length", || {
-            self.key.set_min_pin_length(min, Some(pin.expose()))
+            key.set_min_pin_length(min, Some(pin.expose()))
         })
         .map_err(|e| self.err(e))?;
         if force_change {
             guarded("force_change_pin", || {
-                self.key.force_change_pin(Some(pin.expose()))
+                key.force_change_pin(Some(pin.expose()))
             })
             .map_err(|e| self.err(e))?;
         }
@@ -359,10 +445,26 @@ impl Authenticator for HidAuthenticator {
     }
 
     fn cancel(&self) {
-        // CTAPHID_CANCEL on the key's channel; see the module docs for why this works.
-        if let Err(e) = guarded("cancel", || self.key.cancel_selection()) {
+        // CTAPHID_CANCEL on the library's channel; see the module docs for why this works. A
+        // reset in flight has no library handle: it watches the context's cancel flag, which
+        // the actor raises before calling this.
+        let Some(key) = lock(&self.library).clone() else {
+            return;
+        };
+        if let Err(e) = guarded("cancel", || key.cancel_selection()) {
             tracing::debug!(device = %self.id, error = %e, "CTAPHID_CANCEL not sent");
         }
+    }
+
+    /// See `hid/reset.rs`.
+    fn reset(&self, ctx: &OpContext) -> Result<(), DeviceError> {
+        self.factory_reset(ctx)
+    }
+
+    /// Replugs seen under the same path (see the module docs); a key that comes back under
+    /// another path is another device id.
+    fn power_ups(&self) -> u64 {
+        self.power_ups.load(Ordering::SeqCst)
     }
 }
 
@@ -398,7 +500,9 @@ impl DeviceSource for HidSource {
                 continue;
             };
             paths.push(path.clone());
-            if !open.contains_key(path) {
+            if let Some(known) = open.get(path) {
+                known.notice_replug();
+            } else {
                 match HidAuthenticator::open(path, dev.product_string.clone()) {
                     Ok(a) => {
                         open.insert(path.clone(), Arc::new(a));
@@ -409,7 +513,17 @@ impl DeviceSource for HidSource {
                 }
             }
         }
-        open.retain(|p, _| paths.contains(p));
+        // A handle left open on a node whose device went away keeps the node's minor number
+        // taken (an actor or a ceremony may still hold the authenticator), so the key plugged
+        // back in would get another path: close the library's handle now.
+        open.retain(|p, a| {
+            let plugged = paths.contains(p);
+            if !plugged {
+                a.unplugged.store(true, Ordering::SeqCst);
+                a.retire_library();
+            }
+            plugged
+        });
         let mut out: Vec<Arc<dyn Authenticator>> = open
             .values()
             .map(|a| a.clone() as Arc<dyn Authenticator>)

@@ -186,3 +186,29 @@ fn enumerating_without_keys_is_empty_not_an_error() {
         Err(e) => assert_eq!(e.code().as_str(), "device_error"),
     }
 }
+
+#[test]
+fn a_new_kernel_device_under_a_known_path_is_a_replug() {
+    let mut known = None;
+    assert!(
+        !another_device(&mut known, Some("0003:1209:0001.0001".into())),
+        "first look"
+    );
+    assert!(!another_device(
+        &mut known,
+        Some("0003:1209:0001.0001".into())
+    ));
+    assert!(
+        !another_device(&mut known, None),
+        "an unreadable name tells nothing"
+    );
+    assert_eq!(known.as_deref(), Some("0003:1209:0001.0001"));
+    assert!(another_device(
+        &mut known,
+        Some("0003:1209:0001.0002".into())
+    ));
+    assert!(!another_device(
+        &mut known,
+        Some("0003:1209:0001.0002".into())
+    ));
+}
