@@ -443,7 +443,7 @@ The configuration of the packaged service (a conffile).
 \fI/var/lib/keygate/\fR
 The data directory: the SQLite database, the audit chain's head key, secrets (mode 0700, user keygate).
 .TP
-\fI/lib/systemd/system/keygate.service\fR
+\fI/usr/lib/systemd/system/keygate.service\fR
 The hardened systemd unit; \fBsystemctl start keygate\fR.
 .SH ENVIRONMENT
 Every configuration key can be set as \fBKEYGATE_\fR\fIKEY\fR (nested keys joined by \fB__\fR); the layers are defaults, the file, the environment, then the command line flags.
