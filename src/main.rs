@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use keygate::auth::Role;
 use keygate::config::{self, Config, Overrides};
@@ -120,6 +120,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script for SHELL on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, every subcommand included.
+    Man,
 }
 
 /// Where a subcommand's configuration comes from (the layers: defaults < file < `KEYGATE_*`
@@ -341,8 +348,108 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keygate", &mut script);
+            to_stdout(&script)
+        }
+        Command::Man => to_stdout(man_page()?.as_bytes()),
     }
 }
+
+/// Write all of `bytes` to stdout: a closed pipe (`| head`) is an error, not a panic.
+fn to_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One page for the whole CLI (`man keygate`): clap_mangen's name, synopsis, description
+/// and options, then a COMMANDS section with each subcommand, nested ones included, as its own
+/// subsection (clap_mangen alone would point at keygate-serve(1) and friends, pages the
+/// package does not ship), then the files and environment of the service.
+fn man_page() -> anyhow::Result<String> {
+    let mut cmd = Cli::command()
+        .bin_name("keygate")
+        .disable_help_subcommand(true);
+    cmd.build();
+    let top = clap_mangen::Man::new(cmd.clone());
+    let mut parts = Vec::new();
+    top.render_name_section(&mut parts)?;
+    top.render_synopsis_section(&mut parts)?;
+    top.render_description_section(&mut parts)?;
+    top.render_options_section(&mut parts)?;
+    // The roff crate's preamble (the `\*(Aq` quote string) once, and a .TH with an explicit
+    // empty date: roff drops an empty argument, which would shift the source into the date.
+    let mut page = format!(
+        "{ROFF_PREAMBLE}.TH KEYGATE 1 \"\" \"keygate {}\" \"keygate manual\"\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    push_roff(&mut page, parts, false)?;
+    page.push_str(".SH COMMANDS\n");
+    for sub in cmd.get_subcommands() {
+        man_command(sub, &mut page)?;
+    }
+    page.push_str(MAN_TAIL);
+    Ok(page)
+}
+
+/// What every `roff` render starts with (`.ie \n(.g .ds Aq \(aq` / `.el .ds Aq '`).
+const ROFF_PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+
+/// Append clap_mangen's roff to `page` without its preambles; with `demote`, its `.SH`
+/// headings become paragraph breaks (inside a command's subsection).
+fn push_roff(page: &mut String, roff: Vec<u8>, demote: bool) -> anyhow::Result<()> {
+    let roff = String::from_utf8(roff)?;
+    let preamble: Vec<&str> = ROFF_PREAMBLE.lines().collect();
+    for line in roff.lines().filter(|l| !preamble.contains(l)) {
+        page.push_str(if demote && line.starts_with(".SH ") {
+            ".PP"
+        } else {
+            line
+        });
+        page.push('\n');
+    }
+    Ok(())
+}
+
+/// One subcommand's subsection (its description, synopsis and options), then its own
+/// subcommands'.
+fn man_command(cmd: &clap::Command, page: &mut String) -> anyhow::Result<()> {
+    let name = cmd.get_bin_name().unwrap_or_else(|| cmd.get_name());
+    page.push_str(&format!(".SS \"{name}\"\n"));
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut parts = Vec::new();
+    man.render_description_section(&mut parts)?;
+    man.render_synopsis_section(&mut parts)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut parts)?;
+    }
+    push_roff(page, parts, true)?;
+    for sub in cmd.get_subcommands() {
+        man_command(sub, page)?;
+    }
+    Ok(())
+}
+
+/// Where the Debian package puts things (dist/, Cargo.toml's `[package.metadata.deb]`).
+const MAN_TAIL: &str = r#".SH FILES
+.TP
+\fI/etc/keygate/keygate.toml\fR
+The configuration of the packaged service (a conffile).
+.TP
+\fI/var/lib/keygate/\fR
+The data directory: the SQLite database, the audit chain's head key, secrets (mode 0700, user keygate).
+.TP
+\fI/usr/lib/systemd/system/keygate.service\fR
+The hardened systemd unit; \fBsystemctl start keygate\fR.
+.SH ENVIRONMENT
+Every configuration key can be set as \fBKEYGATE_\fR\fIKEY\fR (nested keys joined by \fB__\fR); the layers are defaults, the file, the environment, then the command line flags.
+.SH "SEE ALSO"
+\fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBudevadm\fR(8)
+"#;
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)

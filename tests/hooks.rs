@@ -1,6 +1,6 @@
 //! Event hooks through the real HTTP stack: signed POSTs to a receiver on 127.0.0.1 (an axum
-//! server recording what it gets), subscriptions, retries, and the real binary killed with
-//! SIGKILL while the receiver is down.
+//! server recording what it gets), subscriptions, retries, a dead delivery replayed by an
+//! admin, and the real binary killed with SIGKILL while the receiver is down.
 
 mod common;
 
@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::{enc, TestServer};
+use common::{code, enc, TestServer};
 use keygate::harness::Spawned;
 use keygate::hooks::verify_hook_signature;
 use serde_json::{json, Value};
@@ -87,6 +87,11 @@ impl Receiver {
 
     fn got(&self) -> Vec<Received> {
         self.log.lock().unwrap().got.clone()
+    }
+
+    /// Answer 200 from now on (the receiver is back).
+    fn accept_all(&self) {
+        self.log.lock().unwrap().script.clear();
     }
 
     /// Wait until `n` POSTs arrived (the test's own timeout bounds it).
@@ -276,6 +281,114 @@ async fn a_refused_delivery_is_retried_until_accepted_and_then_not_again() {
     let hooks = settled_hooks(&s).await;
     assert_eq!(hooks["hooks"][0]["pending"], 0, "{hooks}");
     assert_eq!(hooks["hooks"][0]["dead"], 0, "{hooks}");
+}
+
+#[tokio::test]
+async fn a_dead_delivery_is_replayed_by_an_admin_and_then_delivered_once() {
+    let clock = Arc::new(keygate::sms::ManualClock::new(1_790_000_000_000));
+    // The receiver refuses everything until it is told it is back.
+    let desk = Receiver::start(&[503; 64]).await;
+    let s =
+        TestServer::start_with_clock(&hook_toml(&desk.url, &["user.reset"]), clock.clone()).await;
+    s.set_pin("1234").await;
+    enroll(&s, "r5").await;
+    enroll(&s, "r6").await;
+    assert_eq!(s.delete("/v1/users/r5").await.0, StatusCode::OK);
+    let first = desk.wait_for(1).await[0].clone();
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    let replay = format!("/v1/hooks/deliveries/{id}/replay");
+
+    // Still being retried: nothing to replay.
+    let (st, e) = s.post(&replay, json!({})).await;
+    assert_eq!((st, code(&e)), (StatusCode::CONFLICT, "conflict"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("pending"));
+
+    // A day later the worker gives it up (its next failed attempt ends the 24-hour window).
+    clock.advance(Duration::from_secs(24 * 3600));
+    let mut dead = Value::Null;
+    for _ in 0..400 {
+        let (st, v) = s.get("/v1/hooks/deliveries").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        dead = v;
+        if !dead["deliveries"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = &dead["deliveries"][0];
+    assert_eq!(d["id"], id.as_str(), "{dead}");
+    assert_eq!(d["state"], "dead");
+    assert_eq!(d["event"], "user.reset");
+    assert_eq!(d["url"], desk.url.as_str());
+    assert_eq!(d["last_error"], "HTTP 503");
+    assert!(d["attempts"].as_u64().unwrap() >= 1, "{d}");
+    assert_eq!(d["delivered_at"], Value::Null);
+    assert_eq!(settled_hooks(&s).await["hooks"][0]["dead"], 1);
+
+    // Only an admin replays.
+    let (st, _) = s
+        .req(reqwest::Method::POST, &replay, Some(&s.kiosk.clone()), None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s
+        .req(
+            reqwest::Method::GET,
+            "/v1/hooks/deliveries",
+            Some(&s.kiosk.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    // The receiver is back; the admin replays: the same body, signed afresh, accepted.
+    desk.accept_all();
+    let before = desk.got().len();
+    let (st, v) = s.post(&replay, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["attempts"], 0);
+    assert_eq!(v["last_error"], Value::Null);
+    let got = desk.wait_for(before + 1).await;
+    let again = &got[before];
+    assert_eq!(again.body, first.body, "the same delivery, byte for byte");
+    check_signed_and_clean(again);
+    let hooks = settled_hooks(&s).await;
+    assert_eq!(hooks["hooks"][0]["dead"], 0, "{hooks}");
+    assert_eq!(hooks["hooks"][0]["delivered"], 1, "{hooks}");
+    let (_, delivered) = s.get("/v1/hooks/deliveries?state=delivered").await;
+    assert_eq!(delivered["deliveries"][0]["id"], id.as_str(), "{delivered}");
+    assert_ne!(delivered["deliveries"][0]["delivered_at"], Value::Null);
+
+    // Delivered: not replayed again, and not sent again by the worker (a later event arriving
+    // means it has had its rounds since).
+    let (st, e) = s.post(&replay, json!({})).await;
+    assert_eq!((st, code(&e)), (StatusCode::CONFLICT, "conflict"), "{e}");
+    assert_eq!(s.delete("/v1/users/r6").await.0, StatusCode::OK);
+    let got = desk.wait_for(before + 2).await;
+    assert_eq!(got[before + 1].json()["data"]["user"], "r6");
+    assert_eq!(got.len(), before + 2, "{got:?}");
+    let (st, e) = s
+        .post(
+            "/v1/hooks/deliveries/0190c1d2-0000-7000-8000-000000000000/replay",
+            json!({}),
+        )
+        .await;
+    assert_eq!((st, code(&e)), (StatusCode::NOT_FOUND, "not_found"), "{e}");
+    let (st, e) = s.get("/v1/hooks/deliveries?limit=0").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+
+    // The replay is audited, naming the delivery and the admin's token.
+    let (_, audit) = s.get("/v1/audit?limit=1000").await;
+    let line = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "hook.delivery_replayed")
+        .cloned()
+        .unwrap_or_else(|| panic!("no replay in {audit}"));
+    assert_eq!(line["detail"]["delivery_id"], id.as_str(), "{line}");
+    assert_eq!(line["detail"]["event"], "user.reset");
+    assert!(line["actor"].as_str().unwrap().starts_with("token:"));
 }
 
 /// `GET /v1/hooks` once no delivery is pending (at most ~10 s): a receiver has a body before

@@ -55,7 +55,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         reset::start, reset::get_reset, reset::cancel, reset::events,
         kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::texts_js, kiosk::app_css,
         kiosk::icon, kiosk::session, kiosk::config, kiosk::handoff, kiosk::sign_out,
-        kiosk::whoami, hooks::list_hooks,
+        kiosk::whoami, hooks::list_hooks, hooks::list_deliveries, hooks::replay_delivery,
     ),
     components(schemas(super::bodies::ErrorBody)),
     modifiers(&Security),

@@ -8,7 +8,8 @@
 
 use super::db::{params, Connection, OptionalExtension, Row};
 
-use super::{exec, parse_time, prepare, AuditEvent, Result, Store, Tx};
+use super::audit::insert_audit;
+use super::{exec, parse_time, prepare, row, AuditEvent, NewAudit, Result, Store, StoreError, Tx};
 
 /// One event for one receiver.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +21,10 @@ pub struct HookDelivery {
     pub audit_seq: i64,
     /// The JSON body, fixed when fanned out (retries send the same bytes).
     pub payload: String,
+    /// When its 24-hour delivery window began: the fan-out, or the last replay.
     pub created_at: i64,
-    /// `pending`, `delivered` or `dead` (kept, visible in `GET /v1/hooks`).
+    /// `pending`, `delivered` or `dead` (kept, visible in `GET /v1/hooks`; an admin may
+    /// replay it: [`Store::hook_delivery_replay`]).
     pub state: String,
     pub attempts: u32,
     pub next_attempt_at: i64,
@@ -220,6 +223,79 @@ impl Store {
                 .collect::<super::db::Result<Vec<_>>>()?;
             Ok(rows)
         })
+    }
+
+    /// One delivery by id.
+    pub fn hook_delivery(&self, id: &str) -> Result<Option<HookDelivery>> {
+        self.read(|c| {
+            Ok(row(
+                c,
+                &format!("SELECT {COLS} FROM hook_deliveries WHERE id = ?1"),
+                params![id],
+                delivery_row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// The deliveries in `state` (`pending`, `delivered` or `dead`), the latest scheduled
+    /// attempt first.
+    pub fn hook_deliveries_in(&self, state: &str, limit: u32) -> Result<Vec<HookDelivery>> {
+        self.read(|c| {
+            let mut st = prepare(
+                c,
+                &format!(
+                    "SELECT {COLS} FROM hook_deliveries WHERE state = ?1 \
+                     ORDER BY next_attempt_at DESC, id LIMIT ?2"
+                ),
+            )?;
+            let rows = st
+                .query_map(params![state, limit], delivery_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Replay the dead delivery `id`: pending again and due at `now_ms`, its attempts and its
+    /// 24-hour window starting over, with the same payload and id (receivers that saw it
+    /// deduplicate). Audited as `hook.delivery_replayed` by `actor`. NotFound without such a
+    /// delivery; Conflict when it is not dead (pending: already queued; delivered: accepted).
+    pub async fn hook_delivery_replay(
+        &self,
+        id: &str,
+        now_ms: i64,
+        actor: &str,
+    ) -> Result<HookDelivery> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |c| {
+            let select = format!("SELECT {COLS} FROM hook_deliveries WHERE id = ?1");
+            let d = row(c, &select, params![id], delivery_row)
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if d.state != "dead" {
+                return Err(StoreError::Conflict(format!(
+                    "the delivery is {}: only a dead delivery can be replayed",
+                    d.state
+                )));
+            }
+            exec(
+                c,
+                "UPDATE hook_deliveries SET state = 'pending', attempts = 0, created_at = ?2, \
+                 next_attempt_at = ?2, last_error = NULL WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+            insert_audit(
+                c,
+                &NewAudit::new("hook.delivery_replayed", &actor).detail(serde_json::json!({
+                    "delivery_id": d.id,
+                    "event": d.event,
+                    "audit_seq": d.audit_seq,
+                    "attempts_before": d.attempts,
+                })),
+            )?;
+            Ok(row(c, &select, params![id], delivery_row)?)
+        })
+        .await
     }
 
     /// The deliveries of `hook_url` by state.
