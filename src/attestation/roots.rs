@@ -106,7 +106,11 @@ mod tests {
             "cbb522d7b7f127ad6a0113865bdf1cd4102e7d0759af635a7cf4720dc963c53b"
         );
         let root = fido_mds_root();
-        assert!(format!("{:?}", root.tbs_certificate().subject()).contains("GlobalSign"));
+        assert!(root
+            .tbs_certificate()
+            .subject()
+            .to_string()
+            .contains("GlobalSign Root CA - R3"));
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::device::ctap2::{decode, get_text_key, parse_cose_ec2};
 use super::roots::certificate;
 
 /// id-fido-gen-ce-aaguid: the AAGUID an attestation certificate was issued for.
-const FIDO_GEN_CE_AAGUID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
+const FIDO_GEN_CE_AAGUID: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
 
 /// What kind of proof a statement is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +93,8 @@ impl Statement {
 /// Never fails: what cannot be verified is a statement of kind `Invalid`.
 pub fn read_statement(attestation_object: &[u8], client_data_hash: &[u8; 32]) -> Statement {
     let Ok(obj) = decode(attestation_object) else {
-        return Statement::new("", None).flawed(ProofKind::Invalid, "attestation object is not CBOR");
+        return Statement::new("", None)
+            .flawed(ProofKind::Invalid, "attestation object is not CBOR");
     };
     let format = get_text_key(&obj, "fmt")
         .and_then(|v| v.as_text())
@@ -267,7 +269,10 @@ fn fido_u2f(
         .and_then(|v| parse_cose_ec2(&v).ok());
     let (Some(public_key), Some(credential_id)) = (public_key, summary.credential_id.as_ref())
     else {
-        return st.flawed(ProofKind::Invalid, "credential public key is not a P-256 key");
+        return st.flawed(
+            ProofKind::Invalid,
+            "credential public key is not a P-256 key",
+        );
     };
     let mut signed = vec![0x00];
     signed.extend_from_slice(&auth_data[..32]);

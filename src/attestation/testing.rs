@@ -8,8 +8,8 @@ use base64::Engine;
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use serde_json::{json, Value};
 
@@ -48,7 +48,10 @@ fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
     p.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    p.distinguished_name = name(&[(DnType::OrganizationName, "keygate tests"), (DnType::CommonName, cn)]);
+    p.distinguished_name = name(&[
+        (DnType::OrganizationName, "keygate tests"),
+        (DnType::CommonName, cn),
+    ]);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     p
@@ -144,7 +147,10 @@ impl TestPki {
 
     /// A packed attestation certificate for `aaguid` under this root (WebAuthn §8.2.1), and its
     /// key.
-    pub fn attestation_certificate(&self, aaguid: uuid::Uuid) -> (Vec<u8>, p256::ecdsa::SigningKey) {
+    pub fn attestation_certificate(
+        &self,
+        aaguid: uuid::Uuid,
+    ) -> (Vec<u8>, p256::ecdsa::SigningKey) {
         let (key, pair) = p256_key();
         let mut p = leaf_params(name(&[
             (DnType::CountryName, "BE"),

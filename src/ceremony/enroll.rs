@@ -194,10 +194,7 @@ impl CeremonyService {
             user_verified: summary.user_verified(),
             nickname,
             // The Metadata Service names a proven model; GetInfo's AAGUID is only a claim.
-            model: attestation
-                .as_ref()
-                .and_then(|j| j.model.clone())
-                .or(model),
+            model: attestation.as_ref().and_then(|j| j.model.clone()).or(model),
             created_at: self.clock.now(),
             last_used_at: None,
             state: CredentialState::Active,

@@ -68,9 +68,7 @@ impl AttestationConfig {
                 .enumerate()
                 .find(|(i, a)| list[..*i].contains(a))
             {
-                return Err(format!(
-                    "attestation.{name}[{i}]: {a} is listed twice"
-                ));
+                return Err(format!("attestation.{name}[{i}]: {a} is listed twice"));
             }
         }
         if let Some(a) = self
@@ -149,8 +147,14 @@ mod tests {
         .unwrap();
         let a = &c.attestation;
         assert_eq!(a.mode, AttestationMode::Enforce);
-        assert_eq!(a.allowed_aaguids, vec![YUBIKEY_5.parse().unwrap()]);
-        assert_eq!(a.blocked_aaguids, vec![FEITIAN.parse().unwrap()]);
+        assert_eq!(
+            a.allowed_aaguids,
+            vec![YUBIKEY_5.parse::<uuid::Uuid>().unwrap()]
+        );
+        assert_eq!(
+            a.blocked_aaguids,
+            vec![FEITIAN.parse::<uuid::Uuid>().unwrap()]
+        );
         assert_eq!(
             a.mds_blob_path(Path::new("/data")),
             PathBuf::from("/var/lib/keygate/mds.jwt")
@@ -163,10 +167,7 @@ mod tests {
 
     #[test]
     fn the_mode_comes_from_the_environment_too() {
-        let env = vec![(
-            "KEYGATE_ATTESTATION__MODE".to_string(),
-            "off".to_string(),
-        )];
+        let env = vec![("KEYGATE_ATTESTATION__MODE".to_string(), "off".to_string())];
         let c = parse_config(None, &env, &Overrides::default()).unwrap();
         assert_eq!(c.attestation.mode, AttestationMode::Off);
     }
@@ -175,7 +176,10 @@ mod tests {
     fn bad_settings_are_refused_by_name() {
         let cases = [
             ("mode = \"strict\"".to_string(), "unknown variant"),
-            ("allowed_aaguids = [\"not-a-uuid\"]".to_string(), "allowed_aaguids"),
+            (
+                "allowed_aaguids = [\"not-a-uuid\"]".to_string(),
+                "allowed_aaguids",
+            ),
             (
                 format!("allowed_aaguids = [\"{YUBIKEY_5}\", \"{YUBIKEY_5}\"]"),
                 "allowed_aaguids[1]",
@@ -186,7 +190,10 @@ mod tests {
             ),
             ("mds_blob = \"\"".to_string(), "mds_blob is empty"),
             ("mds_root_ca = \"\"".to_string(), "mds_root_ca is empty"),
-            ("ca_files = [\"a.pem\", \"\"]".to_string(), "ca_files[1] is empty"),
+            (
+                "ca_files = [\"a.pem\", \"\"]".to_string(),
+                "ca_files[1] is empty",
+            ),
             ("require_trusted = true".to_string(), "unknown field"),
         ];
         for (body, why) in cases {

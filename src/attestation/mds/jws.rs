@@ -67,7 +67,8 @@ pub fn verify_blob(
     let Some((leaf, intermediates)) = chain.split_first() else {
         return Err(malformed("no x5c certificate chain in the header"));
     };
-    chain_root(leaf, intermediates, &roots.iter().collect::<Vec<_>>(), now).map_err(AttestationError::BlobUntrusted)?;
+    chain_root(leaf, intermediates, &roots.iter().collect::<Vec<_>>(), now)
+        .map_err(AttestationError::BlobUntrusted)?;
 
     let signature =
         b64url(signature_b64).map_err(|e| malformed(format!("signature base64url: {e}")))?;
@@ -93,7 +94,6 @@ pub fn verify_blob(
     x509_verify_signature(signed.as_bytes(), &signature, leaf)
         .map_err(|_| AttestationError::BlobSignature)?;
 
-    let payload =
-        b64url(payload_b64).map_err(|e| malformed(format!("payload base64url: {e}")))?;
+    let payload = b64url(payload_b64).map_err(|e| malformed(format!("payload base64url: {e}")))?;
     MdsData::parse(&payload)
 }

@@ -12,6 +12,8 @@
 mod install;
 mod jws;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -148,7 +150,8 @@ impl MdsData {
                 kept = true;
             }
             for id in &e.attestation_certificate_key_identifiers {
-                data.by_key_id.insert(id.to_ascii_lowercase(), entry.clone());
+                data.by_key_id
+                    .insert(id.to_ascii_lowercase(), entry.clone());
                 kept = true;
             }
             data.entries += usize::from(kept);
