@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use crypto_glue::der::Decode;
 use crypto_glue::x509::{Certificate, X509Store};
 
@@ -15,28 +13,9 @@ use crypto_glue::x509::{Certificate, X509Store};
 /// valid until 2029-03-18). `[attestation] mds_root_ca` replaces it.
 pub const FIDO_MDS_ROOT_PEM: &str = include_str!("fido-mds-root-r3.pem");
 
-/// DER bodies of the `CERTIFICATE` blocks of a PEM text (other blocks are skipped).
+/// DER bodies of the `CERTIFICATE` blocks of a PEM text (the relying party's reader).
 pub fn pem_blocks(text: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    let mut body: Option<String> = None;
-    for line in text.lines().map(str::trim) {
-        if line == "-----BEGIN CERTIFICATE-----" {
-            body = Some(String::new());
-        } else if line == "-----END CERTIFICATE-----" {
-            let b = body.take().ok_or("END CERTIFICATE without BEGIN")?;
-            out.push(
-                STANDARD
-                    .decode(b)
-                    .map_err(|e| format!("certificate base64: {e}"))?,
-            );
-        } else if let Some(b) = body.as_mut() {
-            b.push_str(line);
-        }
-    }
-    if body.is_some() {
-        return Err("BEGIN CERTIFICATE without END".into());
-    }
-    Ok(out)
+    crate::ceremony::rp::pem_certificates(text).map_err(|e| e.to_string())
 }
 
 /// An X.509 certificate from its DER.
@@ -118,7 +97,7 @@ mod tests {
         assert!(pem_certificates("hello").unwrap_err().contains("no PEM"));
         assert!(pem_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n")
             .unwrap_err()
-            .contains("without END"));
+            .contains("no PEM"));
         assert!(
             pem_certificates("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
                 .unwrap_err()

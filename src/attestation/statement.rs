@@ -157,12 +157,16 @@ fn key_oids(cert: &Certificate) -> Option<(ObjectIdentifier, Option<ObjectIdenti
 
 /// Whether a COSE algorithm is the one of `cert`'s key: ES256 (P-256), ES384 (P-384), RS256.
 pub(super) fn alg_fits_key(alg: i128, cert: &Certificate) -> bool {
-    match (alg, key_oids(cert)) {
-        (-7, Some((rfc5912::ID_EC_PUBLIC_KEY, Some(rfc5912::SECP_256_R_1)))) => true,
-        (-35, Some((rfc5912::ID_EC_PUBLIC_KEY, Some(rfc5912::SECP_384_R_1)))) => true,
-        (-257, Some((rfc5912::RSA_ENCRYPTION, _))) => true,
-        _ => false,
-    }
+    matches!(
+        (alg, key_oids(cert)),
+        (
+            -7,
+            Some((rfc5912::ID_EC_PUBLIC_KEY, Some(rfc5912::SECP_256_R_1)))
+        ) | (
+            -35,
+            Some((rfc5912::ID_EC_PUBLIC_KEY, Some(rfc5912::SECP_384_R_1)))
+        ) | (-257, Some((rfc5912::RSA_ENCRYPTION, _)))
+    )
 }
 
 /// The AAGUID a certificate names in id-fido-gen-ce-aaguid (an OCTET STRING of 16 bytes inside
