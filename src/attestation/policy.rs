@@ -140,7 +140,7 @@ impl AttestationPolicy {
             clock,
         };
         match policy.mds_state() {
-            MdsState::Invalid(e) => return Err(AttestationError::BlobMalformed(e)),
+            MdsState::Invalid(e) => return Err(AttestationError::File(e)),
             MdsState::Stale(d) => tracing::warn!(
                 path = %policy.mds.path().display(), no = d.no, next_update = %d.next_update,
                 "FIDO metadata BLOB is stale: its entries are not used; run `keygate mds update`"
