@@ -142,6 +142,9 @@ pub fn build_state_with_clock(
         cfg.relying_party.require_trusted_attestation,
     )
     .map_err(|e| anyhow::anyhow!("relying party: {e}"))?;
+    let attestation = crate::attestation::AttestationPolicy::from_config(&cfg, clock.clone())
+        .map_err(|e| anyhow::anyhow!("attestation: {e}"))?;
+    tracing::info!("{}", attestation.summary());
     let devices = Arc::new(DeviceManager::new(sources));
     let metrics = crate::metrics::Metrics::new();
     let entra = match &cfg.entra {
@@ -155,7 +158,8 @@ pub fn build_state_with_clock(
     let ceremonies = Arc::new(
         CeremonyService::new(cfg.clone(), rp, store.clone(), devices, clock.clone())
             .with_entra(entra.clone())
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_attestation(Arc::new(attestation)),
     );
     let hooks_clock = clock.clone();
     let sms = crate::sms::SmsService::with_entra(

@@ -7,6 +7,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod attestation;
 pub mod auth;
 pub mod base;
 pub mod ceremony;

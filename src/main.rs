@@ -114,6 +114,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The FIDO Metadata Service BLOB of the attestation policy (`[attestation]`).
+    Mds {
+        #[command(subcommand)]
+        action: MdsAction,
+    },
     /// Explain why a security key is or is not usable on this machine.
     Doctor {
         /// Print JSON instead of text.
@@ -163,6 +168,19 @@ enum TokenAction {
         role: Role,
         #[arg(long)]
         label: Option<String>,
+        #[command(flatten)]
+        from: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MdsAction {
+    /// Verify a downloaded MDS3 BLOB (signature chain to `mds_root_ca`, nextUpdate not passed,
+    /// serial not below the installed one) and install it where the daemon reads it (0600,
+    /// atomically; a running daemon picks it up at its next enrollment).
+    Update {
+        /// The BLOB as downloaded from https://mds3.fidoalliance.org/ (a JWT).
+        file: PathBuf,
         #[command(flatten)]
         from: ConfigArgs,
     },
@@ -236,6 +254,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let cfg = from.load(None, false)?;
             println!("{cfg:#?}");
+            let clock = std::sync::Arc::new(keygate::base::clock::SystemClock);
+            let policy = keygate::attestation::AttestationPolicy::from_config(&cfg, clock)
+                .map_err(|e| anyhow::anyhow!("attestation: {e}"))?;
+            println!("{}", policy.summary());
             println!("configuration OK");
             Ok(ExitCode::SUCCESS)
         }
@@ -333,6 +355,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let as_of = as_of.unwrap_or_else(|| store.now());
             let report = one_shot(store.purge(as_of, dry_run, (&cfg.retention).into()))??;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mds {
+            action: MdsAction::Update { file, from },
+        } => {
+            let cfg = from.load(None, false)?;
+            if cfg.attestation.mds_blob.is_none() {
+                keygate::daemon::ensure_data_dir(&cfg)?;
+            }
+            let done = keygate::attestation::install_blob(
+                &cfg,
+                &file,
+                &keygate::base::clock::SystemClock,
+            )?;
+            println!(
+                "installed FIDO metadata BLOB no {} (next update {}, {} entries{}) at {}",
+                done.no,
+                done.next_update,
+                done.entries,
+                done.replaced
+                    .map(|n| format!(", replacing no {n}"))
+                    .unwrap_or_default(),
+                done.path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { json } => {

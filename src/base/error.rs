@@ -77,6 +77,9 @@ error_codes! {
     PinPolicyViolation = "pin_policy_violation" => UNPROCESSABLE_ENTITY,
     UvUnsupported = "uv_unsupported" => UNPROCESSABLE_ENTITY,
     NoCredentials = "no_credentials" => UNPROCESSABLE_ENTITY,
+    /// The key's attestation was refused: by `[attestation]` in `enforce` (with a `reason`:
+    /// `untrusted`, `blocked`, `not_allowed`, `revoked`, `compromised`, `uv_bypass`) or by
+    /// `require_trusted_attestation`. 422 like the other verification failures.
     AttestationRejected = "attestation_rejected" => UNPROCESSABLE_ENTITY,
     VerificationFailed = "verification_failed" => UNPROCESSABLE_ENTITY,
     DiscoverableUnsupported = "discoverable_unsupported" => UNPROCESSABLE_ENTITY,

@@ -170,6 +170,9 @@ impl CeremonyService {
         c.update(|v| v.state = State::Processing);
         let reg = client::registration_credential(cdj, out);
         let verified = self.rp.finish_registration(&reg, reg_state)?;
+        let attestation = self
+            .check_attestation(c, "local", &user.name, cdj, out, who)
+            .await?;
         let summary = client::attestation_auth_data(&out.attestation_object)
             .and_then(|ad| client::parse_auth_data(&ad))
             .ok_or_else(|| RpError::Verification("authenticator data unreadable".into()))?;
@@ -190,7 +193,8 @@ impl CeremonyService {
             discoverable,
             user_verified: summary.user_verified(),
             nickname,
-            model,
+            // The Metadata Service names a proven model; GetInfo's AAGUID is only a claim.
+            model: attestation.as_ref().and_then(|j| j.model.clone()).or(model),
             created_at: self.clock.now(),
             last_used_at: None,
             state: CredentialState::Active,
@@ -217,9 +221,42 @@ impl CeremonyService {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(serde_json::json!({
+        let mut result = serde_json::json!({
             "credential": credential_json(&record, false),
             "registration_response": client::registration_response_json(cdj, out),
-        }))
+        });
+        if let Some(j) = &attestation {
+            result["attestation"] = j.result_json();
+        }
+        Ok(result)
+    }
+
+    /// `[attestation]` on a new credential, for both enrollment paths (Entra: before anything
+    /// is posted to Graph). None when no policy is set or its mode is `off`; in `enforce` a
+    /// finding is the error `attestation_rejected`.
+    pub(super) async fn check_attestation(
+        &self,
+        c: &Ceremony,
+        target: &'static str,
+        user: &str,
+        cdj: &[u8],
+        out: &crate::device::MakeCredentialOutput,
+        who: &str,
+    ) -> Result<Option<crate::attestation::Judgement>, CeremonyError> {
+        let Some(policy) = &self.attestation else {
+            return Ok(None);
+        };
+        let ceremony = c.view.borrow().id.clone();
+        let input = crate::attestation::CheckInput {
+            attestation_object: &out.attestation_object,
+            client_data_json: cdj,
+            target,
+            user,
+            ceremony: &ceremony,
+            credential_id: &out.credential_id,
+            device: c.actor.id(),
+            who,
+        };
+        Ok(policy.check(&self.store, &input).await?)
     }
 }

@@ -1,6 +1,7 @@
 //! The ceremony layer's one error type, and what clients see of it: each variant maps itself to
 //! its stable [`ErrorCode`] (hence HTTP status) and a public message with no internal detail.
 
+use crate::attestation::AttestationError;
 use crate::base::error::{ErrorCode, PublicError};
 use crate::device::DeviceError;
 use crate::entra::EntraError;
@@ -48,6 +49,9 @@ pub enum CeremonyError {
     /// The key lacks what the enrollment target needs; the text names the missing feature.
     #[error("{0}")]
     KeyUnsupported(String),
+    /// `[attestation]` refused the key (`attestation_rejected` with its `reason`).
+    #[error(transparent)]
+    Attestation(#[from] AttestationError),
 }
 
 impl CeremonyError {
@@ -76,6 +80,7 @@ impl CeremonyError {
             CeremonyError::Store(e) => PublicError::code(e),
             CeremonyError::Entra(e) => e.code(),
             CeremonyError::KeyUnsupported(_) => ErrorCode::KeyUnsupported,
+            CeremonyError::Attestation(e) => e.code(),
         }
     }
 
@@ -97,6 +102,7 @@ impl CeremonyError {
                 "the security key reported an error".into()
             }
             CeremonyError::Entra(e) => e.public_message(),
+            CeremonyError::Attestation(e) => e.public_message(),
             other => other.to_string(),
         }
     }
@@ -109,9 +115,11 @@ impl CeremonyError {
     }
 
     /// `entra_rejected`: Graph's own reason (sanitised by the adapter), without our wording.
+    /// `attestation_rejected`: the policy's machine reason (`untrusted`, `blocked`, ...).
     pub fn reason(&self) -> Option<String> {
         match self {
             CeremonyError::Entra(EntraError::Rejected(reason)) => Some(reason.clone()),
+            CeremonyError::Attestation(e) => e.reason().map(|r| r.as_str().to_string()),
             _ => None,
         }
     }
@@ -139,6 +147,9 @@ impl PublicError for CeremonyError {
         }
         if let Some(s) = self.retry_after() {
             d.push(("retry_after", s.into()));
+        }
+        if let CeremonyError::Attestation(e) = self {
+            d.extend(e.details());
         }
         d
     }

@@ -97,6 +97,8 @@ pub struct CeremonyService {
     generated_pins: Mutex<std::collections::HashSet<String>>,
     /// Factory resets (`reset.rs`), a registry of their own.
     resets: reset::Resets,
+    /// `[attestation]`, checked by both enrollment paths; None: no check.
+    attestation: Option<Arc<crate::attestation::AttestationPolicy>>,
 }
 
 impl CeremonyService {
@@ -119,7 +121,14 @@ impl CeremonyService {
             metrics: crate::metrics::Metrics::default(),
             generated_pins: Mutex::new(Default::default()),
             resets: reset::Resets::default(),
+            attestation: None,
         }
+    }
+
+    /// The service with the attestation policy (`[attestation]`).
+    pub fn with_attestation(mut self, policy: Arc<crate::attestation::AttestationPolicy>) -> Self {
+        self.attestation = Some(policy);
+        self
     }
 
     /// The service counting into the daemon's metrics.

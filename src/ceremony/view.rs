@@ -83,6 +83,8 @@ pub struct ErrorView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     /// `entra_rejected`: Microsoft Entra ID's own reason, as Graph worded it (English).
+    /// `attestation_rejected`: the policy's reason (`untrusted`, `blocked`, `not_allowed`,
+    /// `revoked`, `compromised`, `uv_bypass`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

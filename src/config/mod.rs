@@ -8,6 +8,7 @@
 //! checks every layered result must pass, `entra` those of `[entra]` (and the one file check,
 //! [`check_entra_files`], that [`load`] adds).
 
+mod attestation;
 mod entra;
 mod hooks;
 mod secret;
@@ -23,6 +24,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use attestation::{check_attestation_files, AttestationConfig, AttestationMode};
 pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use hooks::HookConfig;
 pub use secret::Secret;
@@ -77,6 +79,8 @@ pub struct Config {
     pub hooks: Vec<HookConfig>,
     /// `[store]`: the SQLite file in the data dir, or the campus store (PostgreSQL).
     pub store: StoreConfig,
+    /// `[attestation]`: the key-model policy at enrollment (`crate::attestation`).
+    pub attestation: AttestationConfig,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             entra: None,
             hooks: Vec::new(),
             store: StoreConfig::default(),
+            attestation: AttestationConfig::default(),
         }
     }
 }
@@ -202,5 +207,6 @@ pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Con
         .collect();
     let cfg = parse_config(text.as_deref(), &env, overrides)?;
     check_entra_files(&cfg)?;
+    check_attestation_files(&cfg)?;
     Ok(cfg)
 }

@@ -77,5 +77,6 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     cfg.retention.check().map_err(ConfigError::Invalid)?;
     super::hooks::validate_hooks(&cfg.hooks)?;
+    cfg.attestation.check().map_err(ConfigError::Invalid)?;
     super::entra::validate(cfg)
 }

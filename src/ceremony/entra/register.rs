@@ -72,6 +72,10 @@ impl CeremonyService {
     ) -> Result<serde_json::Value, CeremonyError> {
         c.update(|v| v.state = State::Processing);
         let ad = checked_auth_data(opts, out)?;
+        // keygate's own policy first: a key it refuses is never posted to Graph.
+        let attestation = self
+            .check_attestation(c, "entra", &job.user, cdj, out, &job.who)
+            .await?;
         // Checked on the clock before posting: a registration after the window is refused by
         // Graph anyway, and must not count as an attempt.
         if self.clock.now() >= opts.expires_at {
@@ -91,7 +95,7 @@ impl CeremonyService {
         self.keep_entra_record(c, job, &rec).await;
         let mut response = client::registration_response_json(cdj, out);
         response["clientExtensionResults"] = extensions;
-        Ok(json!({
+        let mut result = json!({
             "entra": {
                 "method_id": rec.method_id,
                 "display_name": rec.display_name,
@@ -109,7 +113,11 @@ impl CeremonyService {
             },
             "upn": job.upn,
             "registration_response": response,
-        }))
+        });
+        if let Some(j) = &attestation {
+            result["attestation"] = j.result_json();
+        }
+        Ok(result)
     }
 
     fn entra_record(
