@@ -23,19 +23,29 @@ async fn two_keys_two_users(s: &TestServer) -> Fleet {
     let key1 = s.sim_key().await;
     s.set_pin(PIN).await;
     let e = s
-        .enroll(json!({ "user": "r0200001", "display_name": "An Peeters", "pin": PIN,
-            "discoverable": true, "nickname": FORMULA_NICKNAME, "device": key1 }))
+        .enroll(
+            json!({ "user": "r0200001", "display_name": "An Peeters", "pin": PIN,
+            "discoverable": true, "nickname": FORMULA_NICKNAME, "device": key1 }),
+        )
         .await;
     assert_eq!(e["state"], "succeeded", "{e}");
-    let id1 = e["result"]["credential"]["id"].as_str().unwrap().to_string();
+    let id1 = e["result"]["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (st, k) = s.post("/v1/sim/keys", json!({ "pin": PIN })).await;
     assert_eq!(st, StatusCode::CREATED, "{k}");
     let key2 = k["key"]["id"].as_str().unwrap().to_string();
     let e = s
-        .enroll(json!({ "user": "r0200002", "display_name": "Bo Claes", "pin": PIN, "device": key2 }))
+        .enroll(
+            json!({ "user": "r0200002", "display_name": "Bo Claes", "pin": PIN, "device": key2 }),
+        )
         .await;
     assert_eq!(e["state"], "succeeded", "{e}");
-    let id2 = e["result"]["credential"]["id"].as_str().unwrap().to_string();
+    let id2 = e["result"]["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     Fleet {
         first: ("r0200001".into(), id1, key1),
         second: ("r0200002".into(), id2, key2),
@@ -75,12 +85,7 @@ async fn raw_get(s: &TestServer, path: &str) -> (StatusCode, reqwest::header::He
 
 fn csv_records(text: &str) -> (Vec<String>, Vec<csv::StringRecord>) {
     let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(String::from)
-        .collect();
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
     let records = reader.records().map(|r| r.unwrap()).collect();
     (header, records)
 }
@@ -225,9 +230,7 @@ async fn a_lost_key_is_revoked_audited_once_and_refused() {
     assert!(revoked[0]["actor"].as_str().unwrap().starts_with("token:"));
 
     // The credential: revoked, reason lost; the other key untouched.
-    let (_, c) = s
-        .get(&format!("/v1/users/{user1}/credentials/{id1}"))
-        .await;
+    let (_, c) = s.get(&format!("/v1/users/{user1}/credentials/{id1}")).await;
     assert_eq!(c["credential"]["state"], "revoked", "{c}");
     assert_eq!(c["credential"]["state_reason"], "lost");
     let (_, lost) = s.get("/v1/keys?state=lost").await;
@@ -281,7 +284,10 @@ async fn only_lost_can_be_set_and_bad_requests_are_refused() {
     assert_eq!(ids(&v).len(), 2, "nothing changed: {v}");
     // Unknown and malformed key ids.
     let (st, v) = s
-        .patch("/v1/keys/AAAAAAAAAAAAAAAAAAAAAA", json!({ "state": "lost" }))
+        .patch(
+            "/v1/keys/AAAAAAAAAAAAAAAAAAAAAA",
+            json!({ "state": "lost" }),
+        )
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(code(&v), "not_found");
@@ -318,18 +324,18 @@ async fn the_inventory_needs_an_admin() {
     ] {
         let (st, v) = s.req(Method::GET, "/v1/keys", token, None).await;
         assert_eq!(st, status, "{v}");
-        let (st, v) = s
-            .req(Method::GET, "/v1/keys?format=csv", token, None)
-            .await;
+        let (st, v) = s.req(Method::GET, "/v1/keys?format=csv", token, None).await;
         assert_eq!(st, status, "{v}");
         let (st, v) = s
-            .req(Method::PATCH, &path, token, Some(json!({ "state": "lost" })))
+            .req(
+                Method::PATCH,
+                &path,
+                token,
+                Some(json!({ "state": "lost" })),
+            )
             .await;
         assert_eq!(st, status, "{v}");
-        assert!(
-            code(&v) == "unauthorized" || code(&v) == "forbidden",
-            "{v}"
-        );
+        assert!(code(&v) == "unauthorized" || code(&v) == "forbidden", "{v}");
     }
     let (_, v) = s.get("/v1/keys?state=active").await;
     assert_eq!(ids(&v).len(), 2, "nothing was marked lost: {v}");

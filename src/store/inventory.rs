@@ -21,9 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::insert_audit;
-use super::{
-    exec, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store, StoreError,
-};
+use super::{exec, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store, StoreError};
 
 /// `state_reason` of a credential whose key was marked lost.
 pub const LOST_REASON: &str = "lost";
@@ -286,7 +284,15 @@ impl Store {
                         },
                     };
                     if let Some(start) = start {
-                        fetch(c, Some(&wanted), false, start, filter.state, want, &mut rows)?;
+                        fetch(
+                            c,
+                            Some(&wanted),
+                            false,
+                            start,
+                            filter.state,
+                            want,
+                            &mut rows,
+                        )?;
                     }
                 }
                 None => {
@@ -462,7 +468,10 @@ mod tests {
         let (page, _) = s.list_keys(&only_a, Some(&[4]), 10).unwrap();
         assert_eq!(ids(&page), vec![7, 2]);
         // A cursor in an earlier group starts the group; one in a later group ends it.
-        assert_eq!(ids(&s.list_keys(&only_a, Some(&[3]), 10).unwrap().0), vec![4, 7, 2]);
+        assert_eq!(
+            ids(&s.list_keys(&only_a, Some(&[3]), 10).unwrap().0),
+            vec![4, 7, 2]
+        );
         assert!(s.list_keys(&only_a, Some(&[1]), 10).unwrap().0.is_empty());
         assert!(matches!(
             s.list_keys(&only_a, Some(&[99]), 10),
@@ -487,7 +496,10 @@ mod tests {
             .unwrap();
         let (k, changed) = s.mark_key_lost(&[1], "token:admin").await.unwrap();
         assert!(changed);
-        assert_eq!((k.state, k.state_reason.as_deref()), (KeyState::Lost, Some("lost")));
+        assert_eq!(
+            (k.state, k.state_reason.as_deref()),
+            (KeyState::Lost, Some("lost"))
+        );
         let (_, changed) = s.mark_key_lost(&[1], "token:admin").await.unwrap();
         assert!(!changed);
         let lines = s.list_audit(Some("u1"), None, 100).unwrap();
@@ -535,11 +547,16 @@ mod tests {
                         lines.push(r.get(3).unwrap());
                     }
                     assert!(
-                        lines.iter().any(|l| l.starts_with("SEARCH credentials USING")
-                            && l.contains("INDEX credentials_inventory")),
+                        lines
+                            .iter()
+                            .any(|l| l.starts_with("SEARCH credentials USING")
+                                && l.contains("INDEX credentials_inventory")),
                         "{sql}: {lines:?}"
                     );
-                    assert!(!lines.iter().any(|l| l.contains("TEMP B-TREE")), "{lines:?}");
+                    assert!(
+                        !lines.iter().any(|l| l.contains("TEMP B-TREE")),
+                        "{lines:?}"
+                    );
                 }
             }
         }
