@@ -109,6 +109,9 @@ error_codes! {
     /// A factory reset reached the key after its power-up window (CTAP 2.1 §6.6: ~10 s, 5 s
     /// on older YubiKeys): unplug and replug the key, then reset at once.
     ResetWindowMissed = "reset_window_missed" => CONFLICT,
+    /// `PATCH /v1/keys/{id}` names a state an admin cannot set (only `lost`: the others
+    /// follow from what happens to the key).
+    KeyStateNotSettable = "key_state_not_settable" => BAD_REQUEST,
     // Microsoft Entra ID (Graph), the upstream directory
     /// `[entra]` is not configured on this daemon.
     EntraNotConfigured = "entra_not_configured" => NOT_IMPLEMENTED,

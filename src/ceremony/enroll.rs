@@ -110,6 +110,7 @@ impl CeremonyService {
             .await?;
         let svc = self.clone();
         let model = info.model.clone();
+        let firmware = info.firmware.clone();
         let policy_writable = info.pin_policy_writable;
         let nickname = req.nickname.clone();
         // Monotonic on purpose: it bounds the device conversation (see drive.rs).
@@ -135,6 +136,7 @@ impl CeremonyService {
                             discoverable,
                             nickname,
                             model,
+                            firmware,
                             &who,
                         )
                         .await;
@@ -165,6 +167,7 @@ impl CeremonyService {
         discoverable: bool,
         nickname: Option<String>,
         model: Option<String>,
+        firmware: Option<String>,
         who: &str,
     ) -> Result<serde_json::Value, CeremonyError> {
         c.update(|v| v.state = State::Processing);
@@ -209,6 +212,7 @@ impl CeremonyService {
                 "aaguid": record.aaguid, "attestation_format": record.attestation_format,
                 "attested": record.attested, "discoverable": discoverable,
                 "user_verified": record.user_verified, "device": c.actor.id(),
+                "firmware": firmware,
             }));
         match self
             .store

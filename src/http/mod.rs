@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod extract;
 mod handlers;
 mod hooks;
+mod keys;
 mod kiosk;
 mod metrics;
 pub mod openapi;
@@ -106,6 +107,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(users_privacy::admin_routes())
         .merge(hooks::admin_routes())
         .merge(reset::admin_routes())
+        .merge(keys::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     let mut app = Router::new()

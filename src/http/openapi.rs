@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, entra, handlers, hooks, kiosk, metrics, reset, sim, sms, users_privacy};
+use super::{admin, entra, handlers, hooks, keys, kiosk, metrics, reset, sim, sms, users_privacy};
 use crate::config::{Config, UserVerification};
 
 /// THE user-name rule (`base::user`) as a regular expression; the `#[schema]` attributes
@@ -53,6 +53,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         sim::list, sim::plug, sim::configure, sim::remove, sim::unplug, sim::replug,
         sim::clone_key,
         reset::start, reset::get_reset, reset::cancel, reset::events,
+        keys::list_keys, keys::update_key,
         kiosk::root, kiosk::kiosk_slash, kiosk::index, kiosk::app_js, kiosk::texts_js, kiosk::app_css,
         kiosk::icon, kiosk::session, kiosk::config, kiosk::handoff, kiosk::sign_out,
         kiosk::whoami, hooks::list_hooks, hooks::list_deliveries, hooks::replay_delivery,
@@ -64,6 +65,7 @@ pub const USER_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@+-]{1,128}$";
         (name = "devices", description = "The plugged keys"),
         (name = "ceremonies", description = "Enrolling and verifying keys"),
         (name = "users", description = "The service desk's view: users, credentials, audit (admin)"),
+        (name = "keys", description = "The key inventory: every key keygate has enrolled, as JSON or CSV (admin)"),
         (name = "sms", description = "SMS codes: phones, challenges, providers, the fraud guard, delivery reports"),
         (name = "entra", description = "A user's Microsoft Entra ID methods (admin; needs `[entra]`)"),
         (name = "hooks", description = "Signed event notifications to `[[hooks]]` receivers (admin)"),

@@ -114,18 +114,12 @@ impl SmsService {
             (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
         if exhausted.is_none() {
             let mut recent = lock(&self.recent);
-            while recent.front().is_some_and(|(at, _)| *at <= now - HOUR_MS) {
-                recent.pop_front();
-            }
-            let mut in_country = recent.iter().filter(|(_, cc)| *cc == country_code);
-            if recent.len() as u32 >= s.global_hourly_budget {
+            recent.expire(now - HOUR_MS);
+            if recent.total() as u64 >= u64::from(s.global_hourly_budget) {
+                exhausted = Some((recent.oldest().unwrap_or(now) + HOUR_MS, "global"));
+            } else if recent.in_country(country_code) as u64 >= u64::from(s.country_hourly_budget) {
                 exhausted = Some((
-                    recent.front().map(|(at, _)| *at).unwrap_or(now) + HOUR_MS,
-                    "global",
-                ));
-            } else if in_country.clone().count() as u32 >= s.country_hourly_budget {
-                exhausted = Some((
-                    in_country.next().map(|(at, _)| *at).unwrap_or(now) + HOUR_MS,
+                    recent.oldest_in_country(country_code).unwrap_or(now) + HOUR_MS,
                     "country",
                 ));
             }
@@ -141,7 +135,7 @@ impl SmsService {
 
     /// Count a send against the in-memory budgets (the store logged it in the same breath).
     fn count_send(&self, at: i64, country_code: u16) {
-        lock(&self.recent).push_back((at, country_code));
+        lock(&self.recent).push(at, country_code);
     }
 
     /// Start a challenge: a code to a verified phone of the user (sign-in), or to a phone being

@@ -18,6 +18,7 @@ pub mod phone;
 pub mod providers;
 pub mod template;
 
+mod budget;
 mod challenge;
 mod entra_sync;
 mod error;
@@ -33,10 +34,11 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::store::{SmsChallengeRecord, Store};
+use budget::RecentSends;
 use challenge::HOUR_MS;
 use code::CodeKeys;
 use dispatch::{Dispatcher, ProviderHealth};
-use numbers::{load_numbering, NumberFacts};
+use numbers::{load_numbering, NumberCache};
 use providers::SimInbox;
 
 pub use crate::base::clock::{ms_to_time, Clock, ManualClock, SystemClock};
@@ -61,15 +63,15 @@ pub struct SmsService {
     /// Present under `--simulate`: what the console provider "sent".
     pub inbox: Option<Arc<SimInbox>>,
     /// Per stored number: the policy check of [`phone::Numbering::parse`] and the masked form,
-    /// so that the hot path does not run libphonenumber again. Cleared when it grows past a
-    /// bound.
-    numbers: std::sync::Mutex<std::collections::HashMap<String, NumberFacts>>,
+    /// so that the hot path does not run libphonenumber again. Trimmed to the numbers used in
+    /// the last hour, and bounded.
+    numbers: std::sync::Mutex<NumberCache>,
     /// The allowed countries' numbering plans; see [`SmsService::numbering`].
     numbering: Arc<std::sync::OnceLock<phone::Numbering>>,
     wake: Notify,
-    /// Sends of the last hour (time, country code), oldest first: the global and per-country
-    /// budgets are counted here instead of scanning the send log on every request.
-    recent: std::sync::Mutex<std::collections::VecDeque<(i64, u16)>>,
+    /// Sends of the last hour: the global and per-country budgets are counted here instead of
+    /// scanning the send log on every request.
+    recent: std::sync::Mutex<RecentSends>,
     /// `[entra]`: verified phones are added as the user's Entra mobile method (`sync_phones`).
     entra: Option<crate::entra::EntraClient>,
     metrics: crate::metrics::Metrics,
@@ -122,10 +124,7 @@ impl SmsService {
         )
         .with_metrics(metrics.clone())
         .with_audit(store.clone());
-        let recent = store
-            .sms_recent_sends(clock.now_ms() - HOUR_MS)?
-            .into_iter()
-            .collect();
+        let recent = RecentSends::from_log(store.sms_recent_sends(clock.now_ms() - HOUR_MS)?);
         fraud::audit_cap_at_start(&store, &cfg.sms.fraud, clock.now_ms())?;
         let recovered = store.sms_outbox_recover()?;
         if recovered > 0 {
@@ -142,7 +141,7 @@ impl SmsService {
             clock,
             dispatcher,
             inbox,
-            numbers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            numbers: std::sync::Mutex::new(NumberCache::default()),
             wake: Notify::new(),
             recent: std::sync::Mutex::new(recent),
             entra,

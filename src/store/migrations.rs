@@ -360,6 +360,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX hook_deliveries_due ON hook_deliveries (state, next_attempt_at);
     CREATE INDEX hook_deliveries_audit ON hook_deliveries (audit_seq);
     "#,
+    // 15: the key inventory (`inventory.rs`) pages through the credentials grouped by AAGUID,
+    // in enrollment order; without this index every page read and sorted the whole table.
+    r#"
+    CREATE INDEX credentials_inventory ON credentials (aaguid, created_at, id);
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the
