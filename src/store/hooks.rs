@@ -251,7 +251,7 @@ impl Store {
             )?;
             let rows = st
                 .query_map(params![state, limit], delivery_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<super::db::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

@@ -13,9 +13,9 @@
 //! `reset` (`key_reset`, the factory-reset ceremony), `lost` (an admin marked the key lost),
 //! `revoked` (any other reason).
 
+use super::db::{params, Connection, OptionalExtension, Row};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -114,7 +114,7 @@ struct KeyRow {
     state: String,
 }
 
-fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+fn key_from_row(r: &Row<'_>) -> super::db::Result<KeyRow> {
     Ok(KeyRow {
         id: r.get(0)?,
         aaguid: r.get(1)?,
@@ -534,7 +534,8 @@ mod tests {
     #[test]
     fn pages_search_the_inventory_index() {
         let s = Store::open_in_memory().unwrap();
-        let c = s.conn();
+        let guard = s.conn();
+        let c = guard.sqlite().expect("an in-memory SQLite store");
         for later in [false, true] {
             for from in [false, true] {
                 for state in [false, true] {

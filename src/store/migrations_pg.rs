@@ -16,7 +16,13 @@ pub(super) const BASELINE: i64 = 14;
 const MIGRATION_LOCK: i64 = 0x6b67_6d69_6772_6174;
 
 /// PostgreSQL migrations after the baseline, by the version they bring the schema to.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(BASELINE, BASELINE_SQL)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (BASELINE, BASELINE_SQL),
+    (
+        15,
+        "CREATE INDEX credentials_inventory ON credentials (aaguid, created_at, id);",
+    ),
+];
 
 pub(super) fn current_version(c: &Connection) -> Result<i64> {
     c.execute_batch(
