@@ -670,7 +670,7 @@ async fn internal_errors_do_not_leak() {
     s.set_pin("1234").await;
     enrolled(&s, "r13").await;
     // Damage the stored credential behind keygate's back.
-    let conn = rusqlite::Connection::open(s.data_dir.join("keygate.db")).unwrap();
+    let conn = keygate::harness::raw_db(&s.data_dir);
     conn.execute("UPDATE credentials SET rp_credential = 'garbage'", [])
         .unwrap();
     let (st, e) = s

@@ -502,7 +502,7 @@ async fn page_sessions_expire_server_side() {
     assert_eq!(st, StatusCode::OK);
 
     let id = token_of(&cookie).split('_').nth(1).unwrap().to_string();
-    let db = rusqlite::Connection::open(s.data_dir.join("keygate.db")).unwrap();
+    let db = keygate::harness::raw_db(&s.data_dir);
     let exp: i64 = db
         .query_row(
             "SELECT expires_at FROM kiosk_sessions WHERE token_id = ?1",
@@ -518,7 +518,7 @@ async fn page_sessions_expire_server_side() {
     // whoever presents it).
     db.execute(
         "UPDATE kiosk_sessions SET expires_at = ?2 WHERE token_id = ?1",
-        rusqlite::params![id, now() - 1],
+        [id.clone(), (now() - 1).to_string()],
     )
     .unwrap();
     let (st, v) = page(&s, &cookie, Method::GET, "/v1/kiosk/config", None).await;

@@ -144,7 +144,7 @@ async fn a_rejection_quoting_the_number_is_masked_everywhere() {
         last_error.starts_with("HTTP 400") && last_error.contains("not a valid phone number"),
         "the detail stays useful: {last_error}"
     );
-    let db = rusqlite::Connection::open(s.data_dir.join("keygate.db")).unwrap();
+    let db = keygate::harness::raw_db(&s.data_dir);
     let stored: String = db
         .query_row(
             "SELECT last_error FROM sms_outbox WHERE challenge_id = ?1",

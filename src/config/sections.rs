@@ -110,6 +110,9 @@ pub struct SmsConfig {
     pub lockout_secs: u64,
     pub resend_cooldown_secs: u64,
     pub max_resends: u32,
+    /// On a campus store, a daemon claims the messages it sends for this long: another
+    /// daemon sends a message whose sender died mid-send once the claim runs out.
+    pub outbox_lease_secs: u64,
     /// At most this many sends to one number per window.
     pub per_number_limit: u32,
     pub per_number_window_secs: u64,
@@ -144,6 +147,7 @@ impl Default for SmsConfig {
     fn default() -> Self {
         SmsConfig {
             code_ttl_secs: 300,
+            outbox_lease_secs: 30,
             max_attempts: 5,
             lockout_failures: 5,
             lockout_secs: 16 * 60,

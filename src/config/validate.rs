@@ -32,6 +32,11 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "sms.allowed_countries / sms.default_region: `{region}` is not an ISO 3166 region libphonenumber knows"
         )));
     }
+    if !(1..=3600).contains(&sms.outbox_lease_secs) {
+        return Err(ConfigError::Invalid(
+            "sms.outbox_lease_secs must be 1..=3600".into(),
+        ));
+    }
     if sms.code_ttl_secs == 0 || sms.max_attempts == 0 || sms.lockout_failures == 0 {
         return Err(ConfigError::Invalid(
             "sms.code_ttl_secs, sms.max_attempts and sms.lockout_failures must be > 0".into(),

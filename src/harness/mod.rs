@@ -42,6 +42,16 @@ pub fn config(data_dir: &Path, toml: &str, simulate: bool) -> Config {
     .expect("harness config")
 }
 
+/// A connection to the database of the keygate on `data_dir`, behind keygate's back (tests
+/// that damage or age rows): its SQLite file, or its database on the test cluster.
+pub fn raw_db(data_dir: &Path) -> crate::store::db::Connection {
+    if pg::enabled() {
+        let c = pg::cluster();
+        return c.connect(&c.database_for(data_dir));
+    }
+    crate::store::db::Connection::open_sqlite(&data_dir.join("keygate.db")).expect("open the database")
+}
+
 /// A keygate served in this process on a loopback socket; stops when dropped.
 pub struct InProcess {
     pub addr: SocketAddr,

@@ -109,7 +109,7 @@ fn start_cluster() -> Cluster {
         "'{postgres}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 \
          -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
          >'{dir}/server.log' 2>&1 & pid=$!; \
-         while kill -0 {parent} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
+         while [ -d /proc/{parent} ] && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
          kill -INT $pid 2>/dev/null; wait $pid; rm -rf '{dir}'",
         postgres = bin.join("postgres").display(),
         data = data.display(),
@@ -187,14 +187,19 @@ impl Cluster {
         db
     }
 
+    /// A connection to database `name` (as the superuser).
+    pub fn connect(&self, name: &str) -> crate::store::db::Connection {
+        let target = crate::store::db::PgTarget::parse(&self.url(name), Duration::from_secs(30))
+            .expect("cluster URL");
+        let now: crate::store::db::NowFn =
+            Arc::new(|| crate::store::fmt_time(time::OffsetDateTime::now_utc()));
+        crate::store::db::Connection::postgres(Arc::new(target), now)
+    }
+
     /// Run `sql` on the maintenance database (as the superuser).
     pub fn sql(&self, sql: &str) {
-        let target =
-            crate::store::db::PgTarget::parse(&self.url("postgres"), Duration::from_secs(30))
-                .expect("cluster URL");
-        let now: crate::store::db::NowFn = Arc::new(String::new);
-        let c = crate::store::db::Connection::postgres(Arc::new(target), now);
-        c.execute_batch(sql)
+        self.connect("postgres")
+            .execute_batch(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }

@@ -112,7 +112,21 @@ impl SmsService {
         let (count, oldest) = tx.sms_number_sends_since(now - window, e164, s.per_number_limit)?;
         let mut exhausted =
             (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
-        if exhausted.is_none() {
+        if exhausted.is_none() && self.store.is_shared() {
+            // The campus store: every kiosk's sends count, so the budgets come from the shared
+            // send log, read under the campus write lock this unit runs in.
+            let (total, oldest) = tx.sms_sends_since(now - HOUR_MS, None, s.global_hourly_budget)?;
+            let (in_country, oldest_in_country) = tx.sms_sends_since(
+                now - HOUR_MS,
+                Some(country_code),
+                s.country_hourly_budget,
+            )?;
+            if total >= s.global_hourly_budget {
+                exhausted = Some((oldest.unwrap_or(now) + HOUR_MS, "global"));
+            } else if in_country >= s.country_hourly_budget {
+                exhausted = Some((oldest_in_country.unwrap_or(now) + HOUR_MS, "country"));
+            }
+        } else if exhausted.is_none() {
             let mut recent = lock(&self.recent);
             recent.expire(now - HOUR_MS);
             if recent.total() as u64 >= u64::from(s.global_hourly_budget) {

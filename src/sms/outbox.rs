@@ -93,7 +93,16 @@ impl SmsService {
     /// Send every due outbox message once. Public for tests.
     pub async fn drain_outbox(&self) -> Result<usize, SmsError> {
         use futures::StreamExt;
-        let due = self.store.sms_outbox_due(self.now(), 64)?;
+        let now = self.now();
+        let due = if self.store.is_shared() {
+            let lease_until = now + 1000 * self.cfg.sms.outbox_lease_secs as i64;
+            self.store
+                .atomic(move |tx| tx.sms_outbox_claim(now, lease_until, 64))
+                .await?
+        } else {
+            // One daemon on its own file: what it reads, nobody else sends.
+            self.store.sms_outbox_due(now, 64)?
+        };
         let n = due.len();
         // Up to 16 messages in flight: providers are remote; SQLite stays serialised.
         let results: Vec<Result<(), SmsError>> = futures::stream::iter(due)

@@ -125,11 +125,17 @@ impl Store {
     /// as `failed` with `ceremony_interrupted` (nothing of it was stored half-way). Returns
     /// how many.
     pub fn fail_interrupted_ceremonies(&self) -> Result<u64> {
+        // On a campus store the other daemons' live ceremonies are in the table too: only
+        // those past their deadline were interrupted (a daemon's own live ones end with it).
+        let sql = if self.is_shared() {
+            "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+             AND expires_at < keygate_now()"
+        } else {
+            "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled')"
+        };
         self.tx(|c| {
             let ids: Vec<(String, Option<String>)> = {
-                let mut st = c.prepare(
-                    "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
-                )?;
+                let mut st = c.prepare(sql)?;
                 let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<super::db::Result<_>>()?
             };

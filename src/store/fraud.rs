@@ -76,8 +76,8 @@ impl Tx<'_> {
         Ok(row(
             self.0,
             "INSERT INTO sms_monthly_usage (month, messages) VALUES (?1, 1) \
-             ON CONFLICT (month) DO UPDATE SET messages = messages + 1 \
-             WHERE ?2 = 0 OR messages < ?2 RETURNING messages",
+             ON CONFLICT (month) DO UPDATE SET messages = sms_monthly_usage.messages + 1 \
+             WHERE ?2 = 0 OR sms_monthly_usage.messages < ?2 RETURNING messages",
             params![month, cap],
             |r| r.get::<_, i64>(0),
         )
@@ -142,7 +142,7 @@ impl Tx<'_> {
             c,
             "INSERT INTO sms_fraud_counts (prefix, bucket_start, sends, verified) \
              VALUES (?1, ?2, 1, 0) \
-             ON CONFLICT (prefix, bucket_start) DO UPDATE SET sends = sends + 1",
+             ON CONFLICT (prefix, bucket_start) DO UPDATE SET sends = sms_fraud_counts.sends + 1",
             params![prefix, bucket_start],
         )?;
         exec(

@@ -103,6 +103,28 @@ impl Tx<'_> {
         Ok(rows)
     }
 
+    /// Claim up to `limit` due messages until `lease_until`: they stay pending, due again
+    /// only when the lease runs out. On a campus store every daemon drains the one outbox;
+    /// a claimed message is sent by its claimer alone, and a claimer that dies mid-send
+    /// leaves it to the next daemon once the lease has passed (sent at least once, never
+    /// lost).
+    pub fn sms_outbox_claim(
+        &self,
+        at: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>> {
+        let due = self.sms_outbox_due(at, limit)?;
+        for ob in &due {
+            exec(
+                self.0,
+                "UPDATE sms_outbox SET next_attempt_at = ?2 WHERE id = ?1",
+                params![ob.id, lease_until],
+            )?;
+        }
+        Ok(due)
+    }
+
     pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
         let c = self.0;
         Ok(row(

@@ -52,7 +52,7 @@ fn recorded(path: &str) -> BTreeSet<String> {
 const JUSTIFIED_SCANS: &[(&str, &str, &str)] = &[
     (
         "FROM (SELECT at FROM sms_sends",
-        "SCAN (subquery",
+        "SCAN recent",
         "the per-number count reads its subquery's rows, at most the policy's limit (LIMIT ?3)",
     ),
     (

@@ -367,10 +367,37 @@ impl Tx<'_> {
         Ok(row(
             self.0,
             "SELECT COUNT(*), MIN(at) FROM \
-             (SELECT at FROM sms_sends WHERE e164 = ?1 AND at > ?2 ORDER BY at LIMIT ?3)",
+             (SELECT at FROM sms_sends WHERE e164 = ?1 AND at > ?2 ORDER BY at LIMIT ?3) AS recent",
             params![e164, since, cap],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
+    }
+
+    /// Sends after `since` (of one country, when given), counted up to `cap`, and the oldest
+    /// of them: the hourly budgets of a campus store, where other daemons send too.
+    pub fn sms_sends_since(
+        &self,
+        since: i64,
+        country_code: Option<u16>,
+        cap: u32,
+    ) -> Result<(u32, Option<i64>)> {
+        let sql = match country_code {
+            None => {
+                "SELECT COUNT(*), MIN(at) FROM \
+                 (SELECT at FROM sms_sends WHERE at > ?1 ORDER BY at LIMIT ?2) AS recent"
+            }
+            Some(_) => {
+                "SELECT COUNT(*), MIN(at) FROM \
+                 (SELECT at FROM sms_sends WHERE at > ?1 AND country_code = ?3 ORDER BY at \
+                 LIMIT ?2) AS recent"
+            }
+        };
+        Ok(match country_code {
+            None => row(self.0, sql, params![since, cap], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            Some(cc) => row(self.0, sql, params![since, cap, cc], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?,
+        })
     }
 
     /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).

@@ -66,6 +66,13 @@ impl TestServer {
         extra_toml: &str,
         clock: Arc<dyn keygate::sms::Clock>,
     ) -> TestServer {
+        // KEYGATE_TEST_LOG=error (or any filter) shows the servers' logs in a test's output.
+        if let Ok(filter) = std::env::var("KEYGATE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let cfg = test_config(dir, extra_toml);
         let state = keygate::daemon::build_state_with_clock(cfg, clock).expect("state");
         let admin = keygate::auth::create_token(&state.store, Role::Admin, Some("test"))

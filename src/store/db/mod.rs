@@ -231,6 +231,13 @@ impl Connection {
         Connection(Inner::Pg(pg::PgConn::new(target, now)))
     }
 
+    /// A connection to the SQLite file at `path` (tests, tools beside the daemon).
+    pub fn open_sqlite(path: &std::path::Path) -> Result<Connection> {
+        let c = rusqlite::Connection::open(path)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(c.into())
+    }
+
     pub fn backend(&self) -> Backend {
         match self.0 {
             Inner::Sqlite(_) => Backend::Sqlite,

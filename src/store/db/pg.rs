@@ -92,7 +92,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// A statement prepared on one connection.
 pub struct Prepared {
-    statement: tokio_postgres::Statement,
+    /// None when PostgreSQL could not tell a parameter's type from the SQL alone (`?1 IS NULL
+    /// OR ...`): then the statement is prepared per call with the bound values' types.
+    statement: Option<tokio_postgres::Statement>,
+    /// The SQL as sent to PostgreSQL.
+    text: String,
     /// Parameters as the SQL was written; `keygate_now()` is bound after them.
     params: usize,
     uses_now: bool,
@@ -103,8 +107,8 @@ pub struct Prepared {
 impl Prepared {
     pub fn column_names(&self) -> Vec<String> {
         self.statement
-            .columns()
             .iter()
+            .flat_map(|s| s.columns())
             .map(|c| c.name().to_string())
             .collect()
     }
@@ -175,6 +179,7 @@ impl PgConn {
     fn classify(&self, e: tokio_postgres::Error) -> Error {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code().to_string();
+            tracing::debug!(code, message = db.message(), "campus store refused a statement");
             // Class 08 (connection exception), 57P (operator intervention: shutdown, crash
             // recovery) and 53300 (too many connections): the database, not the statement.
             if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
@@ -225,6 +230,27 @@ impl PgConn {
         Ok(client)
     }
 
+    /// Run `f` (a prepare, which may fail) so that its failure does not end the open
+    /// transaction: inside one, under a savepoint that a failure rolls back to.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.in_tx.get() {
+            return f();
+        }
+        self.batch("SAVEPOINT keygate_prepare")?;
+        match f() {
+            Ok(v) => {
+                self.batch("RELEASE keygate_prepare")?;
+                Ok(v)
+            }
+            Err(e) => {
+                if self.in_tx.get() {
+                    self.batch("ROLLBACK TO keygate_prepare; RELEASE keygate_prepare")?;
+                }
+                Err(e)
+            }
+        }
+    }
+
     pub fn prepare(&self, sql: &str) -> Result<Arc<Prepared>> {
         if let Some(p) = self.statements.borrow().get(sql) {
             return Ok(p.clone());
@@ -232,7 +258,18 @@ impl PgConn {
         let t = to_postgres(sql);
         let client = self.client()?;
         let text = t.sql.clone();
-        let statement = self.call(async move { client.prepare(&text).await })?;
+        let statement = match self.guarded(|| self.call(async move { client.prepare(&text).await })) {
+            Ok(s) => Some(s),
+            Err(Error::Pg { code, .. }) if code == "42P08" || code == "42P18" => None,
+            // The statement itself is wrong for PostgreSQL: say which (logged, never shown).
+            Err(Error::Pg { code, message }) => {
+                return Err(Error::Pg {
+                    code,
+                    message: format!("{message}; in: {}", t.sql),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let head = t
             .sql
             .trim_start()
@@ -241,6 +278,7 @@ impl PgConn {
             .to_ascii_uppercase();
         let prepared = Arc::new(Prepared {
             statement,
+            text: t.sql.clone(),
             params: t.params,
             uses_now: t.uses_now,
             writes: matches!(head.as_str(), "INSERT" | "UPDATE" | "DELETE"),
@@ -266,15 +304,53 @@ impl PgConn {
         Ok(out)
     }
 
+    /// `p`'s statement, or (when its parameter types are not in its SQL) the statement
+    /// prepared for the types of `params`.
+    fn statement_for(&self, p: &Prepared, params: &[PgValue]) -> Result<tokio_postgres::Statement> {
+        if let Some(s) = &p.statement {
+            return Ok(s.clone());
+        }
+        let types: Vec<Type> = params
+            .iter()
+            .map(|v| match v.0 {
+                super::Value::Integer(_) => Type::INT8,
+                super::Value::Real(_) => Type::FLOAT8,
+                super::Value::Blob(_) => Type::BYTEA,
+                super::Value::Text(_) | super::Value::Null => Type::TEXT,
+            })
+            .collect();
+        let key = format!("{types:?}\u{0}{}", p.text);
+        if let Some(s) = self.statements.borrow().get(&key).and_then(|p| p.statement.clone()) {
+            return Ok(s);
+        }
+        let client = self.client()?;
+        let text = p.text.clone();
+        let typed = types.clone();
+        let statement =
+            self.guarded(|| self.call(async move { client.prepare_typed(&text, &typed).await }))?;
+        self.statements.borrow_mut().insert(
+            key,
+            Arc::new(Prepared {
+                statement: Some(statement.clone()),
+                text: p.text.clone(),
+                params: p.params,
+                uses_now: p.uses_now,
+                writes: p.writes,
+            }),
+        );
+        Ok(statement)
+    }
+
     pub fn execute(&self, p: &Arc<Prepared>, values: &[ValueRef<'_>]) -> Result<usize> {
         let params = self.bind(p, values)?;
+        let statement = self.statement_for(p, &params)?;
         let client = self.client()?;
-        let prepared = p.clone();
         let n = self.call(async move {
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 params.iter().map(|v| v as _).collect();
-            client.execute(&prepared.statement, &refs).await
-        })?;
+            client.execute(&statement, &refs).await
+        })
+        .map_err(|e| in_statement(e, &p.text))?;
         if p.writes {
             self.changes.set(self.changes.get() + n);
         }
@@ -287,13 +363,14 @@ impl PgConn {
         values: &[ValueRef<'_>],
     ) -> Result<Vec<tokio_postgres::Row>> {
         let params = self.bind(p, values)?;
+        let statement = self.statement_for(p, &params)?;
         let client = self.client()?;
-        let prepared = p.clone();
         let rows = self.call(async move {
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 params.iter().map(|v| v as _).collect();
-            client.query(&prepared.statement, &refs).await
-        })?;
+            client.query(&statement, &refs).await
+        })
+        .map_err(|e| in_statement(e, &p.text))?;
         if p.writes {
             self.changes.set(self.changes.get() + rows.len() as u64);
         }
@@ -319,6 +396,17 @@ impl PgConn {
         let out = self.batch(how);
         self.in_tx.set(false);
         out
+    }
+}
+
+/// A statement's error, naming the statement (for the log: never shown to clients).
+fn in_statement(e: Error, sql: &str) -> Error {
+    match e {
+        Error::Pg { code, message } => Error::Pg {
+            code,
+            message: format!("{message}; in: {sql}"),
+        },
+        e => e,
     }
 }
 

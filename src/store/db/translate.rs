@@ -45,6 +45,7 @@ pub fn to_postgres(sql: &str) -> Translated {
                 next_bare
             };
             params = params.max(n);
+            null_safe_comparison(&mut out);
             out.push('$');
             out.push_str(&n.to_string());
             i = j;
@@ -88,6 +89,22 @@ pub fn to_postgres(sql: &str) -> Translated {
         sql,
         params,
         uses_now,
+    }
+}
+
+/// SQLite's `a IS ?1` / `a IS NOT ?1` compare with NULL as a value; PostgreSQL's `IS` takes
+/// only NULL, TRUE or FALSE after it: `IS NOT DISTINCT FROM` / `IS DISTINCT FROM`.
+fn null_safe_comparison(out: &mut String) {
+    let trimmed = out.trim_end();
+    let upper = trimmed.to_ascii_uppercase();
+    for (sqlite, pg) in [(" IS NOT", " IS DISTINCT FROM"), (" IS", " IS NOT DISTINCT FROM")] {
+        if upper.ends_with(sqlite) {
+            let cut = trimmed.len() - sqlite.len();
+            out.truncate(cut);
+            out.push_str(pg);
+            out.push(' ');
+            return;
+        }
     }
 }
 
@@ -157,6 +174,14 @@ mod tests {
         assert_eq!((t.params, t.uses_now), (2, false));
         let bare = to_postgres("UPDATE t SET a = ?, b = ? WHERE c = 'it''s ?'");
         assert_eq!(bare.sql, "UPDATE t SET a = $1, b = $2 WHERE c = 'it''s ?'");
+    }
+
+    #[test]
+    fn null_safe_equality_keeps_its_meaning() {
+        assert_eq!(
+            to_postgres("SELECT 1 FROM c WHERE aaguid IS ?1 AND b IS NOT ?2 AND d IS NULL").sql,
+            "SELECT 1 FROM c WHERE aaguid IS NOT DISTINCT FROM $1 AND b IS DISTINCT FROM $2 AND d IS NULL"
+        );
     }
 
     #[test]
