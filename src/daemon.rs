@@ -23,6 +23,13 @@ pub fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    // The PostgreSQL driver logs statements with their parameters (numbers, code hashes) at
+    // debug: never below info, whatever the filter asks.
+    let filter = filter.add_directive(
+        "tokio_postgres=info"
+            .parse()
+            .expect("a static directive parses"),
+    );
     let colour = log_colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),

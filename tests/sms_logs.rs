@@ -31,7 +31,9 @@ fn capture() -> &'static Capture {
         let cap = Capture::default();
         let writer = cap.clone();
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,wiremock=off"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "trace,wiremock=off,tokio_postgres=info",
+            ))
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .init();

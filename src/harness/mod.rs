@@ -22,7 +22,7 @@ use crate::http::SharedState;
 
 /// `toml` layered as a config file over the defaults, with `data_dir`, `simulate` and a
 /// loopback port-0 listen address on top (no environment layer: tests stay hermetic). Under
-/// `KEYGATE_TEST_STORE=postgres` the data dir's own database on the test cluster is the
+/// `KG_TEST_STORE=postgres` the data dir's own database on the test cluster is the
 /// store (see [`pg`]), unless `toml` names a `[store]` itself.
 pub fn config(data_dir: &Path, toml: &str, simulate: bool) -> Config {
     let toml = if toml.contains("[store]") {
@@ -49,7 +49,8 @@ pub fn raw_db(data_dir: &Path) -> crate::store::db::Connection {
         let c = pg::cluster();
         return c.connect(&c.database_for(data_dir));
     }
-    crate::store::db::Connection::open_sqlite(&data_dir.join("keygate.db")).expect("open the database")
+    crate::store::db::Connection::open_sqlite(&data_dir.join("keygate.db"))
+        .expect("open the database")
 }
 
 /// A keygate served in this process on a loopback socket; stops when dropped.

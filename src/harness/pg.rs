@@ -2,7 +2,7 @@
 //! temporary directory, as the `postgres` user when run as root since `initdb` refuses root;
 //! loopback only, trust authentication), and one fresh database per keygate data dir.
 //!
-//! Chosen by `KEYGATE_TEST_STORE=postgres` (the test command runs the API, SMS and kiosk
+//! Chosen by `KG_TEST_STORE=postgres` (the test command runs the API, SMS and kiosk
 //! suites once more that way); absent, tests run on SQLite as before. The cluster's server
 //! is stopped by a watchdog when the test process ends, however it ends.
 
@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Whether this process runs its keygates on PostgreSQL (`KEYGATE_TEST_STORE=postgres`).
+/// Whether this process runs its keygates on PostgreSQL (`KG_TEST_STORE=postgres`).
 pub fn enabled() -> bool {
-    std::env::var("KEYGATE_TEST_STORE").is_ok_and(|v| v == "postgres")
+    std::env::var("KG_TEST_STORE").is_ok_and(|v| v == "postgres")
 }
 
 /// A running cluster: its port and data directory.

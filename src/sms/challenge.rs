@@ -115,12 +115,10 @@ impl SmsService {
         if exhausted.is_none() && self.store.is_shared() {
             // The campus store: every kiosk's sends count, so the budgets come from the shared
             // send log, read under the campus write lock this unit runs in.
-            let (total, oldest) = tx.sms_sends_since(now - HOUR_MS, None, s.global_hourly_budget)?;
-            let (in_country, oldest_in_country) = tx.sms_sends_since(
-                now - HOUR_MS,
-                Some(country_code),
-                s.country_hourly_budget,
-            )?;
+            let (total, oldest) =
+                tx.sms_sends_since(now - HOUR_MS, None, s.global_hourly_budget)?;
+            let (in_country, oldest_in_country) =
+                tx.sms_sends_since(now - HOUR_MS, Some(country_code), s.country_hourly_budget)?;
             if total >= s.global_hourly_budget {
                 exhausted = Some((oldest.unwrap_or(now) + HOUR_MS, "global"));
             } else if in_country >= s.country_hourly_budget {

@@ -299,13 +299,18 @@ pub fn verify_audit_chain_on(
         }
         heads.push((*seq, hash, HeadSource::Stored));
     }
-    let counter: Option<i64> = c
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+    // SQLite only: the campus store gives seqs out itself (no AUTOINCREMENT counter); there
+    // the stored head and `--head` guard the tail.
+    let counter: Option<i64> = match c.backend() {
+        super::db::Backend::Sqlite => c
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?,
+        super::db::Backend::Postgres => None,
+    };
     let mut seen: HashMap<i64, [u8; 32]> = HashMap::new();
     verdict.broken = walk(&c, start, &mut verdict, &heads, &mut seen)?;
     if verdict.broken.is_some() {

@@ -393,7 +393,9 @@ impl Tx<'_> {
             }
         };
         Ok(match country_code {
-            None => row(self.0, sql, params![since, cap], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            None => row(self.0, sql, params![since, cap], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?,
             Some(cc) => row(self.0, sql, params![since, cap, cc], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?,

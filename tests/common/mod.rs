@@ -66,8 +66,8 @@ impl TestServer {
         extra_toml: &str,
         clock: Arc<dyn keygate::sms::Clock>,
     ) -> TestServer {
-        // KEYGATE_TEST_LOG=error (or any filter) shows the servers' logs in a test's output.
-        if let Ok(filter) = std::env::var("KEYGATE_TEST_LOG") {
+        // KG_TEST_LOG=error (or any filter) shows the servers' logs in a test's output.
+        if let Ok(filter) = std::env::var("KG_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_test_writer()

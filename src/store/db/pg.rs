@@ -179,7 +179,11 @@ impl PgConn {
     fn classify(&self, e: tokio_postgres::Error) -> Error {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code().to_string();
-            tracing::debug!(code, message = db.message(), "campus store refused a statement");
+            tracing::debug!(
+                code,
+                message = db.message(),
+                "campus store refused a statement"
+            );
             // Class 08 (connection exception), 57P (operator intervention: shutdown, crash
             // recovery) and 53300 (too many connections): the database, not the statement.
             if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
@@ -258,7 +262,8 @@ impl PgConn {
         let t = to_postgres(sql);
         let client = self.client()?;
         let text = t.sql.clone();
-        let statement = match self.guarded(|| self.call(async move { client.prepare(&text).await })) {
+        let statement = match self.guarded(|| self.call(async move { client.prepare(&text).await }))
+        {
             Ok(s) => Some(s),
             Err(Error::Pg { code, .. }) if code == "42P08" || code == "42P18" => None,
             // The statement itself is wrong for PostgreSQL: say which (logged, never shown).
@@ -320,7 +325,12 @@ impl PgConn {
             })
             .collect();
         let key = format!("{types:?}\u{0}{}", p.text);
-        if let Some(s) = self.statements.borrow().get(&key).and_then(|p| p.statement.clone()) {
+        if let Some(s) = self
+            .statements
+            .borrow()
+            .get(&key)
+            .and_then(|p| p.statement.clone())
+        {
             return Ok(s);
         }
         let client = self.client()?;
@@ -345,12 +355,13 @@ impl PgConn {
         let params = self.bind(p, values)?;
         let statement = self.statement_for(p, &params)?;
         let client = self.client()?;
-        let n = self.call(async move {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|v| v as _).collect();
-            client.execute(&statement, &refs).await
-        })
-        .map_err(|e| in_statement(e, &p.text))?;
+        let n = self
+            .call(async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|v| v as _).collect();
+                client.execute(&statement, &refs).await
+            })
+            .map_err(|e| in_statement(e, &p.text))?;
         if p.writes {
             self.changes.set(self.changes.get() + n);
         }
@@ -365,12 +376,13 @@ impl PgConn {
         let params = self.bind(p, values)?;
         let statement = self.statement_for(p, &params)?;
         let client = self.client()?;
-        let rows = self.call(async move {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|v| v as _).collect();
-            client.query(&statement, &refs).await
-        })
-        .map_err(|e| in_statement(e, &p.text))?;
+        let rows = self
+            .call(async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|v| v as _).collect();
+                client.query(&statement, &refs).await
+            })
+            .map_err(|e| in_statement(e, &p.text))?;
         if p.writes {
             self.changes.set(self.changes.get() + rows.len() as u64);
         }

@@ -97,7 +97,10 @@ pub fn to_postgres(sql: &str) -> Translated {
 fn null_safe_comparison(out: &mut String) {
     let trimmed = out.trim_end();
     let upper = trimmed.to_ascii_uppercase();
-    for (sqlite, pg) in [(" IS NOT", " IS DISTINCT FROM"), (" IS", " IS NOT DISTINCT FROM")] {
+    for (sqlite, pg) in [
+        (" IS NOT", " IS DISTINCT FROM"),
+        (" IS", " IS NOT DISTINCT FROM"),
+    ] {
         if upper.ends_with(sqlite) {
             let cut = trimmed.len() - sqlite.len();
             out.truncate(cut);

@@ -1,0 +1,514 @@
+//! Two kiosks, one campus store: two real daemons (`keygate serve`), each with its own data
+//! dir, sharing one database on a real PostgreSQL server (the test cluster of
+//! `keygate::harness::pg`, started here whatever `KG_TEST_STORE` says). Every guarantee of one
+//! kiosk must hold across both: tokens, credentials, lockouts, the outbox, the audit log; and a
+//! database that stops answering costs a bounded `503 store_unavailable`, not a hang.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygate::harness::{pg, Spawned};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+
+/// A kiosk daemon on `dir` with the campus store at `url` and the webhook SMS provider.
+fn kiosk(dir: &Path, url: &str, webhook: &str) -> Spawned {
+    Spawned::spawn(
+        Spawned::command(BIN, dir)
+            .env("KEYGATE_STORE__URL", url)
+            .env("KEYGATE_STORE__TIMEOUT_MS", "1500")
+            .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
+            .env("KEYGATE_SMS__WEBHOOK__URL", webhook)
+            .env("KEYGATE_SMS__OUTBOX_LEASE_SECS", "2")
+            // The simulated keys' secrets follow the seed: the same key on either kiosk.
+            .env("KEYGATE_SIMULATE_SEED", "11"),
+    )
+}
+
+/// The campus's shared keys, copied from the first kiosk's data dir into the next one's (as
+/// the README tells an operator to).
+fn copy_campus_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["sms.key", "audit-head.key"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+fn token(dir: &Path, url: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "create", "--role", role, "--data-dir"])
+        .arg(dir)
+        .env("KEYGATE_STORE__URL", url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn call(
+    base: &str,
+    t: &str,
+    m: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let c = reqwest::Client::new();
+    let mut r = c.request(m, format!("{base}{path}")).bearer_auth(t);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn sms_mock() -> MockServer {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    hook
+}
+
+/// The texts the mock received for `to`, oldest first.
+async fn texts_to(hook: &MockServer, to: &str) -> Vec<String> {
+    hook.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter(|b| b["to"] == to)
+        .map(|b| b["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+async fn wait_for_text(hooks: &[&MockServer], to: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = Vec::new();
+        for h in hooks {
+            all.extend(texts_to(h, to).await);
+        }
+        if all.len() >= n || Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_token_a_key_and_the_audit_log_are_the_campus_s() {
+    let cluster = pg::cluster();
+    let url = cluster.url(&cluster.new_database());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hook = sms_mock().await;
+    let sms = format!("{}/sms", hook.uri());
+    let a = kiosk(a_dir.path(), &url, &sms);
+    let admin = token(a_dir.path(), &url, "admin");
+
+    // A key enrolled at A.
+    let (_, keys) = call(&a.base, &admin, Method::GET, "/v1/sim/keys", None).await;
+    let key = keys["keys"][0]["id"].as_str().unwrap().to_string();
+    let (st, v) = call(
+        &a.base,
+        &admin,
+        Method::POST,
+        &format!("/v1/devices/{}/pin", urlencode(&key)),
+        Some(json!({ "new_pin": "1234" })),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    let (st, v) = call(
+        &a.base,
+        &admin,
+        Method::POST,
+        "/v1/enrollments?wait=true",
+        Some(json!({ "user": "r0100001", "display_name": "An", "pin": "1234" })),
+    )
+    .await;
+    assert!(st.is_success() && v["state"] == "succeeded", "{v}");
+
+    // B: a second kiosk; the same key is carried over to it (its simulated state copied).
+    copy_campus_keys(a_dir.path(), b_dir.path());
+    copy_dir(&a_dir.path().join("sim"), &b_dir.path().join("sim"));
+    let b = kiosk(b_dir.path(), &url, &sms);
+
+    // The token made at A works at B.
+    let (st, users) = call(&b.base, &admin, Method::GET, "/v1/users", None).await;
+    assert_eq!(st, StatusCode::OK, "{users}");
+    assert!(users.to_string().contains("r0100001"), "{users}");
+    // The key enrolled at A verifies at B (B knows the credential from the campus store).
+    let (st, v) = call(
+        &b.base,
+        &admin,
+        Method::POST,
+        "/v1/assertions?wait=true",
+        Some(json!({ "user": "r0100001", "pin": "1234" })),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    assert_eq!(v["state"], "succeeded", "{v}");
+    // A kiosk token made at A works at B too.
+    let kiosk_token = token(a_dir.path(), &url, "kiosk");
+    let (st, _) = call(&b.base, &kiosk_token, Method::GET, "/v1/devices", None).await;
+    assert_eq!(st, StatusCode::OK);
+
+    // The audit at A shows what B did, and the chain verifies from either data dir.
+    let (_, audit) = call(
+        &a.base,
+        &admin,
+        Method::GET,
+        "/v1/audit?user=r0100001",
+        None,
+    )
+    .await;
+    let events: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"credential.enrolled"), "{events:?}");
+    assert!(events.contains(&"credential.verified"), "{events:?}");
+    for dir in [a_dir.path(), b_dir.path()] {
+        let out = Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir)
+            .env("KEYGATE_STORE__URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_kiosk_whose_sms_key_differs_refuses_to_start() {
+    let cluster = pg::cluster();
+    let url = cluster.url(&cluster.new_database());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _a = kiosk(a_dir.path(), &url, "http://127.0.0.1:1/sms");
+    // B has keys of its own: its codes could not be checked at A, nor A's at B.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(b_dir.path())
+        .env("KEYGATE_STORE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sms.key") && err.contains("copy"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_codes_split_over_two_kiosks_lock_the_user_at_both() {
+    let cluster = pg::cluster();
+    let url = cluster.url(&cluster.new_database());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hook = sms_mock().await;
+    let sms = format!("{}/sms", hook.uri());
+    let a = kiosk(a_dir.path(), &url, &sms);
+    copy_campus_keys(a_dir.path(), b_dir.path());
+    let b = kiosk(b_dir.path(), &url, &sms);
+    let t = token(a_dir.path(), &url, "kiosk");
+
+    // The phone is registered at A and verified at B.
+    let (st, v) = call(
+        &a.base,
+        &t,
+        Method::POST,
+        "/v1/users/r2/phones",
+        Some(json!({ "number": "0475 00 00 41" })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    let texts = wait_for_text(&[&hook], "+32475000041", 1).await;
+    assert_eq!(texts.len(), 1, "one message for one challenge: {texts:?}");
+    let code: String = texts[0].chars().take(6).collect();
+    let (st, v) = call(
+        &b.base,
+        &t,
+        Method::POST,
+        &format!("/v1/sms/challenges/{id}/verify"),
+        Some(json!({ "code": code })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // A sign-in challenge, and five wrong codes: three at A, two at B.
+    let (st, v) = call(
+        &b.base,
+        &t,
+        Method::POST,
+        "/v1/sms/challenges",
+        Some(json!({ "user": "r2", "number": "0475 00 00 41" })),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    let id = v["id"]
+        .as_str()
+        .unwrap_or_else(|| v["challenge"]["id"].as_str().unwrap())
+        .to_string();
+    for (i, base) in [&a.base, &a.base, &a.base, &b.base, &b.base]
+        .into_iter()
+        .enumerate()
+    {
+        let (st, v) = call(
+            base,
+            &t,
+            Method::POST,
+            &format!("/v1/sms/challenges/{id}/verify"),
+            Some(json!({ "code": "000000" })),
+        )
+        .await;
+        assert!(
+            st.is_client_error(),
+            "wrong code {} is refused: {st} {v}",
+            i + 1
+        );
+    }
+    // Locked at both kiosks.
+    for base in [&a.base, &b.base] {
+        let (st, v) = call(
+            base,
+            &t,
+            Method::POST,
+            "/v1/sms/challenges",
+            Some(json!({ "user": "r2", "number": "0475 00 00 41" })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+        assert_eq!(v["error"]["code"], "user_locked", "{v}");
+    }
+}
+
+#[tokio::test]
+async fn messages_of_a_killed_kiosk_are_sent_by_the_other_once() {
+    let cluster = pg::cluster();
+    let url = cluster.url(&cluster.new_database());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A's provider takes the message and never answers: A is mid-send when it dies.
+    let stuck = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(600)))
+        .mount(&stuck)
+        .await;
+    let hook = sms_mock().await;
+    let mut a = kiosk(a_dir.path(), &url, &format!("{}/sms", stuck.uri()));
+    copy_campus_keys(a_dir.path(), b_dir.path());
+    let t = token(a_dir.path(), &url, "kiosk");
+    let (st, v) = call(
+        &a.base,
+        &t,
+        Method::POST,
+        "/v1/users/r3/phones",
+        Some(json!({ "number": "0475 00 00 51" })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stuck.received_requests().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "A never tried to send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill();
+
+    // B (started after the kill) sends it once A's claim has run out, and the code verifies.
+    let b = kiosk(b_dir.path(), &url, &format!("{}/sms", hook.uri()));
+    let texts = wait_for_text(&[&hook], "+32475000051", 1).await;
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let code: String = texts[0].chars().take(6).collect();
+    let (st, v) = call(
+        &b.base,
+        &t,
+        Method::POST,
+        &format!("/v1/sms/challenges/{id}/verify"),
+        Some(json!({ "code": code })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // With both kiosks up, every message of many challenges goes out exactly once.
+    let a = kiosk(a_dir.path(), &url, &format!("{}/sms", hook.uri()));
+    for i in 0..12 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let (st, v) = call(
+            base,
+            &t,
+            Method::POST,
+            &format!("/v1/users/m{i}/phones"),
+            Some(json!({ "number": format!("0475 00 01 {:02}", i) })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    for i in 0..12 {
+        let to = format!("+324750001{:02}", i);
+        let texts = wait_for_text(&[&hook], &to, 1).await;
+        assert_eq!(texts.len(), 1, "{to}: {texts:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..12 {
+        let to = format!("+324750001{:02}", i);
+        assert_eq!(texts_to(&hook, &to).await.len(), 1, "{to} sent once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_costs_a_bounded_503_and_comes_back() {
+    let cluster = pg::cluster();
+    let db = cluster.new_database();
+    // The kiosk reaches the database through a proxy that the test can cut.
+    let proxy = Proxy::start(cluster.port).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+        proxy.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let k = kiosk(dir.path(), &url, "http://127.0.0.1:1/sms");
+    let t = token(dir.path(), &url, "admin");
+    let (st, _) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
+    assert_eq!(st, StatusCode::OK);
+
+    proxy.cut();
+    // The proxy drops the connections it carried within 50 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (st, v) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the store timeout, not a hang"
+    );
+    let health: Value = reqwest::get(format!("{}/healthz", k.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["store"], "unavailable", "{health}");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, _) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
+        if st == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "keygate did not recover: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health: Value = reqwest::get(format!("{}/healthz", k.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["store"], "ok", "{health}");
+}
+
+/// A TCP proxy to the cluster that can be cut (every connection dropped, new ones refused
+/// by closing them at once) and restored.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, epoch2) = (up.clone(), epoch.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (up3, epoch3) = (up2.clone(), epoch2.clone());
+                let born = epoch3.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while up3.load(Ordering::SeqCst) && epoch3.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        _ = watch => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, up, epoch }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
