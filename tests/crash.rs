@@ -14,6 +14,7 @@ fn token(dir: &std::path::Path) -> String {
     let out = Command::new(BIN)
         .args(["token", "create", "--role", "admin", "--data-dir"])
         .arg(dir)
+        .envs(keygate::harness::store_env(dir))
         .output()
         .unwrap();
     assert!(

@@ -414,6 +414,7 @@ fn admin_token(dir: &std::path::Path) -> String {
     let out = std::process::Command::new(BIN)
         .args(["token", "create", "--role", "admin", "--data-dir"])
         .arg(dir)
+        .envs(keygate::harness::store_env(dir))
         .output()
         .unwrap();
     assert!(

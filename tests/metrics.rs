@@ -489,6 +489,7 @@ async fn the_daemon_serves_metrics_to_a_metrics_token() {
         let out = std::process::Command::new(BIN)
             .args(["token", "create", "--role", role, "--data-dir"])
             .arg(tmp.path())
+            .envs(keygate::harness::store_env(tmp.path()))
             .output()
             .unwrap();
         assert!(

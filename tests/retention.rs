@@ -31,6 +31,7 @@ fn purge(dir: &Path, as_of: &str, extra: &[&str]) -> Value {
     let out = Command::new(BIN)
         .args(["purge", "--data-dir"])
         .arg(dir)
+        .envs(keygate::harness::store_env(dir))
         .args(["--as-of", as_of])
         .args(extra)
         .output()
@@ -224,6 +225,7 @@ async fn close_export_purge_after_grace_and_sms_retention() {
     let out = Command::new(BIN)
         .args(["audit", "verify", "--data-dir"])
         .arg(&dir)
+        .envs(keygate::harness::store_env(&dir))
         .output()
         .unwrap();
     assert_eq!(

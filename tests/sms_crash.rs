@@ -25,6 +25,7 @@ fn token(dir: &std::path::Path) -> String {
     let out = Command::new(BIN)
         .args(["token", "create", "--role", "kiosk", "--data-dir"])
         .arg(dir)
+        .envs(keygate::harness::store_env(dir))
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()

@@ -42,6 +42,19 @@ pub fn config(data_dir: &Path, toml: &str, simulate: bool) -> Config {
     .expect("harness config")
 }
 
+/// The environment that points a `keygate` command on `data_dir` at that data dir's store:
+/// its database on the test cluster under `KG_TEST_STORE=postgres`, nothing otherwise.
+pub fn store_env(data_dir: &Path) -> Vec<(String, String)> {
+    if !pg::enabled() {
+        return Vec::new();
+    }
+    let c = pg::cluster();
+    vec![(
+        "KEYGATE_STORE__URL".into(),
+        c.url(&c.database_for(data_dir)),
+    )]
+}
+
 /// A connection to the database of the keygate on `data_dir`, behind keygate's back (tests
 /// that damage or age rows): its SQLite file, or its database on the test cluster.
 pub fn raw_db(data_dir: &Path) -> crate::store::db::Connection {
@@ -118,14 +131,7 @@ impl Spawned {
         ])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
-        .envs(
-            pg::enabled()
-                .then(|| {
-                    let c = pg::cluster();
-                    ("KEYGATE_STORE__URL", c.url(&c.database_for(data_dir)))
-                })
-                .into_iter(),
-        )
+        .envs(store_env(data_dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
         cmd

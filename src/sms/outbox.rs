@@ -96,8 +96,9 @@ impl SmsService {
         let now = self.now();
         let due = if self.store.is_shared() {
             let lease_until = now + 1000 * self.cfg.sms.outbox_lease_secs as i64;
+            let node = self.store.node().to_string();
             self.store
-                .atomic(move |tx| tx.sms_outbox_claim(now, lease_until, 64))
+                .atomic(move |tx| tx.sms_outbox_claim(&node, now, lease_until, 64))
                 .await?
         } else {
             // One daemon on its own file: what it reads, nobody else sends.

@@ -40,10 +40,11 @@ impl Store {
     pub async fn insert_ceremony(&self, rec: &CeremonyRecord, audit: &NewAudit) -> Result<()> {
         let rec = rec.clone();
         let audit = audit.clone();
+        let node = self.node.clone();
         self.write(move |c| {
             exec(c,
-                "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO ceremonies (id, kind, user_name, state, error_code, created_at, updated_at, expires_at, created_by, node) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     rec.id,
                     rec.kind,
@@ -53,7 +54,8 @@ impl Store {
                     fmt_time(rec.created_at),
                     fmt_time(rec.updated_at),
                     fmt_time(rec.expires_at),
-                    rec.created_by
+                    rec.created_by,
+                    &*node
                 ],
             )?;
             insert_audit(c, &audit)?;
@@ -125,18 +127,21 @@ impl Store {
     /// as `failed` with `ceremony_interrupted` (nothing of it was stored half-way). Returns
     /// how many.
     pub fn fail_interrupted_ceremonies(&self) -> Result<u64> {
-        // On a campus store the other daemons' live ceremonies are in the table too: only
-        // those past their deadline were interrupted (a daemon's own live ones end with it).
+        // On a campus store the other daemons' live ceremonies are in the table too: this
+        // daemon's own (it has just started: they were interrupted), and any past its
+        // deadline (its daemon died).
         let sql = if self.is_shared() {
             "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
-             AND expires_at < keygate_now()"
+             AND (node = ?1 OR expires_at < keygate_now())"
         } else {
-            "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled')"
+            "SELECT id, user_name FROM ceremonies WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+             AND ?1 IS NOT NULL"
         };
+        let node = self.node.clone();
         self.tx(|c| {
             let ids: Vec<(String, Option<String>)> = {
                 let mut st = c.prepare(sql)?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let rows = st.query_map([&*node], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<super::db::Result<_>>()?
             };
             for (id, user) in &ids {

@@ -259,6 +259,24 @@ fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
     committed
 }
 
+/// The daemon's node id at `path` (16 random bytes, hex), created on first use. Not a
+/// secret; it must differ between kiosks (copy only the keys between data dirs).
+fn load_or_create_node_id(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) => Err(std::io::Error::other("empty node id")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            let mut b = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            let id = hex::encode(b);
+            crate::base::fs::write_new_private(path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Start a write transaction on `c`. On PostgreSQL the audit chain's cached head is dropped:
 /// another daemon may have appended since (the campus write lock now keeps it still).
 fn begin(c: &Connection) -> db::Result<()> {
@@ -378,7 +396,17 @@ impl Store {
             .collect();
         let audit = Arc::new(AuditChain::new(key, clock.clone()));
         migrations::run(&conn)?;
-        Self::start(conn, readers, None, clock, audit)
+        let mut store = Self::start(conn, readers, None, clock, audit)?;
+        let node_file = head_key_file.with_file_name("node.id");
+        store.node = load_or_create_node_id(&node_file)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", node_file.display())))?
+            .into();
+        Ok(store)
+    }
+
+    /// This daemon's name among those sharing the store.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn init_sqlite(
@@ -433,6 +461,7 @@ impl Store {
             health,
             audit,
             backend,
+            node: Arc::from("local"),
         };
         store.warn_about_user_names()?;
         Ok(store)

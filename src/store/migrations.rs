@@ -365,6 +365,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX credentials_inventory ON credentials (aaguid, created_at, id);
     "#,
+    // 16: several daemons on one campus store. A ceremony records the daemon (`node`) that
+    // runs it, so that a restarted daemon fails only its own interrupted ceremonies; an outbox
+    // message records the daemon that claimed it, so that a restarted daemon releases its own
+    // claims at once instead of waiting for their lease. The history tables keep the columns
+    // of their hot tables (the sweep copies rows whole).
+    r#"
+    ALTER TABLE ceremonies ADD COLUMN node TEXT;
+    ALTER TABLE ceremonies_history ADD COLUMN node TEXT;
+    ALTER TABLE sms_outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE sms_outbox_history ADD COLUMN claimed_by TEXT;
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the

@@ -22,6 +22,13 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         15,
         "CREATE INDEX credentials_inventory ON credentials (aaguid, created_at, id);",
     ),
+    (
+        16,
+        "ALTER TABLE ceremonies ADD COLUMN node TEXT; \
+         ALTER TABLE ceremonies_history ADD COLUMN node TEXT; \
+         ALTER TABLE sms_outbox ADD COLUMN claimed_by TEXT; \
+         ALTER TABLE sms_outbox_history ADD COLUMN claimed_by TEXT;",
+    ),
 ];
 
 pub(super) fn current_version(c: &Connection) -> Result<i64> {

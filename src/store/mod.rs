@@ -189,6 +189,9 @@ pub struct Store {
     audit: Arc<audit_writer::AuditChain>,
     /// The engine: a SQLite file of this daemon, or the campus store shared with others.
     backend: db::Backend,
+    /// This daemon among those sharing the store (its data dir's `node.id`; `local` for a
+    /// SQLite file, which no other daemon writes).
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {

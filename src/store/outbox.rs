@@ -110,6 +110,7 @@ impl Tx<'_> {
     /// lost).
     pub fn sms_outbox_claim(
         &self,
+        node: &str,
         at: i64,
         lease_until: i64,
         limit: u32,
@@ -118,11 +119,22 @@ impl Tx<'_> {
         for ob in &due {
             exec(
                 self.0,
-                "UPDATE sms_outbox SET next_attempt_at = ?2 WHERE id = ?1",
-                params![ob.id, lease_until],
+                "UPDATE sms_outbox SET next_attempt_at = ?2, claimed_by = ?3 WHERE id = ?1",
+                params![ob.id, lease_until, node],
             )?;
         }
         Ok(due)
+    }
+
+    /// A restarted daemon's claims from before its restart: due again now (it sent none of
+    /// them since, and no other daemon may until the lease ends).
+    pub fn sms_outbox_release_claims(&self, node: &str, at: i64) -> Result<u64> {
+        Ok(exec(
+            self.0,
+            "UPDATE sms_outbox SET next_attempt_at = ?2, claimed_by = NULL \
+             WHERE claimed_by = ?1 AND state = 'pending' AND next_attempt_at > ?2",
+            params![node, at],
+        )? as u64)
     }
 
     pub fn sms_outbox(&self, id: &str) -> Result<Option<OutboxRecord>> {
@@ -191,7 +203,17 @@ impl Tx<'_> {
 /// The same, outside an atomic unit: one transaction (writes) or one read per call.
 impl Store {
     pub fn sms_outbox_recover(&self) -> Result<u64> {
-        self.tx(|c| Tx(c).sms_outbox_recover())
+        let now_ms = (self.now().unix_timestamp_nanos() / 1_000_000) as i64;
+        let node = self.node.clone();
+        let shared = self.is_shared();
+        self.tx(|c| {
+            let released = if shared {
+                Tx(c).sms_outbox_release_claims(&node, now_ms)?
+            } else {
+                0
+            };
+            Ok(Tx(c).sms_outbox_recover()? + released)
+        })
     }
 
     pub fn sms_outbox_due(&self, at: i64, limit: u32) -> Result<Vec<OutboxRecord>> {

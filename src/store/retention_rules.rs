@@ -41,7 +41,7 @@ pub(super) enum Cut {
 }
 
 /// Rows of `table` past their window: `due` selects their rowids (`?1` the cutoff, `?2` the
-/// most to select; -1 for all). `children` (table, SQL naming the due parents' ids by `{due}`)
+/// most to select; i64::MAX for all). `children` (table, SQL naming the due parents' ids by `{due}`)
 /// go first, in the same unit: the outbox references its challenge.
 pub(super) struct WindowRule {
     pub table: &'static str,
@@ -119,7 +119,7 @@ pub(super) fn count_due(
     let p = cut_param(rule, cut);
     let count = |table: &str, pred: &str| -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {table} WHERE {pred}");
-        let n: i64 = prepare(c, &sql)?.query_row(params![p, -1], |r| r.get(0))?;
+        let n: i64 = prepare(c, &sql)?.query_row(params![p, i64::MAX], |r| r.get(0))?;
         Ok(n as u64)
     };
     let mut out = Vec::new();
