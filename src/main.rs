@@ -102,6 +102,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Move the data between stores (the SQLite file of a kiosk, the campus store).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Apply `[retention]` now: remove old SMS, ceremony and audit records and closed users
     /// past their grace period; prints a JSON report.
     Purge {
@@ -181,6 +186,20 @@ enum MdsAction {
     Update {
         /// The BLOB as downloaded from https://mds3.fidoalliance.org/ (a JWT).
         file: PathBuf,
+        #[command(flatten)]
+        from: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Copy every table of the configured SQLite store into an empty campus store
+    /// (PostgreSQL) in one transaction, then check it (row counts, the audit chain); prints a
+    /// JSON report. Afterwards set `[store] url` to the same URL on every kiosk.
+    Migrate {
+        /// The campus store, `postgres://user@host:port/db?sslmode=require`.
+        #[arg(long, value_name = "URL")]
+        to: String,
         #[command(flatten)]
         from: ConfigArgs,
     },
@@ -345,6 +364,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             action: AuditAction::Verify { head, from },
         } => audit_verify(&from.load(None, false)?, head.as_ref()),
+        Command::Store {
+            action: StoreAction::Migrate { to, from },
+        } => {
+            let cfg = from.load(None, false)?;
+            if cfg.store.postgres_url().is_some() {
+                anyhow::bail!(
+                    "the configuration already names a campus store: migrate with the kiosk's \
+                     SQLite configuration (no [store] url)"
+                );
+            }
+            let mut campus = cfg.clone();
+            campus.store.url = Some(to);
+            campus
+                .store
+                .check()
+                .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let source = keygate::daemon::open_store(&cfg)?;
+            let target = keygate::daemon::open_store(&campus)?;
+            let report = source.copy_into(&target)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Purge {
             from,
             as_of,

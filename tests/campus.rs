@@ -512,3 +512,121 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_kiosk_moves_to_the_campus_store_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = sms_mock().await;
+    // First life: the kiosk on its own SQLite file.
+    let mut solo = Spawned::spawn(
+        Spawned::command(BIN, dir.path())
+            .env_remove("KEYGATE_STORE__URL")
+            .env("KEYGATE_SIMULATE_SEED", "11")
+            .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
+            .env("KEYGATE_SMS__WEBHOOK__URL", format!("{}/sms", hook.uri())),
+    );
+    let out = Command::new(BIN)
+        .args(["token", "create", "--role", "admin", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("KEYGATE_STORE__URL")
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (_, keys) = call(&solo.base, &admin, Method::GET, "/v1/sim/keys", None).await;
+    let key = keys["keys"][0]["id"].as_str().unwrap().to_string();
+    let (st, _) = call(
+        &solo.base,
+        &admin,
+        Method::POST,
+        &format!("/v1/devices/{}/pin", urlencode(&key)),
+        Some(json!({ "new_pin": "1234" })),
+    )
+    .await;
+    assert!(st.is_success());
+    let (_, v) = call(
+        &solo.base,
+        &admin,
+        Method::POST,
+        "/v1/enrollments?wait=true",
+        Some(json!({ "user": "r0200002", "display_name": "Bo", "pin": "1234" })),
+    )
+    .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let (st, v) = call(
+        &solo.base,
+        &admin,
+        Method::POST,
+        "/v1/users/r0200002/phones",
+        Some(json!({ "number": "0475 00 00 61" })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(wait_for_text(&[&hook], "+32475000061", 1).await.len(), 1);
+    solo.kill();
+
+    // The move.
+    let cluster = pg::cluster();
+    let url = cluster.url(&cluster.new_database());
+    let migrate = || {
+        Command::new(BIN)
+            .args(["store", "migrate", "--to", &url, "--data-dir"])
+            .arg(dir.path())
+            .env_remove("KEYGATE_STORE__URL")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |table: &str| {
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t[0] == table)
+            .map(|t| t[1].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("credentials"), 1, "{report}");
+    assert_eq!(count("phones"), 1, "{report}");
+    assert_eq!(count("sms_challenges"), 1, "{report}");
+    assert!(report["audit_entries"].as_u64().unwrap() >= 3, "{report}");
+    // A second move into the same database is refused: it is not empty any more.
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // Second life on the campus store: the same token, user, key and audit log.
+    let k = kiosk(dir.path(), &url, &format!("{}/sms", hook.uri()));
+    let (st, users) = call(&k.base, &admin, Method::GET, "/v1/users", None).await;
+    assert_eq!(st, StatusCode::OK, "{users}");
+    assert!(users.to_string().contains("r0200002"), "{users}");
+    let (_, v) = call(
+        &k.base,
+        &admin,
+        Method::POST,
+        "/v1/assertions?wait=true",
+        Some(json!({ "user": "r0200002", "pin": "1234" })),
+    )
+    .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .env("KEYGATE_STORE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -17,6 +17,7 @@ mod audit_verify;
 mod audit_writer;
 mod campus;
 mod ceremonies;
+mod copy;
 mod credentials;
 pub mod db;
 mod engine;
@@ -45,6 +46,7 @@ pub use audit_verify::{
     GivenHead,
 };
 pub use ceremonies::CeremonyRecord;
+pub use copy::CopyReport;
 pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
 pub use fraud::{FraudBlockRecord, MonthlyUsage, PrefixCounts};
