@@ -23,6 +23,9 @@ pub struct Cluster {
     pub dir: PathBuf,
     databases: Mutex<HashMap<PathBuf, String>>,
     next: Mutex<u32>,
+    /// The watchdog shell that owns the server (it outlives this process by design: it stops
+    /// the server once this process is gone).
+    _watchdog: Mutex<std::process::Child>,
 }
 
 /// The directory holding `initdb`, `postgres` and `pg_ctl` (Debian's layout, newest version).
@@ -125,7 +128,8 @@ fn start_cluster() -> Cluster {
         c.args(["-c", &script]);
         c
     };
-    sh.stdin(Stdio::null())
+    let watchdog = sh
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -144,6 +148,7 @@ fn start_cluster() -> Cluster {
         dir,
         databases: Mutex::new(HashMap::new()),
         next: Mutex::new(0),
+        _watchdog: Mutex::new(watchdog),
     }
 }
 

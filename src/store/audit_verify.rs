@@ -312,7 +312,7 @@ pub fn verify_audit_chain_on(
         super::db::Backend::Postgres => None,
     };
     let mut seen: HashMap<i64, [u8; 32]> = HashMap::new();
-    verdict.broken = walk(&c, start, &mut verdict, &heads, &mut seen)?;
+    verdict.broken = walk(c, start, &mut verdict, &heads, &mut seen)?;
     if verdict.broken.is_some() {
         return Ok(verdict);
     }

@@ -20,7 +20,7 @@ use super::{Error, Result, ValueRef};
 pub type NowFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The key of the campus-wide write lock (`pg_advisory_xact_lock`): "keygate" in ASCII.
-const WRITE_LOCK: i64 = 0x6b65_7967_6174_65;
+const WRITE_LOCK: i64 = 0x006b_6579_6761_7465;
 
 /// Where the campus store is and how long to wait for it.
 pub struct PgTarget {
