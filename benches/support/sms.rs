@@ -190,7 +190,18 @@ impl SmsBench {
     /// Start keygate on `dir` with [`sms_toml`] (`extra` in `[sms]`) and register `phones`
     /// verified phones, one per student (`bench<i>`), 32 at a time.
     pub async fn start(dir: &Path, extra: &str, phones: usize) -> SmsBench {
-        let (mock, mock_url) = Mock::start().await;
+        Self::start_with_mock(dir, extra, phones, Mock::start().await).await
+    }
+
+    /// [`SmsBench::start`] with a given mock provider (several keygates sharing one campus
+    /// store share one provider too: any of them may send a flow's message).
+    #[allow(dead_code)]
+    pub async fn start_with_mock(
+        dir: &Path,
+        extra: &str,
+        phones: usize,
+        (mock, mock_url): (Arc<Mock>, String),
+    ) -> SmsBench {
         let clock = Arc::new(BenchClock::default());
         let cfg = keygate::harness::config(dir, &sms_toml(&mock_url, extra), true);
         let state = keygate::daemon::build_state_with_clock(cfg, clock.clone()).expect("state");
@@ -272,6 +283,12 @@ impl SmsBench {
     pub fn use_phones(&self, phones: Vec<(String, String, String)>) {
         *self.phones.lock().unwrap() = Arc::new(phones);
         self.next_phone.store(0, Ordering::SeqCst);
+    }
+
+    /// The phones the flows take (user, phone id, number).
+    #[allow(dead_code)]
+    pub fn phones(&self) -> Vec<(String, String, String)> {
+        self.phones.lock().unwrap().as_ref().clone()
     }
 
     pub fn phone_count(&self) -> usize {

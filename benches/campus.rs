@@ -1,0 +1,118 @@
+//! The campus store against the embedded one, same machine, same run: SMS flows (create ->
+//! the provider receives -> verify, over the real HTTP API) at 32 clients on
+//! - one keygate on its SQLite file,
+//! - one keygate on PostgreSQL (the test cluster of `keygate::harness::pg`: a throwaway
+//!   server on loopback, started here),
+//! - two keygates sharing one PostgreSQL database, 16 clients each, one provider,
+//!
+//! printing flows/s and p50/p99 of each step, and PostgreSQL's flows/s as a share of
+//! SQLite's (target: at least half).
+//!
+//! `cargo bench --bench campus` (`KEYGATE_BENCH_FLOWS`, default 4000 per setup); under
+//! `cargo test` a smoke pass of a few flows.
+
+#[path = "support/sms.rs"]
+mod sms;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sms::{env_or, full_run, pct, Mock, Round, SmsBench};
+
+fn main() {
+    let full = full_run();
+    let flows: usize = if full {
+        env_or("KEYGATE_BENCH_FLOWS", 4000)
+    } else {
+        16
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("{}", sms::machine());
+    println!("mock provider over loopback HTTP; PostgreSQL: a local cluster on loopback TCP");
+    rt.block_on(run(flows));
+}
+
+fn report(label: &str, r: &mut Round) -> f64 {
+    println!(
+        "{label:<34} {} flows in {:.2} s = {:>6.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms",
+        r.flows,
+        r.wall.as_secs_f64(),
+        r.flows_per_s(),
+        pct(&mut r.create, 0.5),
+        pct(&mut r.create, 0.99),
+        pct(&mut r.deliver, 0.5),
+        pct(&mut r.deliver, 0.99),
+        pct(&mut r.verify, 0.5),
+        pct(&mut r.verify, 0.99),
+    );
+    r.flows_per_s()
+}
+
+fn store_toml(url: &str) -> String {
+    format!("\n[store]\nurl = \"{url}\"\n")
+}
+
+fn copy_campus_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["sms.key", "audit-head.key"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+async fn run(flows: usize) {
+    // Every flow takes a different student's phone in turn: no number passes the per-number
+    // limit (5 per 10 minutes) in a run.
+    let phones = flows.div_ceil(4) + 64;
+    let warm = 64.min(flows);
+
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SmsBench::start(sqlite_dir.path(), "", phones).await);
+    sqlite.round(32, warm).await;
+    let mut r = sqlite.round(32, flows).await;
+    let sqlite_rate = report("SQLite, one keygate, 32 clients", &mut r);
+    drop(sqlite);
+
+    let cluster = keygate::harness::pg::cluster();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let url = cluster.url(&cluster.new_database());
+    let pg = Arc::new(SmsBench::start(pg_dir.path(), &store_toml(&url), phones).await);
+    pg.round(32, warm).await;
+    let mut r = pg.round(32, flows).await;
+    let pg_rate = report("PostgreSQL, one keygate, 32 clients", &mut r);
+    drop(pg);
+
+    // Two keygates, one database, one provider; each drives its own half of the phones.
+    let url = cluster.url(&cluster.new_database());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mock = Mock::start().await;
+    let a = Arc::new(
+        SmsBench::start_with_mock(a_dir.path(), &store_toml(&url), 2 * phones, mock.clone()).await,
+    );
+    copy_campus_keys(a_dir.path(), b_dir.path());
+    let b = Arc::new(SmsBench::start_with_mock(b_dir.path(), &store_toml(&url), 0, mock).await);
+    let all = a.phones();
+    let (even, odd): (Vec<_>, Vec<_>) = all
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    a.use_phones(even.into_iter().map(|(_, p)| p).collect());
+    b.use_phones(odd.into_iter().map(|(_, p)| p).collect());
+    let (ra, rb) = tokio::join!(a.round(16, warm / 2), b.round(16, warm / 2));
+    drop((ra, rb));
+    let started = std::time::Instant::now();
+    let (mut ra, mut rb) = tokio::join!(a.round(16, flows / 2), b.round(16, flows / 2));
+    let wall = started.elapsed();
+    report("PostgreSQL, keygate A of two, 16", &mut ra);
+    report("PostgreSQL, keygate B of two, 16", &mut rb);
+    let both_rate = (ra.flows + rb.flows) as f64 / wall.as_secs_f64();
+    println!("PostgreSQL, two keygates together:  {both_rate:.0} flows/s");
+    println!(
+        "PostgreSQL / SQLite flows/s: one keygate {:.2}x, two keygates {:.2}x (target >= 0.5x)",
+        pg_rate / sqlite_rate,
+        both_rate / sqlite_rate
+    );
+}
