@@ -96,6 +96,48 @@ pub fn open_store_with_clock(
     Ok(store)
 }
 
+/// `keygate audit verify`: the chain of the configured store (the SQLite file in the data dir,
+/// or the campus store), with the head key in the data dir when readable (else a note).
+pub fn verify_audit(
+    cfg: &Config,
+    head: Option<&crate::store::GivenHead>,
+) -> anyhow::Result<Result<crate::store::AuditVerdict, crate::store::StoreError>> {
+    let db = cfg.data_dir.join("keygate.db");
+    let key_path = crate::store::audit_chain::head_key_path(&db);
+    let key = crate::store::audit_chain::HeadKey::read(&key_path)
+        .inspect_err(|e| eprintln!("note: head key {}: {e}", key_path.display()))
+        .ok();
+    Ok(match cfg.store.postgres_url() {
+        None => crate::store::verify_audit_chain(&db, key.as_ref(), head),
+        Some(url) => {
+            let timeout = std::time::Duration::from_millis(cfg.store.timeout_ms);
+            let target = crate::store::db::PgTarget::parse(url, timeout)
+                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+            crate::store::verify_campus_audit_chain(Arc::new(target), key.as_ref(), head)
+        }
+    })
+}
+
+/// `keygate store migrate --to URL`: the SQLite store `cfg` names, copied into the empty
+/// campus store at `to` and checked (see `Store::copy_into`).
+pub fn migrate_store(cfg: &Config, to: String) -> anyhow::Result<crate::store::CopyReport> {
+    if cfg.store.postgres_url().is_some() {
+        anyhow::bail!(
+            "the configuration already names a campus store: migrate with the kiosk's SQLite \
+             configuration (no [store] url)"
+        );
+    }
+    let mut campus = cfg.clone();
+    campus.store.url = Some(to);
+    campus
+        .store
+        .check()
+        .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let source = open_store(cfg)?;
+    let target = open_store(&campus)?;
+    Ok(source.copy_into(&target)?)
+}
+
 /// How long rows stay in the hot tables before the store's sweep moves them to history.
 fn hot_windows(cfg: &Config) -> crate::store::HotWindows {
     let defaults = crate::store::HotWindows::default();

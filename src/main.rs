@@ -367,22 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store {
             action: StoreAction::Migrate { to, from },
         } => {
-            let cfg = from.load(None, false)?;
-            if cfg.store.postgres_url().is_some() {
-                anyhow::bail!(
-                    "the configuration already names a campus store: migrate with the kiosk's \
-                     SQLite configuration (no [store] url)"
-                );
-            }
-            let mut campus = cfg.clone();
-            campus.store.url = Some(to);
-            campus
-                .store
-                .check()
-                .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            let source = keygate::daemon::open_store(&cfg)?;
-            let target = keygate::daemon::open_store(&campus)?;
-            let report = source.copy_into(&target)?;
+            let report = keygate::daemon::migrate_store(&from.load(None, false)?, to)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -550,23 +535,7 @@ fn audit_verify(
     head: Option<&keygate::store::GivenHead>,
 ) -> anyhow::Result<ExitCode> {
     let db = cfg.data_dir.join("keygate.db");
-    let key_path = keygate::store::audit_chain::head_key_path(&db);
-    let key = keygate::store::audit_chain::HeadKey::read(&key_path)
-        .inspect_err(|e| eprintln!("note: head key {}: {e}", key_path.display()))
-        .ok();
-    let verdict = match cfg.store.postgres_url() {
-        None => keygate::store::verify_audit_chain(&db, key.as_ref(), head),
-        Some(url) => {
-            let timeout = std::time::Duration::from_millis(cfg.store.timeout_ms);
-            let target = keygate::store::db::PgTarget::parse(url, timeout)
-                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
-            keygate::store::verify_campus_audit_chain(
-                std::sync::Arc::new(target),
-                key.as_ref(),
-                head,
-            )
-        }
-    };
+    let verdict = keygate::daemon::verify_audit(cfg, head)?;
     match verdict {
         Ok(verdict) => {
             for note in &verdict.notes {

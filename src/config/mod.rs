@@ -13,6 +13,7 @@ mod entra;
 mod hooks;
 mod secret;
 mod sections;
+mod store;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -29,10 +30,11 @@ pub use entra::{check_entra_files, entra_endpoint, validate_entra_section};
 pub use hooks::HookConfig;
 pub use secret::Secret;
 pub use sections::{
-    redact_url_password, CeremonyConfig, EnrollTarget, EnrollmentConfig, EntraConfig, HttpConfig,
-    KioskConfig, LogConfig, RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig,
-    StoreConfig, TwilioConfig, UserVerification, VonageConfig, WebhookConfig,
+    CeremonyConfig, EnrollTarget, EnrollmentConfig, EntraConfig, HttpConfig, KioskConfig,
+    LogConfig, RelyingPartyConfig, RetentionConfig, SmsConfig, SmsFraudConfig, TwilioConfig,
+    UserVerification, VonageConfig, WebhookConfig,
 };
+pub use store::{redact_url_password, StoreConfig};
 use validate::validate;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,8 @@
 //! over a fixed label: it tells nothing of the key) is recorded by the first daemon; a daemon
 //! whose key differs refuses to start, naming the file to copy.
 
+use std::path::Path;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -15,6 +17,24 @@ pub fn key_fingerprint(key: &[u8]) -> Vec<u8> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(b"keygate campus key fingerprint v1");
     m.finalize().into_bytes().to_vec()
+}
+
+/// The daemon's node id at `path` (16 random bytes, hex), created on first use. Not a
+/// secret; it must differ between kiosks (copy only the keys between data dirs).
+pub(super) fn load_or_create_node_id(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) => Err(std::io::Error::other("empty node id")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            let mut b = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            let id = hex::encode(b);
+            crate::base::fs::write_new_private(path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 impl Store {

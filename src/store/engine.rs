@@ -6,14 +6,16 @@
 //! refuses has written nothing; a failure after a write rolls back its whole group commit.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use super::db::{self, Connection, OptionalExtension, Params, PgTarget, Row};
 
 use super::audit_chain::{head_key_path, HeadKey};
 use super::audit_writer::{self, AuditChain};
 use super::health::{self, StorageHealth};
+use super::sqlite_file::{
+    checkpointer_loop, file_len, restrict_db_files, sidecar, JOURNAL_SIZE_LIMIT, TRUNCATE_WAIT,
+};
 use super::{migrations, Result, Store, StoreError, Tx};
 use crate::base::clock::{Clock, SystemClock};
 use crate::base::sync::lock;
@@ -36,102 +38,6 @@ pub(super) type BatchJob = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) 
 
 /// Read connections of a campus store (each a PostgreSQL session of this daemon).
 const PG_READERS: usize = 4;
-
-/// Once reset, the WAL file keeps at most this many bytes (SQLite's `journal_size_limit`).
-pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
-
-/// Past this size the checkpointer empties the WAL file (a TRUNCATE checkpoint) instead of
-/// only copying it back: under steady load a passive checkpoint rarely finds a moment without
-/// readers, so the WAL would only ever grow.
-pub(super) const WAL_TRUNCATE_AT: u64 = 16 << 20;
-
-/// How often the checkpointer runs. A commit writes every page it changed to the WAL, so
-/// with few clients per group commit the log grows by tens of MiB a second on a 2-core VM; a
-/// round every 250 ms let it reach 65 MiB (past `journal_size_limit`) between two truncations
-/// in the SMS bench, every 100 ms keeps it near [`WAL_TRUNCATE_AT`] plus one round's growth.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
-/// How long a truncating checkpoint waits for readers to leave the WAL; the writer waits at
-/// most this long plus the copy. Given up, it is tried again on the next round.
-const TRUNCATE_WAIT: Duration = Duration::from_millis(250);
-
-/// `path` with `suffix` appended (`keygate.db` -> `keygate.db-wal`).
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    p.into()
-}
-
-/// Size of the file at `path`; 0 when there is none.
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// The checkpointer thread: copies the WAL back into the database file on its own connection
-/// (no request pays for it: tail latency) and empties the WAL once it passes
-/// [`WAL_TRUNCATE_AT`]. For the truncation it holds the writing connection, so that it runs
-/// between two group commits instead of waiting for a gap in the writer's lock; then it waits
-/// only for readers, at most [`TRUNCATE_WAIT`]. While the storage is full it also probes for
-/// space returning ([`StorageHealth::probe`]). A checkpoint that fails (a full disk cannot
-/// take the pages it copies back) is tried again on the next round. Ends with the store.
-fn checkpointer_loop(
-    writer: Weak<Mutex<Connection>>,
-    c: rusqlite::Connection,
-    wal: PathBuf,
-    health: Arc<StorageHealth>,
-    probe: PathBuf,
-) {
-    loop {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        let Some(writer) = writer.upgrade() else {
-            return;
-        };
-        health.probe(&probe, &writer);
-        let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        if file_len(&wal) <= WAL_TRUNCATE_AT {
-            continue;
-        }
-        let held = lock(&writer);
-        let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        });
-        drop(held);
-        if !matches!(busy, Ok(0)) {
-            tracing::debug!(wal_bytes = file_len(&wal), outcome = ?busy, "WAL truncation deferred");
-        }
-    }
-}
-
-/// Mode of the database file. SQLite creates the -wal and -shm files with the database
-/// file's mode, so this one setting covers all three.
-const DB_FILE_MODE: u32 = 0o600;
-
-/// Make the database file (created empty when absent: SQLite takes an empty file for a new
-/// database) and any WAL or shared-memory file left by an earlier run the owner's alone,
-/// whatever the umask.
-fn restrict_db_files(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let io = |e: std::io::Error| StoreError::Db(format!("{}: {e}", path.display()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(DB_FILE_MODE)
-        .open(path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(e)),
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let p = sidecar(path, suffix);
-        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(DB_FILE_MODE)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
-    Ok(())
-}
 
 /// Run one unit inside the batch's transaction. Returns its outcome and whether it failed
 /// after writing (then only rolling back the whole batch undoes it).
@@ -259,24 +165,6 @@ fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
     committed
 }
 
-/// The daemon's node id at `path` (16 random bytes, hex), created on first use. Not a
-/// secret; it must differ between kiosks (copy only the keys between data dirs).
-fn load_or_create_node_id(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        Ok(_) => Err(std::io::Error::other("empty node id")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use rand::RngCore;
-            let mut b = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            let id = hex::encode(b);
-            crate::base::fs::write_new_private(path, id.as_bytes())?;
-            Ok(id)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Start a write transaction on `c`. On PostgreSQL the audit chain's cached head is dropped:
 /// another daemon may have appended since (the campus write lock now keeps it still).
 fn begin(c: &Connection) -> db::Result<()> {
@@ -398,7 +286,7 @@ impl Store {
         migrations::run(&conn)?;
         let mut store = Self::start(conn, readers, None, clock, audit)?;
         let node_file = head_key_file.with_file_name("node.id");
-        store.node = load_or_create_node_id(&node_file)
+        store.node = super::campus::load_or_create_node_id(&node_file)
             .map_err(|e| StoreError::Db(format!("{}: {e}", node_file.display())))?
             .into();
         Ok(store)

@@ -58,7 +58,7 @@ async fn the_wal_shrinks_back_under_its_bound_after_a_load() {
     let db = dir.path().join("keygate.db");
     let wal = sidecar(&db, "-wal");
     let s = Store::open(&db).unwrap();
-    let bound = engine::WAL_TRUNCATE_AT;
+    let bound = sqlite_file::WAL_TRUNCATE_AT;
     let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let detail = serde_json::Value::String("x".repeat(4000));
     let write = |units: u32| {

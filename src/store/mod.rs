@@ -36,6 +36,7 @@ mod retention;
 mod retention_export;
 mod retention_rules;
 mod sms;
+mod sqlite_file;
 mod sweep;
 mod tokens;
 mod users;
