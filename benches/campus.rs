@@ -17,7 +17,7 @@ mod sms;
 use std::path::Path;
 use std::sync::Arc;
 
-use sms::{env_or, full_run, pct, Mock, Round, SmsBench};
+use sms::{env_or, full_run, Mock, Round, SmsBench};
 
 fn main() {
     let full = full_run();
@@ -36,18 +36,7 @@ fn main() {
 }
 
 fn report(label: &str, r: &mut Round) -> f64 {
-    println!(
-        "{label:<34} {} flows in {:.2} s = {:>6.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms",
-        r.flows,
-        r.wall.as_secs_f64(),
-        r.flows_per_s(),
-        pct(&mut r.create, 0.5),
-        pct(&mut r.create, 0.99),
-        pct(&mut r.deliver, 0.5),
-        pct(&mut r.deliver, 0.99),
-        pct(&mut r.verify, 0.5),
-        pct(&mut r.verify, 0.99),
-    );
+    println!("{label:<34} {}", r.summary());
     r.flows_per_s()
 }
 

@@ -52,16 +52,8 @@ async fn levels(full: bool) {
     for &clients in levels {
         let mut r = bench.round(clients, flows).await;
         println!(
-            "{clients:>2} clients: {} flows in {:.2} s = {:.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms | WAL {:.1} MiB",
-            r.flows,
-            r.wall.as_secs_f64(),
-            r.flows_per_s(),
-            pct(&mut r.create, 0.5),
-            pct(&mut r.create, 0.99),
-            pct(&mut r.deliver, 0.5),
-            pct(&mut r.deliver, 0.99),
-            pct(&mut r.verify, 0.5),
-            pct(&mut r.verify, 0.99),
+            "{clients:>2} clients: {} | WAL {:.1} MiB",
+            r.summary(),
             mib(bench.store().wal_bytes()),
         );
     }

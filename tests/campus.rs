@@ -73,6 +73,20 @@ async fn call(
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Register `number` for `user` at the kiosk `base`: the new challenge's id (201 asserted).
+async fn add_phone(base: &str, t: &str, user: &str, number: &str) -> String {
+    let (st, v) = call(
+        base,
+        t,
+        Method::POST,
+        &format!("/v1/users/{user}/phones"),
+        Some(json!({ "number": number })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v["challenge"]["id"].as_str().unwrap().to_string()
+}
+
 async fn sms_mock() -> MockServer {
     let hook = MockServer::start().await;
     Mock::given(method("POST"))
@@ -235,16 +249,7 @@ async fn wrong_codes_split_over_two_kiosks_lock_the_user_at_both() {
     let t = token(a_dir.path(), &url, "kiosk");
 
     // The phone is registered at A and verified at B.
-    let (st, v) = call(
-        &a.base,
-        &t,
-        Method::POST,
-        "/v1/users/r2/phones",
-        Some(json!({ "number": "0475 00 00 41" })),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    let id = add_phone(&a.base, &t, "r2", "0475 00 00 41").await;
     let texts = wait_for_text(&[&hook], "+32475000041", 1).await;
     assert_eq!(texts.len(), 1, "one message for one challenge: {texts:?}");
     let code: String = texts[0].chars().take(6).collect();
@@ -320,16 +325,7 @@ async fn messages_of_a_killed_kiosk_are_sent_by_the_other_once() {
     let mut a = kiosk(a_dir.path(), &url, &format!("{}/sms", stuck.uri()));
     copy_campus_keys(a_dir.path(), b_dir.path());
     let t = token(a_dir.path(), &url, "kiosk");
-    let (st, v) = call(
-        &a.base,
-        &t,
-        Method::POST,
-        "/v1/users/r3/phones",
-        Some(json!({ "number": "0475 00 00 51" })),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    let id = v["challenge"]["id"].as_str().unwrap().to_string();
+    let id = add_phone(&a.base, &t, "r3", "0475 00 00 51").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while stuck.received_requests().await.unwrap().is_empty() {
         assert!(Instant::now() < deadline, "A never tried to send");
@@ -356,15 +352,7 @@ async fn messages_of_a_killed_kiosk_are_sent_by_the_other_once() {
     let a = kiosk(a_dir.path(), &url, &format!("{}/sms", hook.uri()));
     for i in 0..12 {
         let base = if i % 2 == 0 { &a.base } else { &b.base };
-        let (st, v) = call(
-            base,
-            &t,
-            Method::POST,
-            &format!("/v1/users/m{i}/phones"),
-            Some(json!({ "number": format!("0475 00 01 {:02}", i) })),
-        )
-        .await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
+        add_phone(base, &t, &format!("m{i}"), &format!("0475 00 01 {i:02}")).await;
     }
     for i in 0..12 {
         let to = format!("+324750001{:02}", i);
@@ -552,15 +540,7 @@ async fn a_sqlite_kiosk_moves_to_the_campus_store_with_everything() {
     )
     .await;
     assert_eq!(v["state"], "succeeded", "{v}");
-    let (st, v) = call(
-        &solo.base,
-        &admin,
-        Method::POST,
-        "/v1/users/r0200002/phones",
-        Some(json!({ "number": "0475 00 00 61" })),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    add_phone(&solo.base, &admin, "r0200002", "0475 00 00 61").await;
     assert_eq!(wait_for_text(&[&hook], "+32475000061", 1).await.len(), 1);
     solo.kill();
 

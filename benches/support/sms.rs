@@ -152,6 +152,24 @@ impl Round {
     pub fn flows_per_s(&self) -> f64 {
         self.flows as f64 / self.wall.as_secs_f64()
     }
+
+    /// "N flows in S s = R flows/s | create/provider receives/verify p50 p99": the line every
+    /// SMS bench prints per round.
+    #[allow(dead_code)]
+    pub fn summary(&mut self) -> String {
+        format!(
+            "{} flows in {:.2} s = {:>6.0} flows/s | create p50 {:.2} p99 {:.2} ms | provider receives p50 {:.2} p99 {:.2} ms | verify p50 {:.2} p99 {:.2} ms",
+            self.flows,
+            self.wall.as_secs_f64(),
+            self.flows_per_s(),
+            pct(&mut self.create, 0.5),
+            pct(&mut self.create, 0.99),
+            pct(&mut self.deliver, 0.5),
+            pct(&mut self.deliver, 0.99),
+            pct(&mut self.verify, 0.5),
+            pct(&mut self.verify, 0.99),
+        )
+    }
 }
 
 /// Type the code a challenge's SMS carried; the bench expects it to be right.
