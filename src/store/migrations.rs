@@ -376,6 +376,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE sms_outbox ADD COLUMN claimed_by TEXT;
     ALTER TABLE sms_outbox_history ADD COLUMN claimed_by TEXT;
     "#,
+    // 17: Entra passkeys in the key inventory (`inventory/`). A passkey reported lost is
+    // deleted from the user's Entra account and kept here as `lost` (the service desk's
+    // record of what happened to the key); the inventory pages through the passkeys grouped
+    // by AAGUID, in enrollment order, like the local credentials (migration 15).
+    r#"
+    ALTER TABLE entra_passkeys ADD COLUMN state TEXT NOT NULL DEFAULT 'active'
+        CHECK (state IN ('active', 'lost'));
+    ALTER TABLE entra_passkeys ADD COLUMN state_reason TEXT;
+    CREATE INDEX entra_passkeys_inventory ON entra_passkeys (aaguid, created_at, credential_id);
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the

@@ -29,6 +29,13 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
          ALTER TABLE sms_outbox ADD COLUMN claimed_by TEXT; \
          ALTER TABLE sms_outbox_history ADD COLUMN claimed_by TEXT;",
     ),
+    (
+        17,
+        "ALTER TABLE entra_passkeys ADD COLUMN state TEXT NOT NULL DEFAULT 'active' \
+         CHECK (state IN ('active', 'lost')); \
+         ALTER TABLE entra_passkeys ADD COLUMN state_reason TEXT; \
+         CREATE INDEX entra_passkeys_inventory ON entra_passkeys (aaguid, created_at, credential_id);",
+    ),
 ];
 
 pub(super) fn current_version(c: &Connection) -> Result<i64> {

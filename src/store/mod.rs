@@ -52,7 +52,7 @@ pub use credentials::{CredentialRecord, CredentialState};
 pub use entra::{EntraPasskeyRecord, PhoneEntraSync};
 pub use fraud::{FraudBlockRecord, MonthlyUsage, PrefixCounts};
 pub use hooks::{HookCounts, HookDelivery};
-pub use inventory::{KeyFilter, KeyRecord, KeyState};
+pub use inventory::{EntraKeyFacts, KeyFilter, KeyKind, KeyRecord, KeyRef, KeyState};
 pub use key_reset::ResetCredential;
 pub use outbox::OutboxRecord;
 pub use retention::{Closure, PurgeReport, PurgedUser, RetentionWindows, PURGE_ACTOR};
