@@ -8,12 +8,16 @@
 //! `enforce` fails the enrollment with `attestation_rejected` and a machine `reason`,
 //! `monitor` lets it succeed and audits the finding (`attestation.finding`), `off` does
 //! neither. The same check runs for local and Microsoft Entra ID enrollments, for Entra before
-//! the registration is posted to Graph.
+//! the registration is posted to Graph. An Entra enrollment is also checked before Graph is
+//! asked for creationOptions, against the AAGUID the key claims in GetInfo (`early.rs`): that
+//! check can only refuse early what the lists refuse, never accept.
 //!
 //! Files: `statement.rs` reads and checks the attestation statement, `roots.rs` the
 //! certificates and the chain check, `mds/` the Metadata Service BLOB, `policy.rs` the decision
-//! and its audit, `testing.rs` a throwaway PKI for tests.
+//! and its audit, `early.rs` the Entra enrollment's check before Graph, `testing.rs` a
+//! throwaway PKI for tests.
 
+mod early;
 mod mds;
 mod policy;
 mod roots;
@@ -31,6 +35,7 @@ use crate::base::clock::Clock;
 use crate::base::error::{ErrorCode, PublicError};
 use crate::config::AttestationConfig;
 
+pub use early::ClaimedInput;
 pub use mds::{install_blob, verify_blob, Installed, MdsData, MdsEntry, MdsSource, MdsState};
 pub use policy::{AttestationPolicy, CheckInput, Judgement, TrustedBy};
 pub use roots::{pem_certificates, FIDO_MDS_ROOT_PEM};

@@ -77,6 +77,7 @@ impl Judgement {
         json!({
             "mode": mode.as_str(),
             "action": if mode == AttestationMode::Enforce { "rejected" } else { "recorded" },
+            "stage": "attestation",
             "reason": self.findings.first(),
             "reasons": self.findings,
             "target": input.target,
@@ -152,6 +153,11 @@ impl AttestationPolicy {
 
     pub fn mode(&self) -> AttestationMode {
         self.mode
+    }
+
+    /// `allowed_aaguids` and `blocked_aaguids`.
+    pub(super) fn lists(&self) -> (&[uuid::Uuid], &[uuid::Uuid]) {
+        (&self.allowed, &self.blocked)
     }
 
     pub fn mds_state(&self) -> MdsState {

@@ -1,5 +1,7 @@
-//! Enrollment into a user's Microsoft Entra ID account: check the request and the key, take
-//! the PIN, ask Graph for creationOptions (its 5-minute window starts there), run
+//! Enrollment into a user's Microsoft Entra ID account: check the request and the key (with
+//! `[attestation]`, the AAGUID it claims in GetInfo against the lists: a key refused there is
+//! refused before the PIN and before Graph), take the PIN, ask Graph for creationOptions (its
+//! 5-minute window starts there), run
 //! MakeCredential through [`CeremonyService::drive`] within the window, then register the
 //! attestation with Graph (`register.rs`).
 //!
@@ -31,6 +33,8 @@ pub(super) struct EntraEnrollment {
     pub(super) upn: String,
     /// The key's model (from its AAGUID), for the passkey's name in Entra.
     pub(super) model: Option<String>,
+    /// The AAGUID the key claims in GetInfo (self-claimed: it may only refuse the key early).
+    pub(super) claimed_aaguid: Option<uuid::Uuid>,
     pub(super) who: String,
     /// The key takes the `[enrollment]` PIN policy (authenticatorConfig).
     pub(super) policy_writable: bool,
@@ -80,6 +84,7 @@ impl CeremonyService {
             user: req.user.clone(),
             display_name: req.display_name.clone(),
             model: status.info.model.clone(),
+            claimed_aaguid: status.info.aaguid,
             who: who.to_string(),
             policy_writable: status.info.pin_policy_writable,
         };
@@ -118,6 +123,7 @@ impl CeremonyService {
         mut pin_rx: tokio::sync::mpsc::Receiver<Pin>,
         pin: Option<Pin>,
     ) -> Result<serde_json::Value, CeremonyError> {
+        self.check_claimed_aaguid(c, job).await?;
         let pin = self.checked_pin(c, deadline, &mut pin_rx, pin).await?;
         let opts = self
             .unless_cancelled(c, job.entra.creation_options(&job.upn))
@@ -147,6 +153,28 @@ impl CeremonyService {
             r.insert("pin_policy".into(), p);
         }
         Ok(result)
+    }
+
+    /// `[attestation]` on the AAGUID the key claims in GetInfo, before Graph is asked for
+    /// anything: a key the lists refuse is refused now (`enforce`) or audited (`monitor`).
+    async fn check_claimed_aaguid(
+        &self,
+        c: &Ceremony,
+        job: &EntraEnrollment,
+    ) -> Result<(), CeremonyError> {
+        let Some(policy) = &self.attestation else {
+            return Ok(());
+        };
+        let ceremony = c.view.borrow().id.clone();
+        let input = crate::attestation::ClaimedInput {
+            aaguid: job.claimed_aaguid,
+            target: "entra",
+            user: &job.user,
+            ceremony: &ceremony,
+            device: c.actor.id(),
+            who: &job.who,
+        };
+        Ok(policy.check_claimed(&self.store, &input).await?)
     }
 
     /// Graph issued its challenge: show the window (`entra` in the view) and bound the

@@ -112,10 +112,7 @@ fn csv_rows(keys: &[KeyRecord]) -> String {
         .map(|k| {
             let e = KeyEntry::new(k);
             let opt = |v: Option<String>| v.unwrap_or_default();
-            let (upn, method_id) = e
-                .entra
-                .map(|x| (x.upn, x.method_id))
-                .unwrap_or_default();
+            let (upn, method_id) = e.entra.map(|x| (x.upn, x.method_id)).unwrap_or_default();
             csv_line(&[
                 e.id,
                 e.kind.as_str().to_string(),

@@ -19,9 +19,7 @@ use super::SharedState;
 use crate::auth::Caller;
 use crate::ceremony::client::{b64, unb64};
 use crate::entra::EntraError;
-use crate::store::{
-    fmt_time, KeyFilter, KeyKind, KeyRecord, KeyRef, KeyState, Store, StoreError,
-};
+use crate::store::{fmt_time, KeyFilter, KeyKind, KeyRecord, KeyRef, KeyState, Store, StoreError};
 
 pub fn admin_routes() -> Router<SharedState> {
     Router::new()

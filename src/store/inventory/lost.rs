@@ -35,11 +35,7 @@ impl Store {
     /// account: kept as `lost` (`state_reason: lost`), audited as `credential.revoked` with
     /// `target: entra`, the UPN, the method id and `entra_method_deleted: true`. Idempotent
     /// like [`Store::mark_key_lost`]; `NotFound` for no such passkey.
-    pub async fn mark_entra_key_lost(
-        &self,
-        id: &[u8],
-        actor: &str,
-    ) -> Result<(KeyRecord, bool)> {
+    pub async fn mark_entra_key_lost(&self, id: &[u8], actor: &str) -> Result<(KeyRecord, bool)> {
         let key = KeyRef {
             kind: KeyKind::Entra,
             credential_id: id.to_vec(),

@@ -181,7 +181,11 @@ async fn pages_walk_the_groups_in_order() {
         ids(&s.list_keys(&only_a, Some(&local(3)), 10).unwrap().0),
         vec![4, 7, 2]
     );
-    assert!(s.list_keys(&only_a, Some(&local(1)), 10).unwrap().0.is_empty());
+    assert!(s
+        .list_keys(&only_a, Some(&local(1)), 10)
+        .unwrap()
+        .0
+        .is_empty());
     assert!(matches!(
         s.list_keys(&only_a, Some(&local(99)), 10),
         Err(StoreError::NotFound)
@@ -262,12 +266,16 @@ fn pages_search_the_inventory_indexes() {
                         lines.push(r.get(3).unwrap());
                     }
                     assert!(
-                        lines.iter().any(|l| l.starts_with(&format!("SEARCH {table} USING"))
-                            && l.contains(&format!("INDEX {index}"))),
+                        lines
+                            .iter()
+                            .any(|l| l.starts_with(&format!("SEARCH {table} USING"))
+                                && l.contains(&format!("INDEX {index}"))),
                         "{sql}: {lines:?}"
                     );
                     assert!(
-                        !lines.iter().any(|l| l.contains("TEMP B-TREE") || l.starts_with("SCAN")),
+                        !lines
+                            .iter()
+                            .any(|l| l.contains("TEMP B-TREE") || l.starts_with("SCAN")),
                         "{sql}: {lines:?}"
                     );
                 }
@@ -329,7 +337,13 @@ async fn both_kinds_are_merged_into_one_order() {
     };
     assert_eq!(
         walk(&s, &only_entra, 2),
-        vec![(Entra, 12), (Entra, 4), (Entra, 11), (Entra, 14), (Entra, 13)]
+        vec![
+            (Entra, 12),
+            (Entra, 4),
+            (Entra, 11),
+            (Entra, 14),
+            (Entra, 13)
+        ]
     );
     // A cursor of one kind resumes the other kind's rows too.
     let (page, _) = s
@@ -348,7 +362,11 @@ async fn both_kinds_are_merged_into_one_order() {
     assert!(k.attested);
     let facts = k.entra.unwrap();
     assert_eq!(
-        (facts.rp_id.as_str(), facts.upn.as_str(), facts.method_id.as_str()),
+        (
+            facts.rp_id.as_str(),
+            facts.upn.as_str(),
+            facts.method_id.as_str()
+        ),
         ("login.microsoft.com", "e1@student.example", "m11")
     );
     assert!(s.get_key(&local(11)).unwrap().is_none());
