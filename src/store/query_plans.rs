@@ -265,6 +265,10 @@ async fn drive_hot_paths(dir: &std::path::Path, store: &Store, clock: &Arc<Manua
         .unwrap();
     store.append_audit(&audit).await.unwrap();
 
+    // The key inventory (the service desk's view of every key): an Entra passkey beside the
+    // local credential, pages of both kinds by cursor and filter, marking each kind lost.
+    drive_inventory(store, &user, now).await;
+
     // The sweep of the hot tables (every minute) and ceremony retention (at start-up): they
     // must find their rows by index, not read the tables they keep small.
     clock.advance(Duration::from_secs(2 * 24 * 3600));
@@ -274,6 +278,69 @@ async fn drive_hot_paths(dir: &std::path::Path, store: &Store, clock: &Arc<Manua
         .unwrap();
     assert!(moved.challenges > 0 && moved.ceremonies > 0, "{moved:?}");
     store.prune_ceremonies(store.now()).unwrap();
+}
+
+/// The inventory's statements: listing (every filter, a cursor of each kind), one key, lost.
+async fn drive_inventory(store: &Store, user: &UserRecord, now: OffsetDateTime) {
+    let passkey = EntraPasskeyRecord {
+        credential_id: vec![9, 9, 9],
+        user: user.name.clone(),
+        upn: "r0002@student.example".into(),
+        method_id: "m1".into(),
+        rp_id: "login.microsoft.com".into(),
+        entra_user_id: vec![1; 16],
+        public_key_cose: vec![0xa5],
+        counter: 0,
+        aaguid: Some(uuid::Uuid::from_bytes([3; 16])),
+        model: None,
+        attestation_level: None,
+        display_name: "Key".into(),
+        cred_protect: Some(1),
+        hmac_secret: true,
+        user_verified: true,
+        created_at: now,
+        created_by: None,
+        last_used_at: None,
+    };
+    let audit = NewAudit::new("entra.passkey_registered", "t").user(&user.name);
+    store
+        .insert_entra_passkey(user, &passkey, "c2", &audit)
+        .await
+        .unwrap();
+    let entra = KeyRef {
+        kind: KeyKind::Entra,
+        credential_id: passkey.credential_id.clone(),
+    };
+    let local = KeyRef {
+        kind: KeyKind::Local,
+        credential_id: vec![1, 2, 3],
+    };
+    let filters = [
+        KeyFilter::default(),
+        KeyFilter {
+            state: Some(KeyState::Active),
+            aaguid: passkey.aaguid,
+            kind: None,
+        },
+        KeyFilter {
+            kind: Some(KeyKind::Entra),
+            ..Default::default()
+        },
+    ];
+    for filter in &filters {
+        for after in [None, Some(&local), Some(&entra)] {
+            store.list_keys(filter, after, 1).unwrap();
+        }
+    }
+    store.get_key(&entra).unwrap().unwrap();
+    store
+        .mark_entra_key_lost(&entra.credential_id, "t")
+        .await
+        .unwrap();
+    store
+        .mark_key_lost(&local.credential_id, "t")
+        .await
+        .unwrap();
 }
 
 /// Hole: `DELETE FROM kiosk_handoffs_used WHERE expires_at <= ?1` (every handoff) and ending a
@@ -301,6 +368,7 @@ async fn no_statement_on_the_hot_path_scans_a_table() {
         "credentials",
         "users",
         "audit",
+        "entra_passkeys",
     ] {
         assert!(
             statements.iter().any(|s| s.contains(table)),
