@@ -6,7 +6,8 @@
 //!
 //! The merge compares in Rust what the statements ordered in SQL: AAGUIDs (lowercase hex with
 //! hyphens at fixed places), RFC 3339 UTC times and raw credential ids, which SQLite's BINARY
-//! collation and Rust's byte order rank alike.
+//! collation and Rust's byte order rank alike (as do PostgreSQL's text collations, for these
+//! fixed-form ASCII strings; the HTTP tests run on both stores).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
