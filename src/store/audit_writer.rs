@@ -175,7 +175,7 @@ fn insert(
         "INSERT INTO audit (seq, at, event, user_name, credential_id, ceremony_id, actor, detail, \
          prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![
+    .execute_later(params![
         fields.seq,
         at,
         a.event,

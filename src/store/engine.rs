@@ -204,6 +204,12 @@ pub(crate) fn exec(c: &Connection, sql: &str, p: impl Params) -> db::Result<usiz
     prepare(c, sql)?.execute(p)
 }
 
+/// A write whose row count nobody reads: on the campus store it goes out with the next
+/// statement ([`db::Statement::execute_later`]), and its failure fails the transaction.
+pub(crate) fn exec_later(c: &Connection, sql: &str, p: impl Params) -> db::Result<()> {
+    prepare(c, sql)?.execute_later(p)
+}
+
 pub(crate) fn row<T>(
     c: &Connection,
     sql: &str,
@@ -278,7 +284,7 @@ impl Store {
             let clock = clock.clone();
             Arc::new(move || super::fmt_time(clock.now()))
         };
-        let conn = Connection::postgres(target.clone(), now.clone());
+        let conn = Connection::postgres_writer(target.clone(), now.clone());
         let readers = (0..PG_READERS)
             .map(|_| Mutex::new(Connection::postgres(target.clone(), now.clone())))
             .collect();

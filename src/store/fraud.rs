@@ -9,7 +9,7 @@
 use super::db::{params, OptionalExtension, Row};
 
 use super::audit::insert_audit;
-use super::{exec, prepare, row, NewAudit, Result, Store, Tx};
+use super::{exec, exec_later, prepare, row, NewAudit, Result, Store, Tx};
 
 /// A blocked prefix: when, until when, and what its window held when it was judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,14 +138,14 @@ impl Tx<'_> {
         window_start: i64,
     ) -> Result<PrefixCounts> {
         let c = self.0;
-        exec(
+        exec_later(
             c,
             "INSERT INTO sms_fraud_counts (prefix, bucket_start, sends, verified) \
              VALUES (?1, ?2, 1, 0) \
              ON CONFLICT (prefix, bucket_start) DO UPDATE SET sends = sms_fraud_counts.sends + 1",
             params![prefix, bucket_start],
         )?;
-        exec(
+        exec_later(
             c,
             "DELETE FROM sms_fraud_counts WHERE rowid IN (SELECT rowid FROM sms_fraud_counts \
              WHERE bucket_start <= ?1 ORDER BY bucket_start LIMIT ?2)",
@@ -174,7 +174,7 @@ impl Tx<'_> {
     /// that bucket is kept and only up to its messages (a bucket forgotten or reset by a
     /// lifted block gains nothing).
     pub fn sms_count_prefix_verified(&self, prefix: &str, bucket_start: i64) -> Result<()> {
-        exec(
+        exec_later(
             self.0,
             "UPDATE sms_fraud_counts SET verified = verified + 1 \
              WHERE prefix = ?1 AND bucket_start = ?2 AND verified < sends",

@@ -62,7 +62,7 @@ pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};
 
 use engine::BatchJob;
-pub(crate) use engine::{exec, prepare, row};
+pub(crate) use engine::{exec, exec_later, prepare, row};
 
 use std::sync::{mpsc, Arc, Mutex};
 

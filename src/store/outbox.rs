@@ -6,7 +6,7 @@
 use super::db::{params, Connection, OptionalExtension, Row};
 
 use super::sms::ENDED_AT;
-use super::{exec, prepare, row, Result, Store, Tx};
+use super::{exec, exec_later, prepare, row, Result, Store, Tx};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
@@ -50,7 +50,7 @@ const DELIVERY_MOVES_FORWARD: &str = "(delivery_status = 'queued' \
      OR delivery_status = 'sent' AND ?2 IN ('delivered', 'failed', 'undeliverable'))";
 
 pub(super) fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
-    exec(
+    exec_later(
         c,
         "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at) \
          VALUES (?1, ?2, ?3, 'pending', ?3)",
@@ -117,7 +117,7 @@ impl Tx<'_> {
     ) -> Result<Vec<OutboxRecord>> {
         let due = self.sms_outbox_due(at, limit)?;
         for ob in &due {
-            exec(
+            exec_later(
                 self.0,
                 "UPDATE sms_outbox SET next_attempt_at = ?2, claimed_by = ?3 WHERE id = ?1",
                 params![ob.id, lease_until, node],
@@ -156,7 +156,7 @@ impl Tx<'_> {
         delivery_status: Option<&str>,
     ) -> Result<()> {
         let c = self.0;
-        exec(c,
+        exec_later(c,
             "UPDATE sms_outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, provider = ?5, \
              provider_message_id = ?6, last_error = ?7, sent_at = ?8 WHERE id = ?1",
             params![
@@ -165,7 +165,7 @@ impl Tx<'_> {
             ],
         )?;
         if let Some(d) = delivery_status {
-            exec(c,
+            exec_later(c,
                 &format!("UPDATE sms_challenges SET delivery_status = ?2 WHERE id = ?1 AND {DELIVERY_MOVES_FORWARD}"),
                 params![ob.challenge_id, d],
             )?;

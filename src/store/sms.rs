@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use super::audit::insert_audit;
 use super::outbox::insert_outbox;
 use super::{
-    exec, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store, StoreError, Tx,
+    exec, exec_later, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store,
+    StoreError, Tx,
 };
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -150,7 +151,7 @@ const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, veri
     entra_state, entra_method_id, entra_error";
 
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
-    exec(
+    exec_later(
         c,
         "INSERT INTO sms_sends (e164, country_code, at) VALUES (?1, ?2, ?3)",
         params![s.e164, s.country_code, s.at],
@@ -162,7 +163,7 @@ fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
 pub(super) const ENDED_AT: &str = "(state != 'pending' OR expires_at <= ?1)";
 
 fn insert_challenge(c: &Connection, ch: &SmsChallengeRecord) -> Result<()> {
-    exec(
+    exec_later(
         c,
         &format!(
             "INSERT INTO sms_challenges ({CH_COLS}) VALUES \
@@ -443,12 +444,12 @@ impl Tx<'_> {
         audit: Option<&NewAudit>,
     ) -> Result<()> {
         let c = self.0;
-        exec(c,
+        exec_later(c,
             "UPDATE sms_challenges SET attempts = ?2, state = CASE WHEN ?3 THEN 'failed' ELSE state END, \
              code_enc = CASE WHEN ?3 THEN NULL ELSE code_enc END WHERE id = ?1 AND state = 'pending'",
             params![ch.id, attempts, fail],
         )?;
-        exec(c,
+        exec_later(c,
             "INSERT INTO sms_user_state (user_name, consecutive_failures, locked_until) VALUES (?1, ?2, ?3) \
              ON CONFLICT(user_name) DO UPDATE SET consecutive_failures = ?2, locked_until = ?3",
             params![ch.user, user.consecutive_failures, user.locked_until],
@@ -471,14 +472,14 @@ impl Tx<'_> {
             return Ok(false);
         }
         if let (Some(phone), "verify_phone") = (&ch.phone_id, ch.purpose.as_str()) {
-            exec(
+            exec_later(
                 c,
                 "UPDATE phones SET verified = 1, verified_at = keygate_now() WHERE id = ?1",
                 params![phone],
             )?;
         }
         // No row is the same as a clean streak: only a user with failures has one to reset.
-        exec(
+        exec_later(
             c,
             "UPDATE sms_user_state SET consecutive_failures = 0, locked_until = 0 \
              WHERE user_name = ?1 AND (consecutive_failures != 0 OR locked_until != 0)",

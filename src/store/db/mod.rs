@@ -9,6 +9,7 @@
 //! dropped and opened again on the next call; statements are prepared once per connection.
 
 mod pg;
+mod pg_value;
 mod sqlite;
 pub(super) mod translate;
 mod value;
@@ -193,7 +194,7 @@ impl Row<'_> {
     pub fn get_ref(&self, i: usize) -> Result<ValueRef<'_>> {
         match &self.0 {
             RowRef::Sqlite(r) => Ok(r.get_ref(i)?.into()),
-            RowRef::Pg(r) => pg::column(r, i),
+            RowRef::Pg(r) => pg_value::column(r, i),
         }
     }
 
@@ -229,6 +230,12 @@ impl Connection {
     /// `keygate_now()` in its SQL.
     pub fn postgres(target: std::sync::Arc<PgTarget>, now: pg::NowFn) -> Connection {
         Connection(Inner::Pg(pg::PgConn::new(target, now)))
+    }
+
+    /// A PostgreSQL connection for one thread at a time (the writer): its I/O runs on the
+    /// calling thread.
+    pub fn postgres_writer(target: std::sync::Arc<PgTarget>, now: pg::NowFn) -> Connection {
+        Connection(Inner::Pg(pg::PgConn::with_own_runtime(target, now)))
     }
 
     /// A connection to the SQLite file at `path` (tests, tools beside the daemon).
@@ -357,6 +364,21 @@ impl<'c> Statement<'c> {
         let s = self.sqlite().expect("a SQLite statement");
         sqlite::bind(s, &values)?;
         Ok(s.raw_execute()?)
+    }
+
+    /// Execute a write whose row count the caller does not need. On the campus store, inside
+    /// a transaction, it is sent with the next statement (pipelined, no round trip of its
+    /// own); its failure then fails that statement and dooms the transaction, whose commit
+    /// answers an error. Reads after it on the connection see what it wrote.
+    pub fn execute_later(&mut self, p: impl Params) -> Result<()> {
+        let values = p.values();
+        if let Stmt::Pg(c, s) = &self.0 {
+            return c.execute_later(s, &values);
+        }
+        let s = self.sqlite().expect("a SQLite statement");
+        sqlite::bind(s, &values)?;
+        s.raw_execute()?;
+        Ok(())
     }
 
     pub fn query(&mut self, p: impl Params) -> Result<Rows<'_>> {

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio_postgres::types::{IsNull, Type};
+use tokio_postgres::types::Type;
+
+use super::pg_value::PgValue;
 
 use super::translate::to_postgres;
 use super::{Error, Result, ValueRef};
@@ -121,6 +123,30 @@ pub struct PgConn {
     statements: RefCell<HashMap<String, Arc<Prepared>>>,
     in_tx: Cell<bool>,
     changes: Cell<u64>,
+    /// Transaction-control statements not sent yet (`BEGIN` with the campus lock, savepoints):
+    /// they go out ahead of the next statement, in the same write, so they cost no round trip
+    /// of their own. Their failure is reported by that next statement.
+    deferred: RefCell<Vec<Ahead>>,
+    /// A statement of the open transaction failed and no `ROLLBACK TO` has undone it since:
+    /// PostgreSQL then refuses every statement, and answers `COMMIT` with a rollback (no
+    /// error), so a commit must not be reported as one.
+    aborted: Cell<bool>,
+    /// A deferred statement failed: the open transaction can only be rolled back, whatever
+    /// `ROLLBACK TO` follows (the unit that sent it was already told it succeeded).
+    doomed: Cell<bool>,
+    /// The runtime of a connection used by one thread at a time (the writer): the caller
+    /// drives the connection's I/O itself, with no hand-over to another thread and back.
+    own_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        self.client.get_mut().take();
+        if let Some(rt) = self.own_runtime.take() {
+            // Never blocks, so the last handle may go from any thread, async ones included.
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl PgConn {
@@ -132,7 +158,23 @@ impl PgConn {
             statements: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
             changes: Cell::new(0),
+            deferred: RefCell::new(Vec::new()),
+            aborted: Cell::new(false),
+            doomed: Cell::new(false),
+            own_runtime: None,
         }
+    }
+
+    /// A connection whose I/O runs on the calling thread (see `own_runtime`); for the writer,
+    /// whose every statement would otherwise wait for two thread hand-overs.
+    pub fn with_own_runtime(target: Arc<PgTarget>, now: NowFn) -> PgConn {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime starts");
+        let mut conn = PgConn::new(target, now);
+        conn.own_runtime = Some(rt);
+        conn
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -143,28 +185,100 @@ impl PgConn {
         self.changes.get()
     }
 
-    /// Run `fut` on the I/O runtime and wait for it at most the timeout.
+    /// Drive `fut` to its end, waiting at most the timeout (None: no answer in time): on the
+    /// calling thread when the connection has a runtime of its own, else on the shared I/O
+    /// runtime.
+    fn drive<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let timeout = self.target.timeout;
+        match &self.own_runtime {
+            Some(rt) => {
+                let run = move || {
+                    rt.block_on(async move { tokio::time::timeout(timeout, fut).await.ok() })
+                };
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    // A thread inside a runtime may not block on another one (start-up work
+                    // called from async code): the call gets a thread of its own.
+                    std::thread::scope(|s| s.spawn(run).join().ok().flatten())
+                } else {
+                    run()
+                }
+            }
+            None => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                runtime().spawn(async move {
+                    let _ = tx.send(fut.await);
+                });
+                rx.recv_timeout(timeout).ok()
+            }
+        }
+    }
+
+    /// Run `fut` and wait for it at most the timeout.
     fn call<T: Send + 'static>(
         &self,
         fut: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>
             + Send
             + 'static,
     ) -> Result<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        runtime().spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        match rx.recv_timeout(self.target.timeout) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.classify(e)),
-            Err(_) => {
-                self.lose("no answer within the timeout");
-                Err(Error::Unavailable(format!(
-                    "no answer within {} ms",
-                    self.target.timeout.as_millis()
-                )))
-            }
+        match self.drive(fut) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(self.classify(e)),
+            None => Err(self.timed_out()),
         }
+    }
+
+    fn timed_out(&self) -> Error {
+        self.lose("no answer within the timeout");
+        Error::Unavailable(format!(
+            "no answer within {} ms",
+            self.target.timeout.as_millis()
+        ))
+    }
+
+    /// Send the request `make` builds, preceded by the deferred statements in the same write
+    /// (requests on one connection are answered in order), and wait for all. A failure of a
+    /// deferred statement dooms the open transaction; a failure of the request marks it
+    /// aborted, which a `ROLLBACK TO` that went through clears.
+    fn run<T, F>(&self, make: impl FnOnce(Arc<tokio_postgres::Client>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>
+            + Send
+            + 'static,
+    {
+        let client = self.client()?;
+        let queue = self.deferred.take();
+        let request = make(client.clone());
+        let out = if queue.is_empty() {
+            self.call(request)
+        } else {
+            let undoes = queue.iter().any(Ahead::rolls_back_to_savepoint);
+            let texts: Vec<String> = queue.iter().map(|a| a.text().to_string()).collect();
+            match self.drive(in_order(client, queue, request)) {
+                None => Err(self.timed_out()),
+                Some((Some((i, e)), _)) => {
+                    let e = in_statement(self.classify(e), &texts[i]);
+                    if self.in_tx.get() {
+                        tracing::warn!(error = %e, "a pipelined statement failed; its transaction rolls back");
+                        self.doomed.set(true);
+                    }
+                    Err(e)
+                }
+                Some((None, answer)) => {
+                    if undoes {
+                        self.aborted.set(false);
+                    }
+                    answer.map_err(|e| self.classify(e))
+                }
+            }
+        };
+        if matches!(out, Err(Error::Pg { .. })) && self.in_tx.get() {
+            self.aborted.set(true);
+        }
+        out
     }
 
     /// Forget the connection (and with it any open transaction and prepared statement).
@@ -174,6 +288,9 @@ impl PgConn {
         }
         self.statements.borrow_mut().clear();
         self.in_tx.set(false);
+        self.aborted.set(false);
+        self.doomed.set(false);
+        self.deferred.borrow_mut().clear();
     }
 
     fn classify(&self, e: tokio_postgres::Error) -> Error {
@@ -260,9 +377,9 @@ impl PgConn {
             return Ok(p.clone());
         }
         let t = to_postgres(sql);
-        let client = self.client()?;
         let text = t.sql.clone();
-        let statement = match self.guarded(|| self.call(async move { client.prepare(&text).await }))
+        let statement = match self
+            .guarded(|| self.run(move |client| async move { client.prepare(&text).await }))
         {
             Ok(s) => Some(s),
             Err(Error::Pg { code, .. }) if code == "42P08" || code == "42P18" => None,
@@ -333,11 +450,11 @@ impl PgConn {
         {
             return Ok(s);
         }
-        let client = self.client()?;
         let text = p.text.clone();
         let typed = types.clone();
-        let statement =
-            self.guarded(|| self.call(async move { client.prepare_typed(&text, &typed).await }))?;
+        let statement = self.guarded(|| {
+            self.run(move |client| async move { client.prepare_typed(&text, &typed).await })
+        })?;
         self.statements.borrow_mut().insert(
             key,
             Arc::new(Prepared {
@@ -354,9 +471,8 @@ impl PgConn {
     pub fn execute(&self, p: &Arc<Prepared>, values: &[ValueRef<'_>]) -> Result<usize> {
         let params = self.bind(p, values)?;
         let statement = self.statement_for(p, &params)?;
-        let client = self.client()?;
         let n = self
-            .call(async move {
+            .run(move |client| async move {
                 let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                     params.iter().map(|v| v as _).collect();
                 client.execute(&statement, &refs).await
@@ -375,9 +491,8 @@ impl PgConn {
     ) -> Result<Vec<tokio_postgres::Row>> {
         let params = self.bind(p, values)?;
         let statement = self.statement_for(p, &params)?;
-        let client = self.client()?;
         let rows = self
-            .call(async move {
+            .run(move |client| async move {
                 let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                     params.iter().map(|v| v as _).collect();
                 client.query(&statement, &refs).await
@@ -389,26 +504,189 @@ impl PgConn {
         Ok(rows)
     }
 
-    /// Statements without parameters (simple-query protocol).
+    /// Statements without parameters (simple-query protocol). Savepoint statements inside a
+    /// transaction are deferred: sent with the next statement.
     pub fn batch(&self, sql: &str) -> Result<()> {
-        let client = self.client()?;
+        if self.in_tx.get() && is_savepoint_control(sql) {
+            self.defer(sql);
+            return Ok(());
+        }
         let text = sql.to_string();
-        self.call(async move { client.batch_execute(&text).await })
+        self.run(move |client| async move { client.batch_execute(&text).await })
     }
 
-    pub fn begin_write(&self) -> Result<()> {
-        self.batch(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-        ))?;
-        self.in_tx.set(true);
+    fn defer(&self, sql: &str) {
+        let mut d = self.deferred.borrow_mut();
+        match d.last_mut() {
+            Some(Ahead::Simple(text)) => {
+                text.push_str("; ");
+                text.push_str(sql);
+            }
+            _ => d.push(Ahead::Simple(sql.to_string())),
+        }
+    }
+
+    /// See [`super::Statement::execute_later`]; outside a transaction it runs at once.
+    pub fn execute_later(&self, p: &Arc<Prepared>, values: &[ValueRef<'_>]) -> Result<()> {
+        if !self.in_tx.get() || p.statement.is_none() {
+            return self.execute(p, values).map(|_| ());
+        }
+        let params = self.bind(p, values)?;
+        let statement = self.statement_for(p, &params)?;
+        self.deferred.borrow_mut().push(Ahead::Write {
+            statement,
+            params,
+            text: p.text.clone(),
+        });
         Ok(())
     }
 
+    /// `BEGIN` and the campus write lock, sent with the transaction's first statement. The
+    /// lock may be waited for as long as the timeout, like any statement.
+    pub fn begin_write(&self) -> Result<()> {
+        if self.in_tx.get() {
+            return Err(Error::Pg {
+                code: "25001".into(),
+                message: "a transaction is already open".into(),
+            });
+        }
+        self.deferred.borrow_mut().clear();
+        self.defer(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ));
+        self.in_tx.set(true);
+        self.aborted.set(false);
+        self.doomed.set(false);
+        Ok(())
+    }
+
+    /// `COMMIT` or `ROLLBACK` the open transaction. A commit of an aborted transaction rolls
+    /// it back and fails (PostgreSQL would answer it with a rollback, not an error).
     pub fn end(&self, how: &str) -> Result<()> {
-        let out = self.batch(how);
+        let out = if how.eq_ignore_ascii_case("COMMIT") {
+            self.commit()
+        } else {
+            self.deferred.borrow_mut().clear();
+            let text = how.to_string();
+            self.run(move |client| async move { client.batch_execute(&text).await })
+        };
         self.in_tx.set(false);
+        self.aborted.set(false);
+        self.doomed.set(false);
         out
     }
+
+    fn commit(&self) -> Result<()> {
+        if self.aborted.get() && !self.doomed.get() && !self.deferred.borrow().is_empty() {
+            // A deferred ROLLBACK TO may undo the last failure: send what waits first.
+            self.run(|client| async move { client.batch_execute("SELECT 1").await })?;
+        }
+        if self.aborted.get() || self.doomed.get() {
+            self.deferred.borrow_mut().clear();
+            let _ = self.run(|client| async move { client.batch_execute("ROLLBACK").await });
+            return Err(Error::Pg {
+                code: "25P02".into(),
+                message: "a statement of the transaction failed; it was rolled back".into(),
+            });
+        }
+        // A deferred statement that fails now makes COMMIT a rollback: `run` answers its error.
+        self.run(|client| async move { client.batch_execute("COMMIT").await })
+    }
+}
+
+/// A statement waiting to go out ahead of the next request.
+enum Ahead {
+    /// Transaction control, without parameters (simple-query protocol).
+    Simple(String),
+    /// A write whose row count nobody reads.
+    Write {
+        statement: tokio_postgres::Statement,
+        params: Vec<PgValue>,
+        text: String,
+    },
+}
+
+impl Ahead {
+    fn text(&self) -> &str {
+        match self {
+            Ahead::Simple(t) | Ahead::Write { text: t, .. } => t,
+        }
+    }
+
+    fn rolls_back_to_savepoint(&self) -> bool {
+        matches!(self, Ahead::Simple(t) if t.contains("ROLLBACK TO"))
+    }
+}
+
+type Sent = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>,
+>;
+
+/// Send `queue`, then `request`, in this order (each request goes out on its first poll), and
+/// wait for every answer. Answers the first queued statement that failed (its index) and the
+/// request's outcome.
+async fn in_order<T>(
+    client: Arc<tokio_postgres::Client>,
+    queue: Vec<Ahead>,
+    request: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> (
+    Option<(usize, tokio_postgres::Error)>,
+    std::result::Result<T, tokio_postgres::Error>,
+) {
+    use std::task::Poll;
+    let mut sent: Vec<Sent> = queue
+        .into_iter()
+        .map(|a| -> Sent {
+            let c = client.clone();
+            match a {
+                Ahead::Simple(text) => Box::pin(async move { c.batch_execute(&text).await }),
+                Ahead::Write {
+                    statement, params, ..
+                } => Box::pin(async move {
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|v| v as _).collect();
+                    c.execute(&statement, &refs).await.map(|_| ())
+                }),
+            }
+        })
+        .collect();
+    let mut done: Vec<Option<std::result::Result<(), tokio_postgres::Error>>> = Vec::new();
+    for f in sent.iter_mut() {
+        done.push(match futures::poll!(f.as_mut()) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        });
+    }
+    let mut request = std::pin::pin!(request);
+    let first = futures::poll!(request.as_mut());
+    let mut failed = None;
+    for (i, (f, d)) in sent.iter_mut().zip(done).enumerate() {
+        let r = match d {
+            Some(r) => r,
+            None => f.await,
+        };
+        if let (Err(e), None) = (r, &failed) {
+            failed = Some((i, e));
+        }
+    }
+    let answer = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => request.await,
+    };
+    (failed, answer)
+}
+
+/// `SAVEPOINT`, `RELEASE` or `ROLLBACK TO`: transaction control that may wait for the next
+/// statement.
+fn is_savepoint_control(sql: &str) -> bool {
+    let head = sql
+        .trim_start()
+        .get(..12)
+        .unwrap_or(sql)
+        .to_ascii_uppercase();
+    head.starts_with("SAVEPOINT ")
+        || head.starts_with("RELEASE ")
+        || head.starts_with("ROLLBACK TO")
 }
 
 /// A statement's error, naming the statement (for the log: never shown to clients).
@@ -420,116 +698,4 @@ fn in_statement(e: Error, sql: &str) -> Error {
         },
         e => e,
     }
-}
-
-/// A column of a PostgreSQL row in SQLite's storage classes.
-pub fn column(row: &tokio_postgres::Row, i: usize) -> Result<ValueRef<'_>> {
-    let raw: Option<Raw<'_>> = row
-        .try_get(i)
-        .map_err(|e| Error::FromSql(format!("column {i}: {e}")))?;
-    let Some(Raw(ty, b)) = raw else {
-        return Ok(ValueRef::Null);
-    };
-    let int = |n: usize| -> Result<i64> {
-        let bytes = b
-            .get(..n)
-            .ok_or_else(|| Error::FromSql(format!("short {ty} value")))?;
-        Ok(match n {
-            2 => i16::from_be_bytes([bytes[0], bytes[1]]) as i64,
-            4 => i32::from_be_bytes(bytes.try_into().expect("4 bytes")) as i64,
-            _ => i64::from_be_bytes(bytes.try_into().expect("8 bytes")),
-        })
-    };
-    Ok(match ty {
-        Type::INT8 => ValueRef::Integer(int(8)?),
-        Type::INT4 | Type::OID => ValueRef::Integer(int(4)?),
-        Type::INT2 => ValueRef::Integer(int(2)?),
-        Type::BOOL => ValueRef::Integer((b.first() == Some(&1)) as i64),
-        Type::FLOAT8 => ValueRef::Real(f64::from_bits(int(8)? as u64)),
-        Type::FLOAT4 => ValueRef::Real(f32::from_bits(int(4)? as u32) as f64),
-        Type::NUMERIC => numeric(b)?,
-        Type::BYTEA => ValueRef::Blob(b),
-        _ => ValueRef::Text(b),
-    })
-}
-
-/// A `numeric` in PostgreSQL's binary form (what `sum()` of a bigint answers): an integer
-/// when it has no fraction, else a real.
-fn numeric(b: &[u8]) -> Result<ValueRef<'static>> {
-    let short = || Error::FromSql("short numeric value".into());
-    let word = |i: usize| -> Result<i16> {
-        let s = b.get(i..i + 2).ok_or_else(short)?;
-        Ok(i16::from_be_bytes([s[0], s[1]]))
-    };
-    let (ndigits, weight, sign, dscale) = (word(0)?, word(2)?, word(4)? as u16, word(6)?);
-    if sign == 0xC000 {
-        return Ok(ValueRef::Real(f64::NAN));
-    }
-    let mut value = 0f64;
-    for d in 0..ndigits.max(0) as usize {
-        let digit = word(8 + 2 * d)? as f64;
-        value += digit * 10000f64.powi(weight as i32 - d as i32);
-    }
-    if sign == 0x4000 {
-        value = -value;
-    }
-    Ok(if dscale == 0 && value.abs() < 9.0e15 {
-        ValueRef::Integer(value as i64)
-    } else {
-        ValueRef::Real(value)
-    })
-}
-
-/// Any column, as its type and raw binary bytes.
-struct Raw<'a>(Type, &'a [u8]);
-
-impl<'a> tokio_postgres::types::FromSql<'a> for Raw<'a> {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(ty.clone(), raw))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
-
-/// A parameter, written as whatever type PostgreSQL inferred for its place (the store's SQL
-/// does not say: an integer may be bound where `bigint`, `integer` or `boolean` is wanted).
-#[derive(Debug)]
-struct PgValue(super::Value);
-
-impl tokio_postgres::types::ToSql for PgValue {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        use super::Value as V;
-        match (&self.0, ty) {
-            (V::Null, _) => Ok(IsNull::Yes),
-            (V::Integer(i), &Type::INT8) => i.to_sql(ty, out),
-            (V::Integer(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
-            (V::Integer(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
-            (V::Integer(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
-            (V::Integer(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
-            (V::Integer(i), _) => i.to_string().as_str().to_sql(&Type::TEXT, out),
-            (V::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
-            (V::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
-            (V::Real(f), _) => f.to_string().as_str().to_sql(&Type::TEXT, out),
-            (V::Text(t), &Type::BYTEA) => t.as_bytes().to_sql(ty, out),
-            (V::Text(t), &Type::INT8) => t.parse::<i64>()?.to_sql(ty, out),
-            (V::Text(t), _) => t.as_str().to_sql(&Type::TEXT, out),
-            (V::Blob(b), &Type::BYTEA) => b.as_slice().to_sql(ty, out),
-            (V::Blob(b), _) => std::str::from_utf8(b)?.to_sql(&Type::TEXT, out),
-        }
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
 }
