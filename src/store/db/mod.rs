@@ -9,6 +9,9 @@
 //! dropped and opened again on the next call; statements are prepared once per connection.
 
 mod pg;
+mod pg_pipeline;
+#[cfg(test)]
+mod pg_tests;
 mod pg_value;
 mod sqlite;
 pub(super) mod translate;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::Type;
 
+use super::pg_pipeline::{in_order, is_savepoint_control, Ahead};
 use super::pg_value::PgValue;
 
 use super::translate::to_postgres;
@@ -592,101 +593,6 @@ impl PgConn {
         // A deferred statement that fails now makes COMMIT a rollback: `run` answers its error.
         self.run(|client| async move { client.batch_execute("COMMIT").await })
     }
-}
-
-/// A statement waiting to go out ahead of the next request.
-enum Ahead {
-    /// Transaction control, without parameters (simple-query protocol).
-    Simple(String),
-    /// A write whose row count nobody reads.
-    Write {
-        statement: tokio_postgres::Statement,
-        params: Vec<PgValue>,
-        text: String,
-    },
-}
-
-impl Ahead {
-    fn text(&self) -> &str {
-        match self {
-            Ahead::Simple(t) | Ahead::Write { text: t, .. } => t,
-        }
-    }
-
-    fn rolls_back_to_savepoint(&self) -> bool {
-        matches!(self, Ahead::Simple(t) if t.contains("ROLLBACK TO"))
-    }
-}
-
-type Sent = std::pin::Pin<
-    Box<dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>,
->;
-
-/// Send `queue`, then `request`, in this order (each request goes out on its first poll), and
-/// wait for every answer. Answers the first queued statement that failed (its index) and the
-/// request's outcome.
-async fn in_order<T>(
-    client: Arc<tokio_postgres::Client>,
-    queue: Vec<Ahead>,
-    request: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
-) -> (
-    Option<(usize, tokio_postgres::Error)>,
-    std::result::Result<T, tokio_postgres::Error>,
-) {
-    use std::task::Poll;
-    let mut sent: Vec<Sent> = queue
-        .into_iter()
-        .map(|a| -> Sent {
-            let c = client.clone();
-            match a {
-                Ahead::Simple(text) => Box::pin(async move { c.batch_execute(&text).await }),
-                Ahead::Write {
-                    statement, params, ..
-                } => Box::pin(async move {
-                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                        params.iter().map(|v| v as _).collect();
-                    c.execute(&statement, &refs).await.map(|_| ())
-                }),
-            }
-        })
-        .collect();
-    let mut done: Vec<Option<std::result::Result<(), tokio_postgres::Error>>> = Vec::new();
-    for f in sent.iter_mut() {
-        done.push(match futures::poll!(f.as_mut()) {
-            Poll::Ready(r) => Some(r),
-            Poll::Pending => None,
-        });
-    }
-    let mut request = std::pin::pin!(request);
-    let first = futures::poll!(request.as_mut());
-    let mut failed = None;
-    for (i, (f, d)) in sent.iter_mut().zip(done).enumerate() {
-        let r = match d {
-            Some(r) => r,
-            None => f.await,
-        };
-        if let (Err(e), None) = (r, &failed) {
-            failed = Some((i, e));
-        }
-    }
-    let answer = match first {
-        Poll::Ready(r) => r,
-        Poll::Pending => request.await,
-    };
-    (failed, answer)
-}
-
-/// `SAVEPOINT`, `RELEASE` or `ROLLBACK TO`: transaction control that may wait for the next
-/// statement.
-fn is_savepoint_control(sql: &str) -> bool {
-    let head = sql
-        .trim_start()
-        .get(..12)
-        .unwrap_or(sql)
-        .to_ascii_uppercase();
-    head.starts_with("SAVEPOINT ")
-        || head.starts_with("RELEASE ")
-        || head.starts_with("ROLLBACK TO")
 }
 
 /// A statement's error, naming the statement (for the log: never shown to clients).
