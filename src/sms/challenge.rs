@@ -20,6 +20,7 @@ use crate::base::sync::lock;
 use crate::metrics::SmsOutcome;
 use crate::store::{
     NewAudit, PhoneEntraSync, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx,
+    SEND_MINUTE_MS,
 };
 
 /// What clients see of a challenge (never the code, never the full number).
@@ -115,14 +116,13 @@ impl SmsService {
         if exhausted.is_none() && self.store.is_shared() {
             // The campus store: every kiosk's sends count, so the budgets come from the shared
             // send log, read under the campus write lock this unit runs in.
-            let (total, oldest) =
-                tx.sms_sends_since(now - HOUR_MS, None, s.global_hourly_budget)?;
-            let (in_country, oldest_in_country) =
-                tx.sms_sends_since(now - HOUR_MS, Some(country_code), s.country_hourly_budget)?;
-            if total >= s.global_hourly_budget {
-                exhausted = Some((oldest.unwrap_or(now) + HOUR_MS, "global"));
-            } else if in_country >= s.country_hourly_budget {
-                exhausted = Some((oldest_in_country.unwrap_or(now) + HOUR_MS, "country"));
+            let counts = tx.sms_budget_counts(now - HOUR_MS, country_code)?;
+            // A minute's sends leave the window an hour after the minute ends.
+            let free_at = |minute: Option<i64>| minute.unwrap_or(now) + SEND_MINUTE_MS + HOUR_MS;
+            if counts.total >= u64::from(s.global_hourly_budget) {
+                exhausted = Some((free_at(counts.oldest_minute), "global"));
+            } else if counts.in_country >= u64::from(s.country_hourly_budget) {
+                exhausted = Some((free_at(counts.oldest_minute_in_country), "country"));
             }
         } else if exhausted.is_none() {
             let mut recent = lock(&self.recent);

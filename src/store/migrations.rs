@@ -386,6 +386,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE entra_passkeys ADD COLUMN state_reason TEXT;
     CREATE INDEX entra_passkeys_inventory ON entra_passkeys (aaguid, created_at, credential_id);
     "#,
+    // 18: the hourly SMS budgets of a campus store, counted per minute (`sms_send_minutes`):
+    // scope `*` (every send) or a country calling code, the minute's start (Unix ms), its
+    // sends. A check reads at most 61 rows per scope, where counting the send log would read
+    // every send of the hour. (One daemon on its file keeps these counts in memory.)
+    r#"
+    CREATE TABLE sms_send_minutes (
+        scope TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        sends INTEGER NOT NULL,
+        PRIMARY KEY (scope, minute)
+    );
+    CREATE INDEX sms_send_minutes_age ON sms_send_minutes (minute);
+    "#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL (by version: keep the

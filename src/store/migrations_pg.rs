@@ -36,6 +36,12 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
          ALTER TABLE entra_passkeys ADD COLUMN state_reason TEXT; \
          CREATE INDEX entra_passkeys_inventory ON entra_passkeys (aaguid, created_at, credential_id);",
     ),
+    (
+        18,
+        "CREATE TABLE sms_send_minutes (scope TEXT NOT NULL, minute BIGINT NOT NULL, \
+         sends BIGINT NOT NULL, PRIMARY KEY (scope, minute)); \
+         CREATE INDEX sms_send_minutes_age ON sms_send_minutes (minute);",
+    ),
 ];
 
 pub(super) fn current_version(c: &Connection) -> Result<i64> {

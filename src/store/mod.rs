@@ -56,7 +56,9 @@ pub use inventory::{EntraKeyFacts, KeyFilter, KeyKind, KeyRecord, KeyRef, KeySta
 pub use key_reset::ResetCredential;
 pub use outbox::OutboxRecord;
 pub use retention::{Closure, PurgeReport, PurgedUser, RetentionWindows, PURGE_ACTOR};
-pub use sms::{PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState};
+pub use sms::{
+    BudgetCounts, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, SEND_MINUTE_MS,
+};
 pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};

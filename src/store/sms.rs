@@ -64,6 +64,16 @@ pub struct SmsUserState {
     pub locked_until: i64,
 }
 
+/// [`Tx::sms_budget_counts`]: sends in the budget window, in all and to one country, and the
+/// start of the oldest minute holding one (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetCounts {
+    pub total: u64,
+    pub oldest_minute: Option<i64>,
+    pub in_country: u64,
+    pub oldest_minute_in_country: Option<i64>,
+}
+
 /// One accounted send (for the per-number, per-country and global budgets).
 #[derive(Debug, Clone)]
 pub struct SendLog {
@@ -150,12 +160,27 @@ fn to_phone(t: PhoneTuple) -> Result<PhoneRecord> {
 const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, verified_at, \
     entra_state, entra_method_id, entra_error";
 
+/// The length of a budget count's bucket (`sms_send_minutes`), ms.
+pub const SEND_MINUTE_MS: i64 = 60_000;
+
+/// The scope of every send in `sms_send_minutes`.
+const ALL_SENDS: &str = "*";
+
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
     exec_later(
         c,
         "INSERT INTO sms_sends (e164, country_code, at) VALUES (?1, ?2, ?3)",
         params![s.e164, s.country_code, s.at],
     )?;
+    if c.backend() == super::db::Backend::Postgres {
+        let minute = s.at - s.at.rem_euclid(SEND_MINUTE_MS);
+        exec_later(
+            c,
+            "INSERT INTO sms_send_minutes (scope, minute, sends) VALUES (?1, ?3, 1), (?2, ?3, 1) \
+             ON CONFLICT (scope, minute) DO UPDATE SET sends = sms_send_minutes.sends + 1",
+            params![ALL_SENDS, s.country_code.to_string(), minute],
+        )?;
+    }
     Ok(())
 }
 
@@ -374,33 +399,29 @@ impl Tx<'_> {
         )?)
     }
 
-    /// Sends after `since` (of one country, when given), counted up to `cap`, and the oldest
-    /// of them: the hourly budgets of a campus store, where other daemons send too.
-    pub fn sms_sends_since(
-        &self,
-        since: i64,
-        country_code: Option<u16>,
-        cap: u32,
-    ) -> Result<(u32, Option<i64>)> {
-        let sql = match country_code {
-            None => {
-                "SELECT COUNT(*), MIN(at) FROM \
-                 (SELECT at FROM sms_sends WHERE at > ?1 ORDER BY at LIMIT ?2) AS recent"
-            }
-            Some(_) => {
-                "SELECT COUNT(*), MIN(at) FROM \
-                 (SELECT at FROM sms_sends WHERE at > ?1 AND country_code = ?3 ORDER BY at \
-                 LIMIT ?2) AS recent"
-            }
-        };
-        Ok(match country_code {
-            None => row(self.0, sql, params![since, cap], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?,
-            Some(cc) => row(self.0, sql, params![since, cap, cc], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?,
-        })
+    /// The hourly budgets of a campus store, where other daemons send too: sends in the
+    /// minutes from the one holding `since` on, in all and to `country_code`, each with the
+    /// start of its oldest minute that had one. Counted per minute, so a window's first minute
+    /// counts whole: the budgets err on the side of refusing, by at most a minute.
+    pub fn sms_budget_counts(&self, since: i64, country_code: u16) -> Result<BudgetCounts> {
+        let first_minute = since - since.rem_euclid(SEND_MINUTE_MS);
+        Ok(row(
+            self.0,
+            "SELECT COALESCE(SUM(CASE WHEN scope = ?2 THEN sends END), 0), \
+                    MIN(CASE WHEN scope = ?2 THEN minute END), \
+                    COALESCE(SUM(CASE WHEN scope = ?3 THEN sends END), 0), \
+                    MIN(CASE WHEN scope = ?3 THEN minute END) \
+             FROM sms_send_minutes WHERE scope IN (?2, ?3) AND minute >= ?1",
+            params![first_minute, ALL_SENDS, country_code.to_string()],
+            |r| {
+                Ok(BudgetCounts {
+                    total: r.get(0)?,
+                    oldest_minute: r.get(1)?,
+                    in_country: r.get(2)?,
+                    oldest_minute_in_country: r.get(3)?,
+                })
+            },
+        )?)
     }
 
     /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).

@@ -120,6 +120,14 @@ fn sweep_round(c: &Connection, now_ms: i64, w: &HotWindows) -> Result<SweepRepor
         params![sends_before, SWEEP_BATCH],
     )?;
 
+    // The campus store's per-minute budget counts matter for an hour (and the minute that
+    // holds its start); two hours leave a margin for a clock that steps back.
+    exec(
+        c,
+        "DELETE FROM sms_send_minutes WHERE minute < ?1",
+        params![now_ms.saturating_sub(2 * 3_600_000)],
+    )?;
+
     let ceremonies_before = fmt_time(
         crate::base::clock::ms_to_time(now_ms)
             - time::Duration::try_from(w.ceremonies).unwrap_or(time::Duration::MAX),
