@@ -8,9 +8,19 @@
 //! printing flows/s and p50/p99 of each step, and PostgreSQL's flows/s as a share of
 //! SQLite's (target: at least half).
 //!
+//! Then the flat cost on PostgreSQL (`support/flat.rs`): an empty campus database against one
+//! holding `KEYGATE_BENCH_FILL_FLOWS` stored flows (default a million), autovacuum at its
+//! defaults; `KEYGATE_BENCH_SKIP_FLAT` skips it.
+//!
 //! `cargo bench --bench campus` (`KEYGATE_BENCH_FLOWS`, default 4000 per setup); under
 //! `cargo test` a smoke pass of a few flows.
 
+#[path = "support/fill.rs"]
+mod fill;
+#[path = "support/flat.rs"]
+mod flat;
+#[path = "support/settle.rs"]
+mod settle;
 #[path = "support/sms.rs"]
 mod sms;
 
@@ -33,6 +43,9 @@ fn main() {
     println!("{}", sms::machine());
     println!("mock provider over loopback HTTP; PostgreSQL: a local cluster on loopback TCP");
     rt.block_on(run(flows));
+    if std::env::var("KEYGATE_BENCH_SKIP_FLAT").is_err() {
+        rt.block_on(flat::flat_cost(full, flat::FlatStore::Postgres));
+    }
 }
 
 fn report(label: &str, r: &mut Round) -> f64 {

@@ -125,7 +125,7 @@ async fn memory(stored: u64, live: u64, full: bool) {
         .unwrap();
     let filled = fill::fill_sms(
         &store,
-        &db,
+        fill::FillTarget::Sqlite(&db),
         &clock,
         stored,
         (stored / 20).max(1),

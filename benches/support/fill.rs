@@ -125,12 +125,20 @@ fn flow_rows(keys: &CodeKeys, student: u64, phone_id: Option<String>, at: i64) -
     }
 }
 
+/// Where the filled store keeps its data, for the fill's closing counts.
+pub enum FillTarget<'a> {
+    /// The SQLite file.
+    Sqlite(&'a Path),
+    /// A database of the test cluster (`keygate::harness::pg`), by name.
+    Postgres(&'a str),
+}
+
 /// Store `flows` flows of `students` students (each one's first flow registers their phone)
 /// through `store` (the database at `db`), whose clock is `clock`, spread evenly over `span`
 /// ending 2 hours ago.
 pub async fn fill_sms(
     store: &Store,
-    db: &Path,
+    db: FillTarget<'_>,
     clock: &Arc<BenchClock>,
     flows: u64,
     students: u64,
@@ -219,8 +227,13 @@ pub async fn fill_sms(
         .await
         .expect("sweep");
     let secs = started.elapsed().as_secs_f64();
-    super::settle::settle(db);
-    let (hot, history, audit, db_bytes) = counts(db);
+    let (hot, history, audit, db_bytes) = match db {
+        FillTarget::Sqlite(path) => {
+            super::settle::settle(path);
+            counts(path)
+        }
+        FillTarget::Postgres(name) => pg_counts(name),
+    };
     Filled {
         flows,
         students,
@@ -243,6 +256,18 @@ fn rand_secret() -> [u8; 32] {
     let mut s = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut s);
     s
+}
+
+/// [`counts`] of a database of the test cluster (its size: `pg_database_size`).
+fn pg_counts(name: &str) -> (i64, i64, i64, u64) {
+    let c = keygate::harness::pg::cluster().connect(name);
+    let n = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    (
+        n("SELECT COUNT(*) FROM sms_challenges"),
+        n("SELECT COUNT(*) FROM sms_challenges_history"),
+        n("SELECT COUNT(*) FROM audit"),
+        n("SELECT pg_database_size(current_database())") as u64,
+    )
 }
 
 /// (hot challenges, challenges in history, audit lines, database file bytes), read on a
