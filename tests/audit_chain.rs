@@ -17,17 +17,7 @@ use sha2::Sha256;
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
 fn token(dir: &Path, role: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--role", role, "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    keygate::harness::cli_token(BIN, dir, role, &[])
 }
 
 /// `keygate audit verify --data-dir dir [args]`: exit code and stdout.

@@ -42,18 +42,7 @@ fn copy_campus_keys(from: &Path, to: &Path) {
 }
 
 fn token(dir: &Path, url: &str, role: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--role", role, "--data-dir"])
-        .arg(dir)
-        .env("KEYGATE_STORE__URL", url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    keygate::harness::cli_token(BIN, dir, role, &[("KEYGATE_STORE__URL", url)])
 }
 
 async fn call(
@@ -513,13 +502,7 @@ async fn a_sqlite_kiosk_moves_to_the_campus_store_with_everything() {
             .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
             .env("KEYGATE_SMS__WEBHOOK__URL", format!("{}/sms", hook.uri())),
     );
-    let out = Command::new(BIN)
-        .args(["token", "create", "--role", "admin", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("KEYGATE_STORE__URL")
-        .output()
-        .unwrap();
-    let admin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let admin = keygate::harness::cli_token(BIN, dir.path(), "admin", &[]);
     let (_, keys) = call(&solo.base, &admin, Method::GET, "/v1/sim/keys", None).await;
     let key = keys["keys"][0]["id"].as_str().unwrap().to_string();
     let (st, _) = call(

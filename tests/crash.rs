@@ -2,7 +2,6 @@
 //! consistent, the ceremony ended as `failed` with `ceremony_interrupted`, nothing half-stored,
 //! and earlier credentials still verify.
 
-use std::process::Command;
 use std::time::Duration;
 
 use keygate::harness::Spawned;
@@ -11,20 +10,7 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
 fn token(dir: &std::path::Path) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--role", "admin", "--data-dir"])
-        .arg(dir)
-        .envs(keygate::harness::store_env(dir))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(t.lines().count(), 1, "the token alone on stdout");
-    t.trim().to_string()
+    keygate::harness::cli_token(BIN, dir, "admin", &[])
 }
 
 fn start(dir: &std::path::Path) -> (Spawned, String) {

@@ -411,18 +411,7 @@ async fn settled_hooks(s: &TestServer) -> serde_json::Value {
 }
 
 fn admin_token(dir: &std::path::Path) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["token", "create", "--role", "admin", "--data-dir"])
-        .arg(dir)
-        .envs(keygate::harness::store_env(dir))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    keygate::harness::cli_token(BIN, dir, "admin", &[])
 }
 
 #[tokio::test]

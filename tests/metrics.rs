@@ -485,20 +485,7 @@ async fn entra_ceremonies_and_calls_are_counted_by_template() {
 async fn the_daemon_serves_metrics_to_a_metrics_token() {
     const BIN: &str = env!("CARGO_BIN_EXE_keygate");
     let tmp = tempfile::tempdir().unwrap();
-    let token = |role: &str| {
-        let out = std::process::Command::new(BIN)
-            .args(["token", "create", "--role", role, "--data-dir"])
-            .arg(tmp.path())
-            .envs(keygate::harness::store_env(tmp.path()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let token = |role: &str| keygate::harness::cli_token(BIN, tmp.path(), role, &[]);
     let (metrics, kiosk) = (token("metrics"), token("kiosk"));
     let daemon =
         keygate::harness::Spawned::spawn(&mut keygate::harness::Spawned::command(BIN, tmp.path()));

@@ -23,17 +23,7 @@ const MAX_EXAMPLES: &str = "30";
 const SEED: &str = "20240611";
 
 fn admin_token(dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--role", "admin", "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    keygate::harness::cli_token(BIN, dir, "admin", &[])
 }
 
 /// The schemathesis command: `schemathesis` on PATH, else `python3 -m schemathesis.cli` (pip

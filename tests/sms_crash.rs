@@ -1,7 +1,6 @@
 //! The durable outbox: the real binary accepts a challenge and is killed (SIGKILL) before the
 //! message could go out; on restart the worker sends it, once, and the code verifies.
 
-use std::process::Command;
 use std::time::Duration;
 
 use keygate::harness::Spawned;
@@ -22,13 +21,7 @@ fn start(dir: &std::path::Path, webhook: &str) -> (Spawned, String) {
 }
 
 fn token(dir: &std::path::Path) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--role", "kiosk", "--data-dir"])
-        .arg(dir)
-        .envs(keygate::harness::store_env(dir))
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    keygate::harness::cli_token(BIN, dir, "kiosk", &[])
 }
 
 #[tokio::test]

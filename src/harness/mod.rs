@@ -66,6 +66,31 @@ pub fn raw_db(data_dir: &Path) -> crate::store::db::Connection {
         .expect("open the database")
 }
 
+/// `keygate token create --role ROLE --data-dir DIR`, run as the binary `bin` with the store
+/// this process's tests use ([`store_env`]) and then `env` (which may name another): the token,
+/// which must be all it printed.
+pub fn cli_token(bin: &str, dir: &Path, role: &str, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(bin)
+        .args(["token", "create", "--role", role, "--data-dir"])
+        .arg(dir)
+        .envs(store_env(dir))
+        .envs(env.iter().copied())
+        .output()
+        .expect("run keygate token create");
+    assert!(
+        out.status.success(),
+        "keygate token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("the token is text");
+    assert_eq!(
+        token.lines().count(),
+        1,
+        "the token alone on stdout: {token:?}"
+    );
+    token.trim().to_string()
+}
+
 /// A keygate served in this process on a loopback socket; stops when dropped.
 pub struct InProcess {
     pub addr: SocketAddr,
