@@ -110,7 +110,7 @@ fn start_cluster() -> Cluster {
     // stopped (fast shutdown) and its directory removed.
     let script = format!(
         "'{postgres}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
          >'{dir}/server.log' 2>&1 & pid=$!; \
          while [ -d /proc/{parent} ] && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
          kill -INT $pid 2>/dev/null; wait $pid; rm -rf '{dir}'",
