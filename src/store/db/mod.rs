@@ -10,6 +10,7 @@
 
 mod pg;
 mod pg_pipeline;
+mod pg_target;
 #[cfg(test)]
 mod pg_tests;
 mod pg_value;
@@ -17,7 +18,8 @@ mod sqlite;
 pub(super) mod translate;
 mod value;
 
-pub use pg::{NowFn, PgTarget};
+pub use pg::NowFn;
+pub use pg_target::PgTarget;
 pub use value::{FromSql, ToSql, Value, ValueRef};
 
 use std::fmt;
