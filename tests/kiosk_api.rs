@@ -5,111 +5,12 @@
 
 mod common;
 
+use common::kiosk::{exchange, handoff, now, page, page_session, session_code, sign_in, token_of};
 use common::{code, TestServer};
-use keygate::kiosk::{handoff_secret, sign_handoff, Handoff, MAX_HANDOFF_TTL_SECS};
+use keygate::kiosk::MAX_HANDOFF_TTL_SECS;
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// What `keygate kiosk-url` does: a one-time code, stored as its hash.
-async fn session_code(s: &TestServer) -> String {
-    let (code, hash) = keygate::kiosk::new_session_code();
-    s.state
-        .store
-        .insert_kiosk_code(
-            &hash,
-            time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
-        )
-        .await
-        .unwrap();
-    code
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Use a one-time code; returns the `Set-Cookie` header.
-async fn exchange(s: &TestServer, code: &str) -> reqwest::Response {
-    no_redirects()
-        .get(format!("{}/kiosk/session?code={code}", s.base))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A fresh page session; returns its `Cookie` header value (`keygate_session=kg_...`).
-async fn page_session(s: &TestServer) -> String {
-    let r = exchange(s, &session_code(s).await).await;
-    assert!(r.status().is_redirection(), "{}", r.status());
-    let set = r.headers()[SET_COOKIE].to_str().unwrap();
-    set.split(';').next().unwrap().trim().to_string()
-}
-
-fn token_of(cookie: &str) -> &str {
-    cookie.split_once('=').unwrap().1
-}
-
-/// A request as the kiosk page makes it: the session cookie, and for anything but GET the
-/// page's own Origin.
-async fn page(
-    s: &TestServer,
-    cookie: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut r = s
-        .client
-        .request(method.clone(), format!("{}{}", s.base, path))
-        .header(COOKIE, cookie);
-    if method != Method::GET {
-        r = r.header(ORIGIN, &s.base);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn handoff(s: &TestServer, user: &str, exp: i64) -> String {
-    let secret = handoff_secret(&s.state.cfg).unwrap();
-    sign_handoff(
-        &secret,
-        &Handoff {
-            user: user.into(),
-            display_name: format!("Student {user}"),
-            exp,
-        },
-    )
-}
-
-async fn sign_in(s: &TestServer, cookie: &str, user: &str) {
-    let token = handoff(s, user, now() + 300);
-    let (st, v) = page(
-        s,
-        cookie,
-        Method::POST,
-        "/v1/kiosk/handoff",
-        Some(json!({ "token": token })),
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["user"], user);
-}
 
 fn enrollment(user: &str) -> Value {
     json!({ "user": user, "display_name": "X", "pin": "1234" })
@@ -601,4 +502,50 @@ async fn handoffs_are_capped_at_ten_minutes_and_used_once() {
     )
     .await;
     assert_forbidden(st, &v, "after a replay");
+}
+
+#[tokio::test]
+async fn a_closed_account_is_told_so_at_the_handoff_and_the_session_acts_for_nobody() {
+    let s = TestServer::start().await;
+    let cookie = page_session(&s).await;
+    sign_in(&s, &cookie, "r0777777").await;
+    let (st, v) = page(
+        &s,
+        &cookie,
+        Method::POST,
+        "/v1/users/r0777777/phones",
+        Some(json!({ "number": "0475 77 77 77" })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "the student exists now: {v}");
+    let (st, v) = s.post("/v1/users/r0777777/close", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // The student left: a new sign-in at the kiosk is answered with the closure.
+    let token = handoff(&s, "r0777777", now() + 300);
+    let (st, v) = page(
+        &s,
+        &cookie,
+        Method::POST,
+        "/v1/kiosk/handoff",
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "user_closed", "{v}");
+    // ... and the session acts for nobody, not for the student it acted for before.
+    let v = refused(
+        &s,
+        &cookie,
+        "/v1/users/r0777777/phones",
+        json!({ "number": "0475 77 77 78" }),
+        "after a refused handoff",
+    )
+    .await;
+    assert_eq!(code(&v), "forbidden");
+
+    // Reopened by the service desk: the next handoff binds again.
+    let (st, v) = s.delete("/v1/users/r0777777/close").await;
+    assert!(st.is_success(), "{st} {v}");
+    sign_in(&s, &cookie, "r0777777").await;
 }

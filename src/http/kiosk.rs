@@ -315,6 +315,7 @@ pub(super) struct HandoffBody {
     responses(
         (status = 200, description = "The verified student", body = HandoffView),
         (status = 403, description = "`handoff_invalid`: bad signature, expired, replayed or malformed", body = ErrorBody),
+        (status = 409, description = "`user_closed`: the student's account is closed", body = ErrorBody),
     ))]
 async fn handoff(
     State(st): State<SharedState>,
@@ -335,6 +336,8 @@ async fn handoff(
     if !st.store.use_kiosk_handoff(&hash, h.exp, now).await? {
         return Err(invalid(kiosk::HandoffError::Replayed));
     }
+    // A closed account (the student left) is told so at once; the session acts for nobody.
+    super::users_privacy::refuse_closed(&st, &h.user)?;
     if let Some(Extension(s)) = &session {
         st.store
             .bind_kiosk_session(&s.token_id, Some((&h.user, &h.display_name)))
@@ -372,6 +375,7 @@ async fn sign_out(
         (status = 200, description = "The signed-in student", body = WhoAmI),
         (status = 403, description = "`forbidden`: keygate does not listen on loopback", body = ErrorBody),
         (status = 404, description = "`not_found`: no trusted header configured, or it names no valid user", body = ErrorBody),
+        (status = 409, description = "`user_closed`: the student's account is closed", body = ErrorBody),
     ))]
 async fn whoami(
     State(st): State<SharedState>,
@@ -390,10 +394,18 @@ async fn whoami(
         .get(name.as_str())
         .and_then(|v| v.to_str().ok())
         .filter(|u| crate::sms::validate_user(u).is_ok());
+    let closed = match user {
+        Some(u) => super::users_privacy::refuse_closed(&st, u).err(),
+        None => None,
+    };
+    let user = user.filter(|_| closed.is_none());
     if let Some(Extension(s)) = &session {
         st.store
             .bind_kiosk_session(&s.token_id, user.map(|u| (u, u)))
             .await?;
+    }
+    if let Some(e) = closed {
+        return Err(e);
     }
     let user = user.ok_or_else(ApiError::not_found)?;
     Ok(Json(WhoAmI {

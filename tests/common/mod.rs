@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_entra;
+pub mod kiosk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
