@@ -4,112 +4,21 @@
 //! kiosk must hold across both: tokens, credentials, lockouts, the outbox, the audit log; and a
 //! database that stops answering costs a bounded `503 store_unavailable`, not a hang.
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "campus/kiosk.rs"]
+mod kiosk;
+
 use keygate::harness::{pg, Spawned};
+use kiosk::{
+    add_phone, call, copy_campus_keys, copy_dir, kiosk, sms_mock, texts_to, token, urlencode,
+    wait_for_text, BIN,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const BIN: &str = env!("CARGO_BIN_EXE_keygate");
-
-/// A kiosk daemon on `dir` with the campus store at `url` and the webhook SMS provider.
-fn kiosk(dir: &Path, url: &str, webhook: &str) -> Spawned {
-    Spawned::spawn(
-        Spawned::command(BIN, dir)
-            .env("KEYGATE_STORE__URL", url)
-            .env("KEYGATE_STORE__TIMEOUT_MS", "1500")
-            .env("KEYGATE_SMS__PROVIDERS", "[webhook]")
-            .env("KEYGATE_SMS__WEBHOOK__URL", webhook)
-            .env("KEYGATE_SMS__OUTBOX_LEASE_SECS", "2")
-            // The simulated keys' secrets follow the seed: the same key on either kiosk.
-            .env("KEYGATE_SIMULATE_SEED", "11"),
-    )
-}
-
-/// The campus's shared keys, copied from the first kiosk's data dir into the next one's (as
-/// the README tells an operator to).
-fn copy_campus_keys(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for name in ["sms.key", "audit-head.key"] {
-        std::fs::copy(from.join(name), to.join(name)).unwrap();
-    }
-}
-
-fn token(dir: &Path, url: &str, role: &str) -> String {
-    keygate::harness::cli_token(BIN, dir, role, &[("KEYGATE_STORE__URL", url)])
-}
-
-async fn call(
-    base: &str,
-    t: &str,
-    m: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let c = reqwest::Client::new();
-    let mut r = c.request(m, format!("{base}{path}")).bearer_auth(t);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    let st = r.status();
-    (st, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Register `number` for `user` at the kiosk `base`: the new challenge's id (201 asserted).
-async fn add_phone(base: &str, t: &str, user: &str, number: &str) -> String {
-    let (st, v) = call(
-        base,
-        t,
-        Method::POST,
-        &format!("/v1/users/{user}/phones"),
-        Some(json!({ "number": number })),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["challenge"]["id"].as_str().unwrap().to_string()
-}
-
-async fn sms_mock() -> MockServer {
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&hook)
-        .await;
-    hook
-}
-
-/// The texts the mock received for `to`, oldest first.
-async fn texts_to(hook: &MockServer, to: &str) -> Vec<String> {
-    hook.received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-        .filter(|b| b["to"] == to)
-        .map(|b| b["text"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-async fn wait_for_text(hooks: &[&MockServer], to: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut all = Vec::new();
-        for h in hooks {
-            all.extend(texts_to(h, to).await);
-        }
-        if all.len() >= n || Instant::now() > deadline {
-            return all;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_token_a_key_and_the_audit_log_are_the_campus_s() {
@@ -352,141 +261,6 @@ async fn messages_of_a_killed_kiosk_are_sent_by_the_other_once() {
     for i in 0..12 {
         let to = format!("+324750001{:02}", i);
         assert_eq!(texts_to(&hook, &to).await.len(), 1, "{to} sent once");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_stops_answering_costs_a_bounded_503_and_comes_back() {
-    let cluster = pg::cluster();
-    let db = cluster.new_database();
-    // The kiosk reaches the database through a proxy that the test can cut.
-    let proxy = Proxy::start(cluster.port).await;
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
-        proxy.port
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let k = kiosk(dir.path(), &url, "http://127.0.0.1:1/sms");
-    let t = token(dir.path(), &url, "admin");
-    let (st, _) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
-    assert_eq!(st, StatusCode::OK);
-
-    proxy.cut();
-    // The proxy drops the connections it carried within 50 ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let (st, v) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "bounded by the store timeout, not a hang"
-    );
-    let health: Value = reqwest::get(format!("{}/healthz", k.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["store"], "unavailable", "{health}");
-
-    proxy.restore();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (st, _) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
-        if st == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "keygate did not recover: {st}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let health: Value = reqwest::get(format!("{}/healthz", k.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["store"], "ok", "{health}");
-}
-
-/// A TCP proxy to the cluster that can be cut (every connection dropped, new ones refused
-/// by closing them at once) and restored.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    epoch: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (up2, epoch2) = (up.clone(), epoch.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !up2.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let (up3, epoch3) = (up2.clone(), epoch2.clone());
-                let born = epoch3.load(Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    let watch = async {
-                        while up3.load(Ordering::SeqCst) && epoch3.load(Ordering::SeqCst) == born {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = copy => {}
-                        _ = watch => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, up, epoch }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
     }
 }
 

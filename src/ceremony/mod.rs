@@ -323,7 +323,8 @@ impl CeremonyService {
                         .update_ceremony(&id, state.as_str(), Some(&view.code), Some(&audit))
                         .await
                     {
-                        tracing::error!(ceremony = %id, error = %se, "cannot persist ceremony end");
+                        tracing::error!(ceremony = %id, error = %se, "cannot persist ceremony end; retrying");
+                        persist_end_later(&self.store, &id, state, &view.code, audit);
                     }
                 }
                 c.update(|v| {
@@ -493,4 +494,34 @@ impl CeremonyService {
         let view = c.view.borrow().clone();
         Ok(view)
     }
+}
+
+/// How long a ceremony's end that the store refused (the campus store down, a full disk) is
+/// retried, once a second, before keygate gives up on recording it.
+const PERSIST_END_RETRY: Duration = Duration::from_secs(600);
+
+/// Record a ceremony's end once the store takes it again: the ceremony ended on the key, so its
+/// row must not stay in a live state (`needs_pin`, `waiting_touch`) that another kiosk or a
+/// service desk would read as still running. Its audit line lands with it.
+fn persist_end_later(store: &Store, id: &str, state: State, code: &str, audit: NewAudit) {
+    let (store, id, code) = (store.clone(), id.to_string(), code.to_string());
+    tokio::spawn(async move {
+        let give_up = Instant::now() + PERSIST_END_RETRY;
+        while Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match store
+                .update_ceremony(&id, state.as_str(), Some(&code), Some(&audit))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(ceremony = %id, "ceremony end recorded after the store came back");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(ceremony = %id, error = %e, "ceremony end not recorded yet")
+                }
+            }
+        }
+        tracing::error!(ceremony = %id, "gave up recording the ceremony's end");
+    });
 }
