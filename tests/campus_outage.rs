@@ -15,19 +15,47 @@ use proxy::Proxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// A kiosk whose campus store is reached through a proxy the test can cut, with an admin
+/// token.
+struct Behind {
+    proxy: Proxy,
+    kiosk: keygate::harness::Spawned,
+    admin: String,
+    /// The campus database's name on the test cluster.
+    db: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Behind {
+    async fn start() -> Behind {
+        let cluster = pg::cluster();
+        let db = cluster.new_database();
+        let proxy = Proxy::start(cluster.port).await;
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            proxy.port
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let kiosk = kiosk(dir.path(), &url, "http://127.0.0.1:1/sms");
+        let admin = token(dir.path(), &url, "admin");
+        Behind {
+            proxy,
+            kiosk,
+            admin,
+            db,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_stops_answering_costs_a_bounded_503_and_comes_back() {
-    let cluster = pg::cluster();
-    let db = cluster.new_database();
-    // The kiosk reaches the database through a proxy that the test can cut.
-    let proxy = Proxy::start(cluster.port).await;
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
-        proxy.port
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let k = kiosk(dir.path(), &url, "http://127.0.0.1:1/sms");
-    let t = token(dir.path(), &url, "admin");
+    let Behind {
+        proxy,
+        kiosk: k,
+        admin: t,
+        ..
+    } = Behind::start().await;
     let (st, _) = call(&k.base, &t, Method::GET, "/v1/users", None).await;
     assert_eq!(st, StatusCode::OK);
 
@@ -75,16 +103,14 @@ async fn a_database_that_stops_answering_costs_a_bounded_503_and_comes_back() {
 /// the service desk to read), and the same enrollment then succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ceremony_live_on_the_local_key_fails_cleanly_when_the_database_goes() {
+    let Behind {
+        proxy,
+        kiosk: k,
+        admin: t,
+        db,
+        ..
+    } = Behind::start().await;
     let cluster = pg::cluster();
-    let db = cluster.new_database();
-    let proxy = Proxy::start(cluster.port).await;
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
-        proxy.port
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let k = kiosk(dir.path(), &url, "http://127.0.0.1:1/sms");
-    let t = token(dir.path(), &url, "admin");
     let (_, keys) = call(&k.base, &t, Method::GET, "/v1/sim/keys", None).await;
     let key = keys["keys"][0]["id"].as_str().unwrap().to_string();
     let sim = format!("/v1/sim/keys/{}", urlencode(&key));

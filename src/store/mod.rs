@@ -40,6 +40,7 @@ mod sqlite_file;
 mod sweep;
 mod tokens;
 mod users;
+mod writer;
 
 pub use audit::{AuditEvent, AuditHead, NewAudit};
 pub use audit_verify::{
@@ -63,8 +64,8 @@ pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};
 
-use engine::BatchJob;
 pub(crate) use engine::{exec, exec_later, prepare, row};
+use writer::BatchJob;
 
 use std::sync::{mpsc, Arc, Mutex};
 
