@@ -22,7 +22,7 @@ const SECTIONS: &[(&str, &str)] = &[
         "entra_passkeys",
         "SELECT credential_id, upn, method_id, rp_id, entra_user_id, public_key_cose, counter, \
          aaguid, model, attestation_level, display_name, cred_protect, hmac_secret, \
-         user_verified, created_at, created_by, last_used_at \
+         user_verified, created_at, created_by, last_used_at, state, state_reason \
          FROM entra_passkeys WHERE user_name = ?1 ORDER BY created_at, credential_id",
     ),
     (
