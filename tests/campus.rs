@@ -7,6 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
 #[path = "campus/kiosk.rs"]
 mod kiosk;
 

@@ -2,6 +2,7 @@
 //! answer a bounded `503 store_unavailable`, `/healthz` says so, a ceremony on the local key
 //! ends cleanly, and the kiosk comes back by itself with the database.
 
+mod common;
 #[path = "campus/kiosk.rs"]
 mod kiosk;
 #[path = "campus/proxy.rs"]
@@ -14,6 +15,11 @@ use kiosk::{call, kiosk, token, urlencode};
 use proxy::Proxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+/// `GET /v1/enrollments/{id}` at the kiosk `base`.
+async fn enrollment_of(base: &str, t: &str, id: &str) -> (StatusCode, Value) {
+    call(base, t, Method::GET, &format!("/v1/enrollments/{id}"), None).await
+}
 
 /// A kiosk whose campus store is reached through a proxy the test can cut, with an admin
 /// token.
@@ -137,14 +143,7 @@ async fn a_ceremony_live_on_the_local_key_fails_cleanly_when_the_database_goes()
     let id = started["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, v) = call(
-            &k.base,
-            &t,
-            Method::GET,
-            &format!("/v1/enrollments/{id}"),
-            None,
-        )
-        .await;
+        let (_, v) = enrollment_of(&k.base, &t, &id).await;
         if v["state"] == "waiting_touch" {
             break;
         }
@@ -161,14 +160,7 @@ async fn a_ceremony_live_on_the_local_key_fails_cleanly_when_the_database_goes()
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (st, v) = call(
-            &k.base,
-            &t,
-            Method::GET,
-            &format!("/v1/enrollments/{id}"),
-            None,
-        )
-        .await;
+        let (st, v) = enrollment_of(&k.base, &t, &id).await;
         if st == StatusCode::OK {
             assert_eq!(v["state"], "failed", "{v}");
             break;

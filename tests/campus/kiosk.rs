@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// Percent-encode a path segment (the simulated keys' ids hold ':').
+pub use crate::common::enc as urlencode;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
 /// A kiosk daemon on `dir` with the campus store at `url` and the webhook SMS provider.
@@ -104,17 +107,6 @@ pub async fn wait_for_text(hooks: &[&MockServer], to: &str, n: usize) -> Vec<Str
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
