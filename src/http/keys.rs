@@ -64,7 +64,7 @@ pub struct KeysQuery {
     /// The cursor: the `next` of the previous page (the id of its last key).
     #[serde(default)]
     #[param(
-        pattern = r"^(?:entra:)?(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        pattern = r"^(?:entra:)?(?:(?:[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?|[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])$",
         min_length = 2,
         max_length = 1370
     )]
@@ -219,7 +219,9 @@ fn key_ref(id: &str, what: &str) -> ApiResult<KeyRef> {
     (!encoded.contains('='))
         .then(|| unb64(encoded))
         .flatten()
-        .filter(|b| !b.is_empty() && b.len() <= 1023)
+        // What the document's pattern and 1,370 characters allow: a credential id is at most
+        // 1,023 bytes, a longer one is simply not found.
+        .filter(|b| !b.is_empty() && b.len() <= 1027)
         .map(|credential_id| KeyRef {
             kind,
             credential_id,
@@ -322,7 +324,7 @@ pub async fn list_keys(
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path,
         description = "Key id (its credential id, base64url without padding; `entra:` before it for an Entra passkey)",
-        pattern = r"^(?:entra:)?(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        pattern = r"^(?:entra:)?(?:(?:[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?|[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])$",
         min_length = 2, max_length = 1370)),
     request_body = KeyUpdate,
     security(("bearer" = ["admin"])),
