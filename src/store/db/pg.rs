@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_postgres::types::Type;
 
-use super::pg_pipeline::{in_order, is_savepoint_control, Ahead};
+use super::pg_pipeline::{in_order, in_statement, is_savepoint_control, Ahead};
 use super::pg_target::PgTarget;
 use super::pg_value::PgValue;
 
@@ -80,6 +80,8 @@ pub struct PgConn {
     /// A deferred statement failed: the open transaction can only be rolled back, whatever
     /// `ROLLBACK TO` follows (the unit that sent it was already told it succeeded).
     doomed: Cell<bool>,
+    /// The connection was lost inside the open transaction (see `lose`).
+    broken: Cell<bool>,
     /// The runtime of a connection used by one thread at a time (the writer): the caller
     /// drives the connection's I/O itself, with no hand-over to another thread and back.
     own_runtime: Option<tokio::runtime::Runtime>,
@@ -107,6 +109,7 @@ impl PgConn {
             deferred: RefCell::new(Vec::new()),
             aborted: Cell::new(false),
             doomed: Cell::new(false),
+            broken: Cell::new(false),
             own_runtime: None,
         }
     }
@@ -129,6 +132,28 @@ impl PgConn {
 
     pub fn changes(&self) -> u64 {
         self.changes.get()
+    }
+
+    /// Let a connection driven by its caller see what the server did while nobody called (a
+    /// connection closed by a restart, an idle timeout): an idle own-runtime connection is not
+    /// polled, so without this a dead one looks alive until a transaction has started on it.
+    fn notice_closed(&self) {
+        if let Some(rt) = &self.own_runtime {
+            if tokio::runtime::Handle::try_current().is_err() {
+                // Zero-length sleeps park the runtime: the connection task sees an end of
+                // stream the server sent meanwhile.
+                rt.block_on(async {
+                    for _ in 0..2 {
+                        tokio::time::sleep(std::time::Duration::ZERO).await;
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+        }
+        let closed = self.client.borrow().as_ref().is_some_and(|c| c.is_closed());
+        if closed && !self.in_tx.get() {
+            self.lose("closed by the server");
+        }
     }
 
     /// Drive `fut` to its end, waiting at most the timeout (None: no answer in time): on the
@@ -228,15 +253,26 @@ impl PgConn {
     }
 
     /// Forget the connection (and with it any open transaction and prepared statement).
+    ///
+    /// Lost inside a transaction, it stays open here but broken (every statement and its
+    /// `COMMIT` fail) until ended: a reconnect would commit the rest of a unit statement by
+    /// statement, the start of it rolled back with the old connection.
     fn lose(&self, why: &str) {
         if self.client.borrow_mut().take().is_some() {
             tracing::warn!(reason = why, "campus store connection lost");
         }
         self.statements.borrow_mut().clear();
-        self.in_tx.set(false);
+        self.broken.set(self.in_tx.get());
         self.aborted.set(false);
         self.doomed.set(false);
         self.deferred.borrow_mut().clear();
+    }
+
+    fn broken_transaction() -> Error {
+        Error::Unavailable(
+            "the campus store connection was lost in the middle of a transaction; it was rolled back"
+                .into(),
+        )
     }
 
     fn classify(&self, e: tokio_postgres::Error) -> Error {
@@ -275,6 +311,9 @@ impl PgConn {
 
     /// The connection, opened when there is none (or it was closed).
     fn client(&self) -> Result<Arc<tokio_postgres::Client>> {
+        if self.broken.get() {
+            return Err(Self::broken_transaction());
+        }
         if let Some(c) = self.client.borrow().as_ref() {
             if !c.is_closed() {
                 return Ok(c.clone());
@@ -490,6 +529,7 @@ impl PgConn {
     /// `BEGIN` and the campus write lock, sent with the transaction's first statement. The
     /// lock may be waited for as long as the timeout, like any statement.
     pub fn begin_write(&self) -> Result<()> {
+        self.notice_closed();
         if self.in_tx.get() {
             return Err(Error::Pg {
                 code: "25001".into(),
@@ -509,7 +549,16 @@ impl PgConn {
     /// `COMMIT` or `ROLLBACK` the open transaction. A commit of an aborted transaction rolls
     /// it back and fails (PostgreSQL would answer it with a rollback, not an error).
     pub fn end(&self, how: &str) -> Result<()> {
-        let out = if how.eq_ignore_ascii_case("COMMIT") {
+        let commit = how.eq_ignore_ascii_case("COMMIT");
+        let out = if self.broken.replace(false) {
+            // The server rolled it back when the connection went.
+            self.deferred.borrow_mut().clear();
+            if commit {
+                Err(Self::broken_transaction())
+            } else {
+                Ok(())
+            }
+        } else if commit {
             self.commit()
         } else {
             self.deferred.borrow_mut().clear();
@@ -537,16 +586,5 @@ impl PgConn {
         }
         // A deferred statement that fails now makes COMMIT a rollback: `run` answers its error.
         self.run(|client| async move { client.batch_execute("COMMIT").await })
-    }
-}
-
-/// A statement's error, naming the statement (for the log: never shown to clients).
-fn in_statement(e: Error, sql: &str) -> Error {
-    match e {
-        Error::Pg { code, message } => Error::Pg {
-            code,
-            message: format!("{message}; in: {sql}"),
-        },
-        e => e,
     }
 }

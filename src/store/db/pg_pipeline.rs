@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::pg_value::PgValue;
+use super::Error;
 
 /// A statement waiting to go out ahead of the next request.
 pub(super) enum Ahead {
@@ -99,4 +100,15 @@ pub(super) fn is_savepoint_control(sql: &str) -> bool {
     head.starts_with("SAVEPOINT ")
         || head.starts_with("RELEASE ")
         || head.starts_with("ROLLBACK TO")
+}
+
+/// A statement's error, naming the statement (for the log: never shown to clients).
+pub(super) fn in_statement(e: Error, sql: &str) -> Error {
+    match e {
+        Error::Pg { code, message } => Error::Pg {
+            code,
+            message: format!("{message}; in: {sql}"),
+        },
+        e => e,
+    }
 }

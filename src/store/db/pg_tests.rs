@@ -96,12 +96,7 @@ fn a_failure_nobody_undid_fails_the_commit() {
 
 #[test]
 fn the_writer_connection_works_from_inside_a_runtime_too() {
-    let cluster = pg::cluster();
-    let name = cluster.new_database();
-    let target =
-        super::PgTarget::parse(&cluster.url(&name), std::time::Duration::from_secs(30)).unwrap();
-    let now: super::NowFn = std::sync::Arc::new(|| "2026-01-01T00:00:00Z".to_string());
-    let c = Connection::postgres_writer(std::sync::Arc::new(target), now);
+    let c = writer_on(&pg::cluster().new_database());
     let outside: i64 = c.query_row("SELECT 1", [], |r| r.get(0)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -114,4 +109,68 @@ fn the_writer_connection_works_from_inside_a_runtime_too() {
         .build()
         .unwrap();
     rt.block_on(async move { drop(c) });
+}
+
+/// Every backend of database `name` but the caller's own ends (as in a server restart).
+fn terminate_others(name: &str) {
+    pg::cluster()
+        .connect(name)
+        .execute_batch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+}
+
+fn writer_on(name: &str) -> Connection {
+    let target =
+        super::PgTarget::parse(&pg::cluster().url(name), std::time::Duration::from_secs(30))
+            .unwrap();
+    let now: super::NowFn = std::sync::Arc::new(|| "2026-01-01T00:00:00Z".to_string());
+    Connection::postgres_writer(std::sync::Arc::new(target), now)
+}
+
+#[test]
+fn a_connection_lost_inside_a_transaction_never_lets_the_rest_commit_alone() {
+    let cluster = pg::cluster();
+    let name = cluster.new_database();
+    let c = writer_on(&name);
+    c.execute_batch("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")
+        .unwrap();
+    let insert = |id: i64| c.execute("INSERT INTO t (id, v) VALUES (?1, 'x')", params![id]);
+    c.begin_write().unwrap();
+    insert(1).unwrap();
+    terminate_others(&name);
+    assert!(insert(2).is_err(), "the connection is gone");
+    // No reconnect inside the transaction: these would commit one by one without 1.
+    assert!(insert(3).is_err(), "still inside the lost transaction");
+    assert!(matches!(c.commit(), Err(Error::Unavailable(_))));
+    // The next transaction opens a new connection.
+    c.begin_write().unwrap();
+    insert(4).unwrap();
+    c.commit().unwrap();
+    let ids: Vec<i64> = c
+        .prepare("SELECT id FROM t ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, vec![4]);
+}
+
+#[test]
+fn a_writer_connection_closed_while_idle_is_replaced_without_failing_a_transaction() {
+    let cluster = pg::cluster();
+    let name = cluster.new_database();
+    let c = writer_on(&name);
+    c.execute_batch("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")
+        .unwrap();
+    terminate_others(&name);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    c.begin_write().unwrap();
+    c.execute("INSERT INTO t (id, v) VALUES (?1, 'x')", params![1i64])
+        .unwrap();
+    c.commit().unwrap();
+    assert_eq!(count(&c), 1);
 }
