@@ -16,6 +16,16 @@ use proxy::Proxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// `GET /healthz` at the kiosk `base`.
+async fn healthz(base: &str) -> Value {
+    reqwest::get(format!("{base}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `GET /v1/enrollments/{id}` at the kiosk `base`.
 async fn enrollment_of(base: &str, t: &str, id: &str) -> (StatusCode, Value) {
     call(base, t, Method::GET, &format!("/v1/enrollments/{id}"), None).await
@@ -76,12 +86,7 @@ async fn a_database_that_stops_answering_costs_a_bounded_503_and_comes_back() {
         started.elapsed() < Duration::from_secs(10),
         "bounded by the store timeout, not a hang"
     );
-    let health: Value = reqwest::get(format!("{}/healthz", k.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = healthz(&k.base).await;
     assert_eq!(health["store"], "unavailable", "{health}");
 
     proxy.restore();
@@ -94,12 +99,7 @@ async fn a_database_that_stops_answering_costs_a_bounded_503_and_comes_back() {
         assert!(Instant::now() < deadline, "keygate did not recover: {st}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let health: Value = reqwest::get(format!("{}/healthz", k.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = healthz(&k.base).await;
     assert_eq!(health["store"], "ok", "{health}");
 }
 

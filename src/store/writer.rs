@@ -131,14 +131,10 @@ fn storage_verdict(committed: Result<()>, health: &StorageHealth) -> Result<()> 
 }
 
 /// Commit the open transaction, or roll it back when a unit in it failed after writing
-/// (`poisoned`) or the commit itself fails. A campus store connection lost mid-batch (its
-/// transaction gone with it) answers [`StoreError::Unavailable`]: the store, not the units.
+/// (`poisoned`) or the commit itself fails. (A campus store connection lost mid-batch makes
+/// the commit answer [`StoreError::Unavailable`]: the store, not the units.)
 fn end_transaction(c: &Connection, poisoned: bool) -> Result<()> {
-    let committed = if c.backend() == db::Backend::Postgres && c.is_autocommit() {
-        Err(StoreError::Unavailable(
-            "the campus store connection was lost; the batch was rolled back".into(),
-        ))
-    } else if poisoned {
+    let committed = if poisoned {
         Err(StoreError::Db(
             "a unit failed after writing; its group commit was rolled back".into(),
         ))
