@@ -13,6 +13,7 @@ use super::code::Code;
 use super::entra_sync::PhoneSync;
 use super::error::SmsError;
 use super::phone;
+use super::send_check::{refuse_locked, secs_until};
 use super::template::Locale;
 use super::{validate_user, SmsService};
 use crate::base::error::ErrorCode;
@@ -20,7 +21,6 @@ use crate::base::sync::lock;
 use crate::metrics::SmsOutcome;
 use crate::store::{
     NewAudit, PhoneEntraSync, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx,
-    SEND_MINUTE_MS,
 };
 
 /// What clients see of a challenge (never the code, never the full number).
@@ -85,66 +85,7 @@ pub(super) struct Prepared {
     pub(super) country_code: u16,
 }
 
-fn secs_until(now: i64, at: i64) -> u64 {
-    ((at - now).max(0) as u64).div_ceil(1000).max(1)
-}
-
 impl SmsService {
-    fn check_lock(&self, tx: &Tx<'_>, user: &str, now: i64) -> Result<SmsUserState, SmsError> {
-        let st = tx.sms_user_state(user)?;
-        if st.locked_until > now {
-            return Err(SmsError::UserLocked {
-                retry_after_secs: secs_until(now, st.locked_until),
-            });
-        }
-        Ok(st)
-    }
-
-    /// SMS-pumping guards: per number per window, per country per hour, in all per hour.
-    fn check_budgets(
-        &self,
-        tx: &Tx<'_>,
-        e164: &str,
-        country_code: u16,
-        now: i64,
-    ) -> Result<(), SmsError> {
-        let s = &self.cfg.sms;
-        let window = s.per_number_window_secs as i64 * 1000;
-        let (count, oldest) = tx.sms_number_sends_since(now - window, e164, s.per_number_limit)?;
-        let mut exhausted =
-            (count >= s.per_number_limit).then(|| (oldest.unwrap_or(now) + window, "number"));
-        if exhausted.is_none() && self.store.is_shared() {
-            // The campus store: every kiosk's sends count, so the budgets come from the shared
-            // send log, read under the campus write lock this unit runs in.
-            let counts = tx.sms_budget_counts(now - HOUR_MS, country_code)?;
-            // A minute's sends leave the window an hour after the minute ends.
-            let free_at = |minute: Option<i64>| minute.unwrap_or(now) + SEND_MINUTE_MS + HOUR_MS;
-            if counts.total >= u64::from(s.global_hourly_budget) {
-                exhausted = Some((free_at(counts.oldest_minute), "global"));
-            } else if counts.in_country >= u64::from(s.country_hourly_budget) {
-                exhausted = Some((free_at(counts.oldest_minute_in_country), "country"));
-            }
-        } else if exhausted.is_none() {
-            let mut recent = lock(&self.recent);
-            recent.expire(now - HOUR_MS);
-            if recent.total() as u64 >= u64::from(s.global_hourly_budget) {
-                exhausted = Some((recent.oldest().unwrap_or(now) + HOUR_MS, "global"));
-            } else if recent.in_country(country_code) as u64 >= u64::from(s.country_hourly_budget) {
-                exhausted = Some((
-                    recent.oldest_in_country(country_code).unwrap_or(now) + HOUR_MS,
-                    "country",
-                ));
-            }
-        }
-        if let Some((free_at, which)) = exhausted {
-            tracing::warn!(budget = which, masked = %self.masked(e164), "SMS budget exhausted");
-            return Err(SmsError::RateLimited {
-                retry_after_secs: secs_until(now, free_at),
-            });
-        }
-        Ok(())
-    }
-
     /// Count a send against the in-memory budgets (the store logged it in the same breath).
     fn count_send(&self, at: i64, country_code: u16) {
         lock(&self.recent).push(at, country_code);
@@ -270,12 +211,13 @@ impl SmsService {
         actor: &str,
     ) -> Result<Prepared, SmsError> {
         let now = self.now();
-        self.check_lock(tx, user, now)?;
+        let check = self.read_send_check(tx, user, parsed, now)?;
+        refuse_locked(&check.user, now)?;
         if self.dispatcher.is_empty() || !self.dispatcher.any_available() {
             return Err(SmsError::ProviderUnavailable);
         }
-        self.check_budgets(tx, &parsed.e164, parsed.country_code, now)?;
-        self.guard_send(tx, &parsed.e164, now, actor)?;
+        self.check_budgets(&check, parsed, now)?;
+        self.guard_send(tx, &check, &parsed.e164, now, actor)?;
         let id = Self::new_id();
         let code = Code::generate();
         let (idempotency_key, idempotency_hash) = idempotency
@@ -393,11 +335,11 @@ impl SmsService {
         actor: &str,
     ) -> Result<Result<(ChallengeView, Option<PhoneSync>), SmsError>, SmsError> {
         let now = self.now();
-        let ch = tx.sms_challenge(id)?.ok_or(SmsError::NotFound)?;
+        let (ch, user_state) = tx.sms_challenge_to_judge(id)?.ok_or(SmsError::NotFound)?;
         if let Err(e) = self.live(tx, &ch, now) {
             return Ok(Err(e));
         }
-        let user_state = self.check_lock(tx, &ch.user, now)?;
+        refuse_locked(&user_state, now)?;
         if self.keys.matches(&ch.id, code, &ch.code_mac) {
             let audit = NewAudit::new("sms.verified", actor).user(&ch.user).detail(
                 serde_json::json!({ "challenge": ch.id, "purpose": ch.purpose, "to": self.masked(&ch.e164) }),
@@ -504,7 +446,9 @@ impl SmsService {
         if let Err(e) = self.live(tx, &ch, now) {
             return Ok(Err(e));
         }
-        self.check_lock(tx, &ch.user, now)?;
+        let parsed = self.stored_number(&ch.e164)?;
+        let check = self.read_send_check(tx, &ch.user, &parsed, now)?;
+        refuse_locked(&check.user, now)?;
         let s = &self.cfg.sms;
         if ch.resends >= s.max_resends {
             return Err(SmsError::ResendLimit);
@@ -518,9 +462,8 @@ impl SmsService {
         if !self.dispatcher.any_available() {
             return Err(SmsError::ProviderUnavailable);
         }
-        let parsed = self.stored_number(&ch.e164)?;
-        self.check_budgets(tx, &parsed.e164, parsed.country_code, now)?;
-        self.guard_send(tx, &parsed.e164, now, actor)?;
+        self.check_budgets(&check, &parsed, now)?;
+        self.guard_send(tx, &check, &parsed.e164, now, actor)?;
         let audit = NewAudit::new("sms.resent", actor)
             .user(&ch.user)
             .detail(serde_json::json!({ "challenge": ch.id, "resends": ch.resends + 1 }));

@@ -20,9 +20,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::error::SmsError;
+use super::send_check::secs_until;
 use super::{ms_to_time, SmsService};
 use crate::config::SmsFraudConfig;
-use crate::store::{FraudBlockRecord, NewAudit, SmsChallengeRecord, Store, StoreError, Tx};
+use crate::store::{
+    FraudBlockRecord, NewAudit, PrefixCounts, SendCheck, SmsChallengeRecord, Store, StoreError, Tx,
+};
 
 /// Buckets per window: a message older than the window never counts, one younger than 11/12
 /// of it always does.
@@ -104,10 +107,6 @@ pub fn month_of(now_ms: i64) -> (String, i64) {
     (format!("{year:04}-{:02}", month as u8), next)
 }
 
-fn secs_until(now: i64, at: i64) -> u64 {
-    ((at - now).max(0) as u64).div_ceil(1000).max(1)
-}
-
 fn conversion(sends: u32, verified: u32) -> f64 {
     if sends == 0 {
         0.0
@@ -131,6 +130,11 @@ fn window_ms(f: &SmsFraudConfig) -> i64 {
     i64::try_from(f.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
+/// The start of the window at `now`: the buckets that start after it count.
+pub(super) fn fraud_window_start(f: &SmsFraudConfig, now: i64) -> i64 {
+    now.saturating_sub(window_ms(f))
+}
+
 /// The start of the bucket `at` falls in.
 fn bucket_start(f: &SmsFraudConfig, at: i64) -> i64 {
     let width = (window_ms(f) / BUCKETS_PER_WINDOW).max(1);
@@ -148,28 +152,30 @@ fn cap_audit(month: &str, messages: u64, cap: u64, actor: &str) -> NewAudit {
 
 impl SmsService {
     /// The fraud guard's part of a message's reservation, inside its unit, after every other
-    /// check (lock, providers, budgets) and before the unit's first write: refuses a blocked
-    /// prefix and a month past its cap (having written nothing), then reserves the month's
-    /// message and counts it for its prefix, blocking the prefix when this message makes it
-    /// fail the conversion test. Contract: nothing the caller does after this may refuse.
+    /// check (lock, providers, budgets) and before the unit's first write, judged by what the
+    /// unit read (`check`, [`SmsService::read_send_check`]): refuses a blocked prefix and a
+    /// month past its cap (having written nothing), then reserves the month's message and
+    /// counts it for its prefix, blocking the prefix when this message makes it fail the
+    /// conversion test. Contract: nothing the caller does after this may refuse.
     pub(super) fn guard_send(
         &self,
         tx: &Tx<'_>,
+        check: &SendCheck,
         e164: &str,
         now: i64,
         actor: &str,
     ) -> Result<(), SmsError> {
         let f = &self.cfg.sms.fraud;
         let prefix = prefix_of(e164, f.prefix_digits);
-        if let Some(b) = tx.sms_fraud_block(&prefix, now)? {
+        if let Some(blocked_until) = check.blocked_until {
             tracing::debug!(prefix = %prefix, "SMS refused: the prefix is blocked");
             return Err(SmsError::FraudSuspected {
-                retry_after_secs: secs_until(now, b.blocked_until),
+                retry_after_secs: secs_until(now, blocked_until),
             });
         }
         let (month, renews_at) = month_of(now);
         let cap = f.monthly_message_cap;
-        let Some(messages) = tx.sms_reserve_month(&month, cap)? else {
+        let Some(messages) = tx.sms_reserve_month(&month, cap, check.month_messages)? else {
             tracing::debug!(month = %month, cap, "SMS refused: the monthly cap is reached");
             return Err(SmsError::BudgetExhausted {
                 retry_after_secs: secs_until(now, renews_at),
@@ -186,8 +192,13 @@ impl SmsService {
         {
             tracing::warn!(month = %month, cap, "monthly SMS cap reached: no more codes are sent this month");
         }
-        let window_start = now - window_ms(f);
-        let counts = tx.sms_count_prefix_send(&prefix, bucket_start(f, now), window_start)?;
+        let window_start = fraud_window_start(f, now);
+        tx.sms_count_prefix_send(&prefix, bucket_start(f, now), window_start)?;
+        // This message lands in the current bucket, which always starts inside the window.
+        let counts = PrefixCounts {
+            sends: check.prefix.sends.saturating_add(1),
+            verified: check.prefix.verified,
+        };
         let judged = counts.sends >= f.min_sends;
         if judged && f64::from(counts.verified) < f.min_conversion * f64::from(counts.sends) {
             let block = FraudBlockRecord {

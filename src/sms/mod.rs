@@ -26,6 +26,7 @@ mod fraud;
 mod numbers;
 mod outbox;
 mod phones;
+mod send_check;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,9 @@
 //!
 //! Contract: every change is one conditional statement (an upsert, an `UPDATE ... WHERE`), so
 //! that kiosks sharing one database count every message once and judge a prefix once, whatever
-//! their interleaving; none reads a value to write it back.
+//! their interleaving. The counts a message is judged by are read in its unit, under the
+//! store's write lock, before its writes ([`Tx::sms_send_check`]); the writes do not depend on
+//! them being right (the month's reservation stays conditional on the cap).
 
 use super::db::{params, OptionalExtension, Row};
 
@@ -69,22 +71,6 @@ impl Tx<'_> {
         .optional()?)
     }
 
-    /// Reserve one message of `month` (`YYYY-MM`) under `cap` (0: no cap): the month's count
-    /// after it, or None when the cap is reached, in which case nothing was written.
-    pub fn sms_reserve_month(&self, month: &str, cap: u64) -> Result<Option<u64>> {
-        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        Ok(row(
-            self.0,
-            "INSERT INTO sms_monthly_usage (month, messages) VALUES (?1, 1) \
-             ON CONFLICT (month) DO UPDATE SET messages = sms_monthly_usage.messages + 1 \
-             WHERE ?2 = 0 OR sms_monthly_usage.messages < ?2 RETURNING messages",
-            params![month, cap],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?
-        .map(|n| n.max(0) as u64))
-    }
-
     /// Note that `month` reached `cap` at `at`, with `audit`: true only for the first caller
     /// that finds the count at or past the cap (once per month).
     pub fn sms_mark_cap_reached(
@@ -128,15 +114,15 @@ impl Tx<'_> {
         }))
     }
 
-    /// Count one message to `prefix` in the bucket starting at `bucket_start`, and return the
-    /// prefix's counts over the buckets that start after `window_start`. Forgets a few
-    /// buckets (of any prefix) that start at or before `window_start`.
+    /// Count one message to `prefix` in the bucket starting at `bucket_start` (its counts
+    /// before it came from [`Tx::sms_send_check`]), and forget a few buckets (of any prefix)
+    /// that start at or before `window_start`. Neither write waits for its answer.
     pub fn sms_count_prefix_send(
         &self,
         prefix: &str,
         bucket_start: i64,
         window_start: i64,
-    ) -> Result<PrefixCounts> {
+    ) -> Result<()> {
         let c = self.0;
         exec_later(
             c,
@@ -151,23 +137,7 @@ impl Tx<'_> {
              WHERE bucket_start <= ?1 ORDER BY bucket_start LIMIT ?2)",
             params![window_start, PRUNE_PER_SEND],
         )?;
-        self.sms_prefix_counts(prefix, window_start)
-    }
-
-    /// A prefix's counts over the buckets that start after `window_start`.
-    pub fn sms_prefix_counts(&self, prefix: &str, window_start: i64) -> Result<PrefixCounts> {
-        Ok(row(
-            self.0,
-            "SELECT COALESCE(SUM(sends), 0), COALESCE(SUM(verified), 0) FROM sms_fraud_counts \
-             WHERE prefix = ?1 AND bucket_start > ?2",
-            params![prefix, window_start],
-            |r| {
-                Ok(PrefixCounts {
-                    sends: r.get(0)?,
-                    verified: r.get(1)?,
-                })
-            },
-        )?)
+        Ok(())
     }
 
     /// A code sent in the bucket starting at `bucket_start` was verified. Counted only while

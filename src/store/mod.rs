@@ -36,6 +36,7 @@ mod retention;
 mod retention_export;
 mod retention_rules;
 mod sms;
+mod sms_checks;
 mod sqlite_file;
 mod sweep;
 mod tokens;
@@ -60,6 +61,7 @@ pub use retention::{Closure, PurgeReport, PurgedUser, RetentionWindows, PURGE_AC
 pub use sms::{
     BudgetCounts, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, SEND_MINUTE_MS,
 };
+pub use sms_checks::{SendCheck, SendCheckQuery};
 pub use sweep::{HotWindows, SweepReport};
 pub use tokens::TokenRecord;
 pub use users::{ResetReceipt, UserRecord};

@@ -64,7 +64,7 @@ pub struct SmsUserState {
     pub locked_until: i64,
 }
 
-/// [`Tx::sms_budget_counts`]: sends in the budget window, in all and to one country, and the
+/// [`Tx::sms_send_check`]'s campus budgets: sends in the budget window, in all and to one country, and the
 /// start of the oldest minute holding one (Unix ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetCounts {
@@ -82,12 +82,12 @@ pub struct SendLog {
     pub at: i64,
 }
 
-const CH_COLS: &str =
+pub(super) const CH_COLS: &str =
     "id, user_name, phone_id, e164, purpose, locale, code_mac, code_enc, created_at, \
     expires_at, attempts, resends, last_sent_at, state, delivery_status, idempotency_key, \
     idempotency_hash, created_by";
 
-fn challenge_row(r: &Row<'_>) -> super::db::Result<SmsChallengeRecord> {
+pub(super) fn challenge_row(r: &Row<'_>) -> super::db::Result<SmsChallengeRecord> {
     Ok(SmsChallengeRecord {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -164,7 +164,7 @@ const PHONE_COLS: &str = "id, user_name, e164, label, verified, created_at, veri
 pub const SEND_MINUTE_MS: i64 = 60_000;
 
 /// The scope of every send in `sms_send_minutes`.
-const ALL_SENDS: &str = "*";
+pub(super) const ALL_SENDS: &str = "*";
 
 fn insert_send(c: &Connection, s: &SendLog) -> Result<()> {
     exec_later(
@@ -380,48 +380,6 @@ impl Tx<'_> {
             challenge_row,
         )
         .optional()?)
-    }
-
-    /// Sends to `e164` after `since`, counted up to `cap`: (count, time of the oldest). The
-    /// cap keeps the check's cost at the policy's limit, however many sends a number has had.
-    pub fn sms_number_sends_since(
-        &self,
-        since: i64,
-        e164: &str,
-        cap: u32,
-    ) -> Result<(u32, Option<i64>)> {
-        Ok(row(
-            self.0,
-            "SELECT COUNT(*), MIN(at) FROM \
-             (SELECT at FROM sms_sends WHERE e164 = ?1 AND at > ?2 ORDER BY at LIMIT ?3) AS recent",
-            params![e164, since, cap],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
-    }
-
-    /// The hourly budgets of a campus store, where other daemons send too: sends in the
-    /// minutes from the one holding `since` on, in all and to `country_code`, each with the
-    /// start of its oldest minute that had one. Counted per minute, so a window's first minute
-    /// counts whole: the budgets err on the side of refusing, by at most a minute.
-    pub fn sms_budget_counts(&self, since: i64, country_code: u16) -> Result<BudgetCounts> {
-        let first_minute = since - since.rem_euclid(SEND_MINUTE_MS);
-        Ok(row(
-            self.0,
-            "SELECT COALESCE(SUM(CASE WHEN scope = ?2 THEN sends END), 0), \
-                    MIN(CASE WHEN scope = ?2 THEN minute END), \
-                    COALESCE(SUM(CASE WHEN scope = ?3 THEN sends END), 0), \
-                    MIN(CASE WHEN scope = ?3 THEN minute END) \
-             FROM sms_send_minutes WHERE scope IN (?2, ?3) AND minute >= ?1",
-            params![first_minute, ALL_SENDS, country_code.to_string()],
-            |r| {
-                Ok(BudgetCounts {
-                    total: r.get(0)?,
-                    oldest_minute: r.get(1)?,
-                    in_country: r.get(2)?,
-                    oldest_minute_in_country: r.get(3)?,
-                })
-            },
-        )?)
     }
 
     /// Sends since `since` as (time, country code), oldest first (to rebuild in-memory budgets).
