@@ -3,7 +3,12 @@
 
 /// mimalloc instead of glibc's malloc: glibc keeps per-thread arenas of freed memory (RSS
 /// stayed at 705 MB after 20,000 sockets had come and gone); mimalloc returns freed pages to
-/// the OS after a short delay (see `benches/connections.rs` for the figures).
+/// the OS after a short delay (see `benches/connections.rs` for the figures). It serves the C
+/// libraries' malloc too (the `override` feature of the dependency): SQLite's page caches,
+/// handed back after every sweep, went to glibc's arenas and stayed there (3.9 MiB in
+/// `benches/memory.rs`). Its purges need a pass of their own when the daemon is quiet: see
+/// [`base::allocator`].
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
