@@ -3,11 +3,11 @@
 
 /// mimalloc instead of glibc's malloc: glibc keeps per-thread arenas of freed memory (RSS
 /// stayed at 705 MB after 20,000 sockets had come and gone); mimalloc returns freed pages to
-/// the OS after a short delay (see `benches/connections.rs` for the figures). It serves the C
-/// libraries' malloc too (the `override` feature of the dependency): SQLite's page caches,
-/// handed back after every sweep, went to glibc's arenas and stayed there (3.9 MiB in
-/// `benches/memory.rs`). Its purges need a pass of their own when the daemon is quiet: see
-/// [`base::allocator`].
+/// the OS after a short delay (see `benches/connections.rs` for the figures), given a pass of
+/// its own while the daemon is quiet ([`base::allocator`]). Rust's allocations only: SQLite
+/// allocates with glibc's malloc. Not the dependency's `override` feature, which would serve
+/// C's malloc too: with it the process crashes at start under an `LD_PRELOAD` library that
+/// calls `dlsym` early (libfaketime), glibc freeing its own `dlerror` buffer with mimalloc.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

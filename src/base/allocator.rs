@@ -5,9 +5,10 @@
 //! such pages only when a thread passes through its collection: when a thread frees a whole
 //! page, every thousand allocations that need a fresh page, or when a thread ends. A daemon
 //! that falls quiet right after a busy spell (the evening's last flows, the sweep that moved a
-//! day of rows to history and handed SQLite's page caches back) keeps every page it freed in
-//! that spell resident for as long as it stays quiet: 5 MiB after `benches/memory.rs`, 7 MiB
-//! at start-up (what parsing the configuration and the numbering plans freed).
+//! day of rows to history) keeps every page it freed in that spell resident for as long as it
+//! stays quiet: 5 MiB after `benches/memory.rs`, 7 MiB after start-up (what loading the
+//! configuration and the numbering plans freed). SQLite's memory is glibc's, not mimalloc's:
+//! no pass reaches it.
 //!
 //! [`spawn_purger`] runs [`purge_pass`] every [`PURGE_EVERY`]: a thread that allocates and
 //! ends, whose end makes mimalloc collect and purge every arena whose delay has passed
