@@ -253,6 +253,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let simulate = cfg.simulate;
     let state = build_state(cfg)?;
+    crate::base::allocator::spawn_purger().context("starting the allocator's purger")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -2,6 +2,7 @@
 //! user-name rule, the lock helper and the error contract each layer's enum implements.
 //! Contract: nothing here imports from the rest of keygate.
 
+pub mod allocator;
 pub mod clock;
 pub mod error;
 pub mod fs;

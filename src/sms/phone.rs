@@ -6,11 +6,14 @@
 //! territory sharing a calling code with them (so that a Jersey number is recognised as
 //! Jersey's, not mistaken for an invalid British one), from the same metadata packed by
 //! `build.rs`. Numbers with any other assigned calling code are `country_not_allowed` without
-//! looking further.
+//! looking further. Numbers are written out here ([`e164`], [`international`]), not with the
+//! crate's formatter, which loads the built-in database on its first use whatever database it
+//! is given (it evaluates `unwrap_or(&DATABASE)`): 1.8 MiB resident from the first request
+//! on.
 
 use phonenumber::country::Id;
 use phonenumber::metadata::Database;
-use phonenumber::{Mode, PhoneNumber, Type};
+use phonenumber::{PhoneNumber, Type};
 
 use super::error::SmsError;
 
@@ -149,7 +152,7 @@ impl Numbering {
             _ => return Err(SmsError::NotAMobileNumber),
         }
         Ok(ParsedPhone {
-            e164: number.format_with(&self.db).mode(Mode::E164).to_string(),
+            e164: e164(&number),
             country_code: number.code().value(),
             country,
         })
@@ -160,14 +163,49 @@ impl Numbering {
     /// anyone else. A number outside the loaded plans is masked ungrouped.
     pub fn mask(&self, e164: &str) -> String {
         let international = phonenumber::parse_with(&self.db, None, e164)
-            .map(|n| {
-                n.format_with(&self.db)
-                    .mode(Mode::International)
-                    .to_string()
-            })
-            .unwrap_or_else(|_| e164.to_string());
+            .ok()
+            .and_then(|n| international(&self.db, &n))
+            .unwrap_or_else(|| e164.to_string());
         mask_international(&international)
     }
+}
+
+/// E.164 ("+32475345678"), as libphonenumber writes it: the calling code, then the national
+/// number with any leading zeros it keeps.
+fn e164(number: &PhoneNumber) -> String {
+    format!("+{}{}", number.code().value(), number.national())
+}
+
+/// The international format ("+32 475 34 56 78"), as libphonenumber writes it from `db`: of
+/// the country's international formats (its national ones when it has none), the first with
+/// no leading-digits rule, or whose last leading-digits pattern matches at the start of the
+/// national number and whose pattern matches all of it; the national number ungrouped when
+/// none does. None when `db` has no plan for the number's calling code. (No extension: the
+/// numbers keygate keeps have none.)
+fn international(db: &Database, number: &PhoneNumber) -> Option<String> {
+    let code = number.code().value();
+    let meta = db.by_code(&code)?.into_iter().next()?;
+    let national = number.national().to_string();
+    let formats = if meta.international_formats().is_empty() {
+        meta.formats()
+    } else {
+        meta.international_formats()
+    };
+    let format = formats.iter().find(|f| {
+        let leading = f.leading_digits();
+        leading.is_empty()
+            || (leading
+                .last()
+                .is_some_and(|l| l.find(&national).is_some_and(|m| m.start() == 0))
+                && f.pattern()
+                    .find(&national)
+                    .is_some_and(|m| m.start() == 0 && m.end() == national.len()))
+    });
+    let grouped = match format {
+        Some(f) => f.pattern().replace(&national, f.format()).into_owned(),
+        None => national,
+    };
+    Some(format!("+{code} {grouped}"))
 }
 
 /// The assigned calling code a "+..." number starts with (E.164 codes are prefix-free), or
@@ -447,6 +485,35 @@ mod tests {
             }
         }
         assert!(compared > 400, "{compared}");
+    }
+
+    /// E.164 and the international format, written here, as the crate's formatter writes them,
+    /// for the example numbers of every territory.
+    #[test]
+    fn numbers_are_written_as_the_crates_formatter_writes_them() {
+        use phonenumber::Mode;
+        let inflated = miniz_oxide::inflate::decompress_to_vec(packed::DEFLATED).unwrap();
+        let inflated = std::str::from_utf8(&inflated).unwrap();
+        let world = world();
+        let mut compared = 0;
+        for &(id, _, from, to) in packed::TERRITORIES {
+            let Ok(region) = id.parse::<Id>() else {
+                continue;
+            };
+            for chunk in inflated[from..to].split("<exampleNumber>").skip(1).take(4) {
+                let example = &chunk[..chunk.find('<').unwrap()];
+                let n = phonenumber::parse_with(&world.db, Some(region), example).unwrap();
+                let crates = |mode| n.format_with(&world.db).mode(mode).to_string();
+                assert_eq!(e164(&n), crates(Mode::E164), "{id} {example}");
+                assert_eq!(
+                    international(&world.db, &n).as_deref(),
+                    Some(crates(Mode::International).as_str()),
+                    "{id} {example}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 800, "{compared}");
     }
 
     #[test]
