@@ -166,7 +166,8 @@ async fn entra_passkeys_are_listed_beside_local_keys() {
 
 /// `lost` on an Entra passkey deletes it from the user's Entra account (the DELETE reaches
 /// Graph for its method id), keeps it listed as lost, audits it once; repeating it changes
-/// and calls nothing.
+/// and calls nothing; the key, which still holds the credential, is then an unknown
+/// credential to "whose key is this?".
 #[tokio::test]
 async fn a_lost_entra_passkey_is_deleted_from_entra() {
     let e = env_with("").await;
@@ -221,6 +222,18 @@ async fn a_lost_entra_passkey_is_deleted_from_entra() {
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0]["id"], id);
     assert!(walk(&e.s, "&state=active", 10).await.is_empty());
+
+    // The key still holds the credential: "whose key is this?" no longer names its owner.
+    let (st, a) =
+        e.s.post(
+            "/v1/assertions?wait=true",
+            json!({ "pin": PIN, "target": "entra" }),
+        )
+        .await;
+    assert!(st.is_success(), "{st} {a}");
+    assert_eq!(a["state"], "failed", "{a}");
+    assert_eq!(a["error"]["code"], "unknown_credential", "{a}");
+    assert!(a["result"].is_null(), "{a}");
 }
 
 /// Graph refusing the DELETE: a clear `entra_*` error with the key's unchanged state, nothing

@@ -171,6 +171,24 @@ impl Store {
         })
     }
 
+    /// The Entra passkey `credential_id` while it is in use: one marked lost (deleted from
+    /// the user's Entra account, `PATCH /v1/keys/entra:{id}`) is not found, as a revoked local
+    /// credential is not.
+    pub fn entra_passkey_in_use(&self, credential_id: &[u8]) -> Result<Option<EntraPasskeyRecord>> {
+        self.read(|c| {
+            row(
+                c,
+                &format!(
+                    "SELECT {COLS} FROM entra_passkeys WHERE credential_id = ?1 AND state = 'active'"
+                ),
+                params![credential_id],
+                from_row,
+            )
+            .optional()?
+            .transpose()
+        })
+    }
+
     /// A user's Entra passkeys, oldest first.
     pub fn list_entra_passkeys(&self, user: &str) -> Result<Vec<EntraPasskeyRecord>> {
         self.read(|c| {

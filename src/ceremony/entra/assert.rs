@@ -174,10 +174,11 @@ impl CeremonyService {
         c.update(|v| v.state = State::Processing);
         let id = c.view.borrow().id.clone();
         // A discoverable request may return several credentials for the rp: the first one
-        // keygate recorded (for the named user, when there is one).
+        // keygate recorded (for the named user, when there is one) and that is in use; a key
+        // reported lost still holds its credential, and is an unknown credential.
         let mut chosen: Option<(AssertionOutput, EntraPasskeyRecord)> = None;
         for out in outs {
-            if let Some(rec) = self.store.get_entra_passkey(&out.credential_id)? {
+            if let Some(rec) = self.store.entra_passkey_in_use(&out.credential_id)? {
                 if user.is_none_or(|u| u == rec.user) {
                     chosen = Some((out, rec));
                     break;
