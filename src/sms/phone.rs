@@ -452,39 +452,51 @@ mod tests {
         assert_eq!(world.parse("+32 475 34 56 78").unwrap().country, "BE");
     }
 
+    /// The first `take` example numbers of every territory in the vendored metadata, as
+    /// (territory id, region, number).
+    fn examples(take: usize) -> Vec<(&'static str, Id, String)> {
+        let inflated = miniz_oxide::inflate::decompress_to_vec(packed::DEFLATED).unwrap();
+        let inflated = String::from_utf8(inflated).unwrap();
+        let mut out = Vec::new();
+        for &(id, _, from, to) in packed::TERRITORIES {
+            let Ok(region) = id.parse::<Id>() else {
+                continue;
+            };
+            for chunk in inflated[from..to]
+                .split("<exampleNumber>")
+                .skip(1)
+                .take(take)
+            {
+                out.push((id, region, chunk[..chunk.find('<').unwrap()].to_string()));
+            }
+        }
+        out
+    }
+
     /// The vendored metadata is the one the crate was built from: for example numbers of every
     /// territory, our packed plans and the crate's own database agree on validity and
     /// type (a crate upgrade without the matching `data/libphonenumber` file shows up here).
     #[test]
     fn packed_metadata_agrees_with_the_crates_own() {
-        let inflated = miniz_oxide::inflate::decompress_to_vec(packed::DEFLATED).unwrap();
-        let inflated = std::str::from_utf8(&inflated).unwrap();
         let world = world();
-        let mut compared = 0;
-        for &(id, _, from, to) in packed::TERRITORIES {
-            let Ok(region) = id.parse::<Id>() else {
-                continue;
-            };
-            // The first two (fixed line, mobile): all of them thrash the crates' regex caches.
-            for chunk in inflated[from..to].split("<exampleNumber>").skip(1).take(2) {
-                let example = &chunk[..chunk.find('<').unwrap()];
-                let ours = phonenumber::parse_with(&world.db, Some(region), example).unwrap();
-                let theirs = phonenumber::parse(Some(region), example).unwrap();
-                assert_eq!(
-                    (
-                        phonenumber::is_valid_with(&world.db, &ours),
-                        ours.number_type(&world.db)
-                    ),
-                    (
-                        phonenumber::is_valid(&theirs),
-                        theirs.number_type(&phonenumber::metadata::DATABASE)
-                    ),
-                    "{id} {example}"
-                );
-                compared += 1;
-            }
+        // The first two (fixed line, mobile): all of them thrash the crates' regex caches.
+        let examples = examples(2);
+        for (id, region, example) in &examples {
+            let ours = phonenumber::parse_with(&world.db, Some(*region), example).unwrap();
+            let theirs = phonenumber::parse(Some(*region), example).unwrap();
+            assert_eq!(
+                (
+                    phonenumber::is_valid_with(&world.db, &ours),
+                    ours.number_type(&world.db)
+                ),
+                (
+                    phonenumber::is_valid(&theirs),
+                    theirs.number_type(&phonenumber::metadata::DATABASE)
+                ),
+                "{id} {example}"
+            );
         }
-        assert!(compared > 400, "{compared}");
+        assert!(examples.len() > 400, "{}", examples.len());
     }
 
     /// E.164 and the international format, written here, as the crate's formatter writes them,
@@ -492,28 +504,19 @@ mod tests {
     #[test]
     fn numbers_are_written_as_the_crates_formatter_writes_them() {
         use phonenumber::Mode;
-        let inflated = miniz_oxide::inflate::decompress_to_vec(packed::DEFLATED).unwrap();
-        let inflated = std::str::from_utf8(&inflated).unwrap();
         let world = world();
-        let mut compared = 0;
-        for &(id, _, from, to) in packed::TERRITORIES {
-            let Ok(region) = id.parse::<Id>() else {
-                continue;
-            };
-            for chunk in inflated[from..to].split("<exampleNumber>").skip(1).take(4) {
-                let example = &chunk[..chunk.find('<').unwrap()];
-                let n = phonenumber::parse_with(&world.db, Some(region), example).unwrap();
-                let crates = |mode| n.format_with(&world.db).mode(mode).to_string();
-                assert_eq!(e164(&n), crates(Mode::E164), "{id} {example}");
-                assert_eq!(
-                    international(&world.db, &n).as_deref(),
-                    Some(crates(Mode::International).as_str()),
-                    "{id} {example}"
-                );
-                compared += 1;
-            }
+        let examples = examples(4);
+        for (id, region, example) in &examples {
+            let n = phonenumber::parse_with(&world.db, Some(*region), example).unwrap();
+            let crates = |mode| n.format_with(&world.db).mode(mode).to_string();
+            assert_eq!(e164(&n), crates(Mode::E164), "{id} {example}");
+            assert_eq!(
+                international(&world.db, &n).as_deref(),
+                Some(crates(Mode::International).as_str()),
+                "{id} {example}"
+            );
         }
-        assert!(compared > 800, "{compared}");
+        assert!(examples.len() > 800, "{}", examples.len());
     }
 
     #[test]

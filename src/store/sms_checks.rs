@@ -63,39 +63,38 @@ pub struct SendCheck {
 }
 
 /// The columns every [`Tx::sms_send_check`] reads: `?1` user, `?2` number, `?3` since, `?4`
-/// limit, `?5` month, `?6` prefix, `?7` fraud window start, `?8` now.
-const SEND_CHECK: &str = "SELECT \
-    (SELECT consecutive_failures FROM sms_user_state WHERE user_name = ?1), \
-    (SELECT locked_until FROM sms_user_state WHERE user_name = ?1), \
-    (SELECT COUNT(*) FROM (SELECT at FROM sms_sends WHERE e164 = ?2 AND at > ?3 \
-        ORDER BY at LIMIT ?4) AS recent), \
-    (SELECT MIN(at) FROM sms_sends WHERE e164 = ?2 AND at > ?3), \
-    (SELECT messages FROM sms_monthly_usage WHERE month = ?5), \
-    (SELECT COALESCE(SUM(sends), 0) FROM sms_fraud_counts \
-        WHERE prefix = ?6 AND bucket_start > ?7), \
-    (SELECT COALESCE(SUM(verified), 0) FROM sms_fraud_counts \
-        WHERE prefix = ?6 AND bucket_start > ?7), \
-    (SELECT blocked_until FROM sms_fraud_blocks WHERE prefix = ?6 AND blocked_until > ?8)";
+/// limit, `?5` month, `?6` prefix, `?7` fraud window start, `?8` now. (A macro, so that
+/// [`SEND_CHECK_WITH_BUDGETS`] can extend the literal.)
+macro_rules! send_check {
+    () => {
+        "SELECT \
+        (SELECT consecutive_failures FROM sms_user_state WHERE user_name = ?1), \
+        (SELECT locked_until FROM sms_user_state WHERE user_name = ?1), \
+        (SELECT COUNT(*) FROM (SELECT at FROM sms_sends WHERE e164 = ?2 AND at > ?3 \
+            ORDER BY at LIMIT ?4) AS recent), \
+        (SELECT MIN(at) FROM sms_sends WHERE e164 = ?2 AND at > ?3), \
+        (SELECT messages FROM sms_monthly_usage WHERE month = ?5), \
+        (SELECT COALESCE(SUM(sends), 0) FROM sms_fraud_counts \
+            WHERE prefix = ?6 AND bucket_start > ?7), \
+        (SELECT COALESCE(SUM(verified), 0) FROM sms_fraud_counts \
+            WHERE prefix = ?6 AND bucket_start > ?7), \
+        (SELECT blocked_until FROM sms_fraud_blocks WHERE prefix = ?6 AND blocked_until > ?8)"
+    };
+}
+
+const SEND_CHECK: &str = send_check!();
 
 /// [`SEND_CHECK`] and the campus budgets from the per-minute counts: `?9` every send's scope,
 /// `?10` the country's, `?11` the first minute of the window. A window's first minute counts
 /// whole: the budgets err on the side of refusing, by at most a minute.
-const SEND_CHECK_WITH_BUDGETS: &str = "SELECT \
-    (SELECT consecutive_failures FROM sms_user_state WHERE user_name = ?1), \
-    (SELECT locked_until FROM sms_user_state WHERE user_name = ?1), \
-    (SELECT COUNT(*) FROM (SELECT at FROM sms_sends WHERE e164 = ?2 AND at > ?3 \
-        ORDER BY at LIMIT ?4) AS recent), \
-    (SELECT MIN(at) FROM sms_sends WHERE e164 = ?2 AND at > ?3), \
-    (SELECT messages FROM sms_monthly_usage WHERE month = ?5), \
-    (SELECT COALESCE(SUM(sends), 0) FROM sms_fraud_counts \
-        WHERE prefix = ?6 AND bucket_start > ?7), \
-    (SELECT COALESCE(SUM(verified), 0) FROM sms_fraud_counts \
-        WHERE prefix = ?6 AND bucket_start > ?7), \
-    (SELECT blocked_until FROM sms_fraud_blocks WHERE prefix = ?6 AND blocked_until > ?8), \
+const SEND_CHECK_WITH_BUDGETS: &str = concat!(
+    send_check!(),
+    ", \
     (SELECT COALESCE(SUM(sends), 0) FROM sms_send_minutes WHERE scope = ?9 AND minute >= ?11), \
     (SELECT MIN(minute) FROM sms_send_minutes WHERE scope = ?9 AND minute >= ?11), \
     (SELECT COALESCE(SUM(sends), 0) FROM sms_send_minutes WHERE scope = ?10 AND minute >= ?11), \
-    (SELECT MIN(minute) FROM sms_send_minutes WHERE scope = ?10 AND minute >= ?11)";
+    (SELECT MIN(minute) FROM sms_send_minutes WHERE scope = ?10 AND minute >= ?11)"
+);
 
 fn send_check_row(r: &Row<'_>, budgets: bool) -> super::db::Result<SendCheck> {
     let failures: Option<u32> = r.get(0)?;
