@@ -395,23 +395,6 @@ impl Tx<'_> {
         Ok(rows)
     }
 
-    pub fn sms_user_state(&self, user: &str) -> Result<SmsUserState> {
-        let c = self.0;
-        Ok(row(
-            c,
-            "SELECT consecutive_failures, locked_until FROM sms_user_state WHERE user_name = ?1",
-            params![user],
-            |r| {
-                Ok(SmsUserState {
-                    consecutive_failures: r.get(0)?,
-                    locked_until: r.get(1)?,
-                })
-            },
-        )
-        .optional()?
-        .unwrap_or_default())
-    }
-
     /// A wrong code: the challenge's attempts (and, when `fail`, its end) and the user's
     /// failure streak/lock land together.
     pub fn sms_wrong_code(
