@@ -14,6 +14,10 @@
 //!
 //! `cargo bench --bench campus` (`KEYGATE_BENCH_FLOWS`, default 4000 per setup); under
 //! `cargo test` a smoke pass of a few flows.
+//!
+//! Where PostgreSQL's time goes: `KEYGATE_BENCH_PG_STATS=1` prints the statements of the
+//! one-keygate run by total time (`pg_stat_statements`, which the cluster must load:
+//! `KEYGATE_TEST_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`).
 
 #[path = "support/fill.rs"]
 mod fill;
@@ -84,6 +88,12 @@ async fn run(flows: usize) {
     pg.round(32, warm).await;
     let mut r = pg.round(32, flows).await;
     let pg_rate = report("PostgreSQL, one keygate, 32 clients", &mut r);
+    if std::env::var("KEYGATE_BENCH_PG_STATS").is_ok() {
+        let u = url.replace("?sslmode=disable", "");
+        let out = std::process::Command::new("psql").arg(&u).arg("-c").arg("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").arg("-c").arg(
+            "SELECT calls, round(total_exec_time::numeric,1) AS exec_ms, round(total_plan_time::numeric,1) AS plan_ms, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS q FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 60").output().unwrap();
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
     drop(pg);
 
     // Two keygates, one database, one provider; each drives its own half of the phones.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use keygate::base::clock::{Clock, SystemClock};
 use keygate::sms::code::{Code, CodeKeys};
-use keygate::store::{HotWindows, NewAudit, OutboxRecord, SendLog, SmsChallengeRecord, Store};
+use keygate::store::{
+    HotWindows, NewAudit, NewOutbox, OutboxRecord, SendLog, SmsChallengeRecord, Store,
+};
 
 use super::sms::BenchClock;
 
@@ -176,7 +178,7 @@ pub async fn fill_sms(
                         Some(id) => {
                             tx.sms_insert_challenge(
                                 &rows.ch,
-                                &rows.outbox.id,
+                                &NewOutbox::due(rows.outbox.id.clone()),
                                 &rows.send,
                                 &rows.created,
                             )?;
@@ -189,7 +191,7 @@ pub async fn fill_sms(
                                 &NewAudit::new("sms.phone_added", "token:fill-kiosk")
                                     .user(&rows.ch.user),
                                 &rows.ch,
-                                &rows.outbox.id,
+                                &NewOutbox::due(rows.outbox.id.clone()),
                                 &rows.send,
                                 &rows.created,
                             )?;

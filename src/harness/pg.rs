@@ -106,11 +106,12 @@ fn start_cluster() -> Cluster {
         String::from_utf8_lossy(&out.stderr)
     );
     let port = free_port();
+    // `KEYGATE_TEST_PG_OPTS`: more server options (`-c name=value ...`), for profiling.
     // The server runs under a watchdog shell: when this test process is gone, the server is
     // stopped (fast shutdown) and its directory removed.
     let script = format!(
         "'{postgres}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 {extra} \
          >'{dir}/server.log' 2>&1 & pid=$!; \
          while [ -d /proc/{parent} ] && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
          kill -INT $pid 2>/dev/null; wait $pid; rm -rf '{dir}'",
@@ -118,6 +119,7 @@ fn start_cluster() -> Cluster {
         data = data.display(),
         dir = dir.display(),
         parent = std::process::id(),
+        extra = std::env::var("KEYGATE_TEST_PG_OPTS").unwrap_or_default(),
     );
     let mut sh = if is_root() {
         let mut c = Command::new("runuser");

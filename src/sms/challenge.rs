@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::code::Code;
 use super::entra_sync::PhoneSync;
 use super::error::SmsError;
+use super::outbox::Queued;
 use super::phone;
 use super::send_check::{refuse_locked, secs_until};
 use super::template::Locale;
@@ -20,7 +21,7 @@ use crate::base::error::ErrorCode;
 use crate::base::sync::lock;
 use crate::metrics::SmsOutcome;
 use crate::store::{
-    NewAudit, PhoneEntraSync, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx,
+    NewAudit, NewOutbox, PhoneEntraSync, SendLog, SmsChallengeRecord, SmsUserState, StoreError, Tx,
 };
 
 /// What clients see of a challenge (never the code, never the full number).
@@ -79,10 +80,21 @@ fn request_hash(user: &str, phone_id: &str, locale: Locale) -> Vec<u8> {
 /// must be stored together with it; nothing is stored yet.
 pub(super) struct Prepared {
     pub(super) ch: SmsChallengeRecord,
-    pub(super) outbox_id: String,
+    pub(super) outbox: NewOutbox,
     pub(super) send: SendLog,
     pub(super) audit: NewAudit,
     pub(super) country_code: u16,
+}
+
+impl Prepared {
+    /// The stored message, for sending once its unit committed.
+    pub(super) fn queued(&self) -> Queued {
+        Queued {
+            ob: self.outbox.record(&self.ch.id, self.ch.created_at),
+            ch: self.ch.clone(),
+            claimed: self.outbox.claimed.is_some(),
+        }
+    }
 }
 
 impl SmsService {
@@ -131,9 +143,10 @@ impl SmsService {
             out.as_ref().map(|(v, _)| v),
             SmsOutcome::Created,
         );
-        let (view, created) = out?;
-        if created {
-            self.wake.notify_one();
+        let (view, queued) = out?;
+        let created = queued.is_some();
+        if let Some(q) = queued {
+            self.send_new(q);
         }
         Ok((view, created))
     }
@@ -146,7 +159,7 @@ impl SmsService {
         by_number: Option<String>,
         idempotency_key: Option<&str>,
         actor: &str,
-    ) -> Result<(ChallengeView, bool), SmsError> {
+    ) -> Result<(ChallengeView, Option<Queued>), SmsError> {
         let phone = match (&req.phone_id, by_number) {
             (Some(id), _) => tx
                 .get_phone(id)?
@@ -176,7 +189,7 @@ impl SmsService {
                 {
                     return Err(SmsError::IdempotencyConflict);
                 }
-                return Ok((self.view(&existing), false));
+                return Ok((self.view(&existing), None));
             }
         }
         if !phone.verified {
@@ -193,8 +206,8 @@ impl SmsService {
             idempotency,
             actor,
         )?;
-        tx.sms_insert_challenge(&p.ch, &p.outbox_id, &p.send, &p.audit)?;
-        Ok((self.started(&p), true))
+        tx.sms_insert_challenge(&p.ch, &p.outbox, &p.send, &p.audit)?;
+        Ok((self.started(&p), Some(p.queued())))
     }
 
     /// Check that a code may be sent now (lock, providers, budgets) and build the challenge.
@@ -252,7 +265,7 @@ impl SmsService {
             }));
         Ok(Prepared {
             ch,
-            outbox_id: Self::new_id(),
+            outbox: self.new_outbox(now),
             send: SendLog {
                 e164: parsed.e164.clone(),
                 country_code: parsed.country_code,

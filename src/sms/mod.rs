@@ -70,6 +70,10 @@ pub struct SmsService {
     /// The allowed countries' numbering plans; see [`SmsService::numbering`].
     numbering: Arc<std::sync::OnceLock<phone::Numbering>>,
     wake: Notify,
+    /// Set once the outbox worker runs: a new message is then claimed by this daemon when it
+    /// is stored and sent right after its commit, at most this many at once (see
+    /// [`SmsService::send_new`]).
+    direct_sends: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     /// Sends of the last hour: the global and per-country budgets are counted here instead of
     /// scanning the send log on every request.
     recent: std::sync::Mutex<RecentSends>,
@@ -144,6 +148,7 @@ impl SmsService {
             inbox,
             numbers: std::sync::Mutex::new(NumberCache::default()),
             wake: Notify::new(),
+            direct_sends: std::sync::OnceLock::new(),
             recent: std::sync::Mutex::new(recent),
             entra,
             metrics,

@@ -11,7 +11,19 @@ use super::providers::{DeliveryStatus, OutgoingSms};
 use super::template::{self, Locale};
 use super::SmsService;
 use crate::metrics::MessageStatus;
-use crate::store::OutboxRecord;
+use crate::store::{NewOutbox, OutboxRecord, SmsChallengeRecord};
+
+/// Messages this daemon sends at once right after their commit (besides the worker's).
+const DIRECT_SENDS: usize = 16;
+
+/// A message stored with its challenge by a unit that committed, in hand for sending.
+pub(super) struct Queued {
+    pub(super) ob: OutboxRecord,
+    pub(super) ch: SmsChallengeRecord,
+    /// Claimed by this daemon at insert ([`NewOutbox::claimed`]): no worker sends it before
+    /// its lease ends.
+    pub(super) claimed: bool,
+}
 
 /// How often (real time) the outbox worker wipes the encrypted codes of ended challenges.
 const CODE_SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -63,6 +75,8 @@ impl SmsService {
     /// Run the outbox worker until the process ends: send what is due, and sweep the codes of
     /// ended challenges.
     pub fn spawn_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        self.direct_sends
+            .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(DIRECT_SENDS)));
         let svc = self.clone();
         tokio::spawn(async move {
             let mut last_sweep: Option<std::time::Instant> = None;
@@ -88,6 +102,40 @@ impl SmsService {
                 }
             }
         })
+    }
+
+    /// The outbox row for a message stored at `now`: claimed by this daemon for the outbox
+    /// lease when it sends new messages itself (its worker runs), else due at once.
+    pub(super) fn new_outbox(&self, now: i64) -> NewOutbox {
+        NewOutbox {
+            id: Self::new_id(),
+            claimed: self.direct_sends.get().map(|_| {
+                let lease_until = now + 1000 * self.cfg.sms.outbox_lease_secs as i64;
+                (self.store.node().to_string(), lease_until)
+            }),
+        }
+    }
+
+    /// A new message's unit committed: send it now when this daemon claimed it, with the
+    /// challenge in hand (no claim, no read, no wait for the worker's round), else wake the
+    /// worker. The claim holds until the lease ends: a daemon that stops before the send
+    /// leaves the message to the workers (its own after a restart, which releases its claims).
+    /// A challenge cancelled in the moment between the commit and the send still gets its
+    /// message, as one cancelled during a worker's send does.
+    pub(super) fn send_new(self: &Arc<Self>, q: Queued) {
+        let Some(permits) = self.direct_sends.get().filter(|_| q.claimed).cloned() else {
+            self.wake.notify_one();
+            return;
+        };
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = svc.send_with(q.ob, q.ch).await {
+                tracing::error!(error = %e, "SMS outbox: a new message's send");
+            }
+        });
     }
 
     /// Send every due outbox message once. Public for tests.
@@ -127,12 +175,21 @@ impl SmsService {
             .await?)
     }
 
-    async fn send_one(&self, mut ob: OutboxRecord) -> Result<(), SmsError> {
-        let now = self.now();
+    async fn send_one(&self, ob: OutboxRecord) -> Result<(), SmsError> {
         let ch = self
             .store
             .sms_challenge(&ob.challenge_id)?
             .ok_or(SmsError::NotFound)?;
+        self.send_with(ob, ch).await
+    }
+
+    /// Send message `ob` of challenge `ch` (as read or as just stored) and record the outcome.
+    async fn send_with(
+        &self,
+        mut ob: OutboxRecord,
+        ch: SmsChallengeRecord,
+    ) -> Result<(), SmsError> {
+        let now = self.now();
         let code = ch
             .code_enc
             .as_deref()

@@ -67,20 +67,20 @@ impl SmsService {
                     label.as_deref(),
                     &phone_audit,
                     &p.ch,
-                    &p.outbox_id,
+                    &p.outbox,
                     &p.send,
                     &p.audit,
                 )?;
                 p.ch.phone_id = Some(phone.id.clone());
                 let ch = svc.started(&p);
-                Ok::<_, SmsError>((svc.phone_view(phone), ch))
+                Ok::<_, SmsError>((svc.phone_view(phone), ch, p.queued()))
             })
             .await;
-        let created = out.as_ref().map(|(_, ch)| ch);
+        let created = out.as_ref().map(|(_, ch, _)| ch);
         self.count_event(None, "verify_phone", created, SmsOutcome::Created);
-        let out = out?;
-        self.wake.notify_one();
-        Ok(out)
+        let (phone, ch, queued) = out?;
+        self.send_new(queued);
+        Ok((phone, ch))
     }
 
     fn phone_view(&self, p: PhoneRecord) -> PhoneView {

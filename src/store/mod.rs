@@ -56,7 +56,7 @@ pub use fraud::{FraudBlockRecord, MonthlyUsage, PrefixCounts};
 pub use hooks::{HookCounts, HookDelivery};
 pub use inventory::{EntraKeyFacts, KeyFilter, KeyKind, KeyRecord, KeyRef, KeyState};
 pub use key_reset::ResetCredential;
-pub use outbox::OutboxRecord;
+pub use outbox::{NewOutbox, OutboxRecord};
 pub use retention::{Closure, PurgeReport, PurgedUser, RetentionWindows, PURGE_ACTOR};
 pub use sms::{
     BudgetCounts, PhoneRecord, SendLog, SmsChallengeRecord, SmsUserState, SEND_MINUTE_MS,

@@ -49,12 +49,58 @@ const DELIVERY_MOVES_FORWARD: &str = "(delivery_status = 'queued' \
      AND ?2 IN ('sent', 'delivered', 'failed', 'undeliverable') \
      OR delivery_status = 'sent' AND ?2 IN ('delivered', 'failed', 'undeliverable'))";
 
-pub(super) fn insert_outbox(c: &Connection, id: &str, challenge_id: &str, at: i64) -> Result<()> {
+/// The outbox row stored with a message to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbox {
+    pub id: String,
+    /// `(node, lease end)`: claimed at insert by the daemon that stores it, which sends the
+    /// message itself right after the commit; due for any worker once the lease ends (so a
+    /// daemon that dies before sending leaves it to the others, or to itself after a restart).
+    /// `None`: due at once, for whichever worker claims it first.
+    pub claimed: Option<(String, i64)>,
+}
+
+impl NewOutbox {
+    /// A row due at once, for the workers.
+    pub fn due(id: impl Into<String>) -> NewOutbox {
+        NewOutbox {
+            id: id.into(),
+            claimed: None,
+        }
+    }
+
+    /// The row as stored for `challenge_id` at `at`.
+    pub fn record(&self, challenge_id: &str, at: i64) -> OutboxRecord {
+        OutboxRecord {
+            id: self.id.clone(),
+            challenge_id: challenge_id.to_string(),
+            created_at: at,
+            state: "pending".into(),
+            attempts: 0,
+            next_attempt_at: self.claimed.as_ref().map_or(at, |(_, until)| *until),
+            provider: None,
+            provider_message_id: None,
+            last_error: None,
+            sent_at: None,
+        }
+    }
+}
+
+pub(super) fn insert_outbox(
+    c: &Connection,
+    ob: &NewOutbox,
+    challenge_id: &str,
+    at: i64,
+) -> Result<()> {
+    let (claimed_by, next_attempt_at) = match &ob.claimed {
+        Some((node, until)) => (Some(node.as_str()), *until),
+        None => (None, at),
+    };
     exec_later(
         c,
-        "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at) \
-         VALUES (?1, ?2, ?3, 'pending', ?3)",
-        params![id, challenge_id, at],
+        "INSERT INTO sms_outbox (id, challenge_id, created_at, state, next_attempt_at, claimed_by) \
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+        params![ob.id, challenge_id, at, next_attempt_at, claimed_by],
     )?;
     Ok(())
 }
@@ -205,13 +251,8 @@ impl Store {
     pub fn sms_outbox_recover(&self) -> Result<u64> {
         let now_ms = (self.now().unix_timestamp_nanos() / 1_000_000) as i64;
         let node = self.node.clone();
-        let shared = self.is_shared();
         self.tx(|c| {
-            let released = if shared {
-                Tx(c).sms_outbox_release_claims(&node, now_ms)?
-            } else {
-                0
-            };
+            let released = Tx(c).sms_outbox_release_claims(&node, now_ms)?;
             Ok(Tx(c).sms_outbox_recover()? + released)
         })
     }

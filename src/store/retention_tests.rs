@@ -53,7 +53,7 @@ async fn store_challenge(s: &Store, id: &str, user: &str, created_at: i64) {
     s.atomic(move |t| {
         t.sms_insert_challenge(
             &ch,
-            &format!("ob-{}", ch.id),
+            &NewOutbox::due(format!("ob-{}", ch.id)),
             &SendLog {
                 e164: ch.e164.clone(),
                 country_code: 32,

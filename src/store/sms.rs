@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::audit::insert_audit;
-use super::outbox::insert_outbox;
+use super::outbox::{insert_outbox, NewOutbox};
 use super::{
     exec, exec_later, parse_opt_time, parse_time, prepare, row, NewAudit, Result, Store,
     StoreError, Tx,
@@ -243,7 +243,7 @@ impl Tx<'_> {
         label: Option<&str>,
         phone_audit: &NewAudit,
         ch: &SmsChallengeRecord,
-        outbox_id: &str,
+        outbox: &NewOutbox,
         send: &SendLog,
         challenge_audit: &NewAudit,
     ) -> Result<PhoneRecord> {
@@ -282,7 +282,7 @@ impl Tx<'_> {
             ..ch.clone()
         };
         insert_challenge(c, &ch)?;
-        insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
+        insert_outbox(c, outbox, &ch.id, ch.created_at)?;
         insert_send(c, send)?;
         insert_audit(c, challenge_audit)?;
         row(
@@ -343,14 +343,14 @@ impl Tx<'_> {
     pub fn sms_insert_challenge(
         &self,
         ch: &SmsChallengeRecord,
-        outbox_id: &str,
+        outbox: &NewOutbox,
         send: &SendLog,
         audit: &NewAudit,
     ) -> Result<()> {
         // The user exists: the challenge goes to one of their phones (phones reference users).
         let c = self.0;
         insert_challenge(c, ch)?;
-        insert_outbox(c, outbox_id, &ch.id, ch.created_at)?;
+        insert_outbox(c, outbox, &ch.id, ch.created_at)?;
         insert_send(c, send)?;
         insert_audit(c, audit)?;
         Ok(())
@@ -469,7 +469,7 @@ impl Tx<'_> {
         if n == 0 {
             return Err(StoreError::Conflict("challenge ended".into()));
         }
-        insert_outbox(c, outbox_id, &ch.id, at)?;
+        insert_outbox(c, &NewOutbox::due(outbox_id), &ch.id, at)?;
         insert_send(c, send)?;
         insert_audit(c, audit)?;
         Ok(())

@@ -40,7 +40,7 @@ async fn store_challenge(s: &Store, ch: SmsChallengeRecord) {
     s.atomic(move |t| {
         t.sms_insert_challenge(
             &ch,
-            &format!("ob-{}", ch.id),
+            &NewOutbox::due(format!("ob-{}", ch.id)),
             &SendLog {
                 e164: ch.e164.clone(),
                 country_code: 32,
@@ -184,7 +184,7 @@ async fn a_backlog_larger_than_a_round_moves_entirely() {
         for i in 0..backlog {
             t.sms_insert_challenge(
                 &challenge(&format!("c{i:05}"), START + i, START + 5 * MIN, "verified"),
-                &format!("o{i:05}"),
+                &NewOutbox::due(format!("o{i:05}")),
                 &SendLog {
                     e164: "+32475000001".into(),
                     country_code: 32,
