@@ -46,7 +46,7 @@ fn main() {
         .unwrap();
     println!("{}", sms::machine());
     println!("mock provider over loopback HTTP; PostgreSQL: a local cluster on loopback TCP");
-    rt.block_on(run(flows));
+    rt.block_on(run(flows, full));
     if std::env::var("KEYGATE_BENCH_SKIP_FLAT").is_err() {
         rt.block_on(flat::flat_cost(full, flat::FlatStore::Postgres));
     }
@@ -68,7 +68,7 @@ fn copy_campus_keys(from: &Path, to: &Path) {
     }
 }
 
-async fn run(flows: usize) {
+async fn run(flows: usize, full: bool) {
     // Every flow takes a different student's phone in turn: no number passes the per-number
     // limit (5 per 10 minutes) in a run.
     let phones = flows.div_ceil(4) + 64;
@@ -86,7 +86,9 @@ async fn run(flows: usize) {
     let url = cluster.url(&cluster.new_database());
     let pg = Arc::new(SmsBench::start(pg_dir.path(), &store_toml(&url), phones).await);
     pg.round(32, warm).await;
+    let sent_before = keygate::store::db::statements_sent();
     let mut r = pg.round(32, flows).await;
+    let per_flow = (keygate::store::db::statements_sent() - sent_before) as f64 / flows as f64;
     let pg_rate = report("PostgreSQL, one keygate, 32 clients", &mut r);
     if std::env::var("KEYGATE_BENCH_PG_STATS").is_ok() {
         let u = url.replace("?sslmode=disable", "");
@@ -126,5 +128,27 @@ async fn run(flows: usize) {
         "PostgreSQL / SQLite flows/s: one keygate {:.2}x, two keygates {:.2}x (target >= 0.5x)",
         pg_rate / sqlite_rate,
         both_rate / sqlite_rate
+    );
+    if full {
+        bound(&cluster, per_flow, sqlite_rate);
+    }
+}
+
+/// What this machine allows at all: PostgreSQL's own statement ceiling here (pgbench, the
+/// leanest client, on the same cores) over the statements keygate sends per flow is the most
+/// flows/s a campus store on this machine could give, were keygate, HTTP, the clients and the
+/// provider free.
+fn bound(cluster: &keygate::harness::pg::Cluster, per_flow: f64, sqlite_rate: f64) {
+    let ceiling = cluster.pgbench_statements_per_s(2, 5);
+    let most = ceiling / per_flow;
+    println!(
+        "PostgreSQL's ceiling on this machine (pgbench TPC-B-like, 2 clients, prepared): \
+         {ceiling:.0} statements/s"
+    );
+    println!(
+        "keygate sends {per_flow:.1} statements per flow (transaction control and savepoints \
+         included): at most {most:.0} flows/s here, {:.2}x SQLite, were everything but \
+         PostgreSQL free",
+        most / sqlite_rate
     );
 }

@@ -203,6 +203,52 @@ impl Cluster {
         crate::store::db::Connection::postgres(Arc::new(target), now)
     }
 
+    /// PostgreSQL's own ceiling on this machine, in statements per second: `pgbench`'s
+    /// TPC-B-like transactions (BEGIN, three UPDATEs, a SELECT, an INSERT, END: 7 statements)
+    /// with prepared statements from `clients` connections for `secs` seconds, on a database of
+    /// its own. pgbench is the leanest client there is, so no application of the same machine
+    /// gets more statements through this server.
+    pub fn pgbench_statements_per_s(&self, clients: u32, secs: u32) -> f64 {
+        let db = self.new_database();
+        let pgbench = bin_dir().join("pgbench");
+        let (port, clients, secs) = (self.port.to_string(), clients.to_string(), secs.to_string());
+        let common = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
+        let init = Command::new(&pgbench)
+            .args(common)
+            .args(["-i", "-q", "-s", "2", &db])
+            .output()
+            .expect("run pgbench -i");
+        assert!(
+            init.status.success(),
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let run = Command::new(&pgbench)
+            .args(common)
+            .args([
+                "-n",
+                "-M",
+                "prepared",
+                "-b",
+                "tpcb-like",
+                "-c",
+                &clients,
+                "-j",
+                &clients,
+            ])
+            .args(["-T", &secs, &db])
+            .output()
+            .expect("run pgbench");
+        let out = String::from_utf8_lossy(&run.stdout);
+        let tps: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("pgbench printed no tps: {out}"));
+        7.0 * tps
+    }
+
     /// Run `sql` on the maintenance database (as the superuser).
     pub fn sql(&self, sql: &str) {
         self.connect("postgres")
