@@ -130,7 +130,7 @@ async fn run(flows: usize, full: bool) {
         both_rate / sqlite_rate
     );
     if full {
-        bound(&cluster, per_flow, sqlite_rate);
+        bound(cluster, per_flow, sqlite_rate);
     }
 }
 
