@@ -18,7 +18,8 @@ mod sqlite;
 pub(super) mod translate;
 mod value;
 
-pub use pg::{statements_sent, NowFn};
+pub use pg::NowFn;
+pub use pg_pipeline::statements_sent;
 pub use pg_target::PgTarget;
 pub use value::{FromSql, ToSql, Value, ValueRef};
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_postgres::types::Type;
 
-use super::pg_pipeline::{in_order, in_statement, is_savepoint_control, Ahead};
+use super::pg_pipeline::{count_sent, in_order, in_statement, is_savepoint_control, Ahead};
 use super::pg_target::PgTarget;
 use super::pg_value::PgValue;
 
@@ -24,21 +24,6 @@ pub type NowFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The key of the campus-wide write lock (`pg_advisory_xact_lock`): "keygate" in ASCII.
 const WRITE_LOCK: i64 = 0x006b_6579_6761_7465;
-
-/// Statements this process sent to PostgreSQL: every SQL statement of a request, transaction
-/// control and savepoints included, pipelined or not (see [`statements_sent`]).
-static STATEMENTS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many statements this process has sent to PostgreSQL so far, on every connection; a
-/// measure of the work a flow costs the database (benches divide it by the flows).
-pub fn statements_sent() -> u64 {
-    STATEMENTS_SENT.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The statements in a simple query's text (keygate's own: no `;` inside a literal).
-fn statements_in(text: &str) -> u64 {
-    text.split(';').filter(|s| !s.trim().is_empty()).count() as u64
-}
 
 /// The runtime that drives every PostgreSQL connection's I/O.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -237,14 +222,7 @@ impl PgConn {
     {
         let client = self.client()?;
         let queue = self.deferred.take();
-        let ahead: u64 = queue
-            .iter()
-            .map(|a| match a {
-                Ahead::Simple(text) => statements_in(text),
-                Ahead::Write { .. } => 1,
-            })
-            .sum();
-        STATEMENTS_SENT.fetch_add(ahead + 1, std::sync::atomic::Ordering::Relaxed);
+        count_sent(&queue);
         let request = make(client.clone());
         let out = if queue.is_empty() {
             self.call(request)

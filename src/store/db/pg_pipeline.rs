@@ -112,3 +112,46 @@ pub(super) fn in_statement(e: Error, sql: &str) -> Error {
         e => e,
     }
 }
+
+/// Statements this process sent to PostgreSQL: every SQL statement of a request, transaction
+/// control and savepoints included, pipelined or not (see [`statements_sent`]).
+static STATEMENTS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many statements this process has sent to PostgreSQL so far, on every connection; a
+/// measure of the work a flow costs the database (benches divide it by the flows).
+pub fn statements_sent() -> u64 {
+    STATEMENTS_SENT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The statements in a simple query's text (keygate's own: no `;` inside a literal).
+fn statements_in(text: &str) -> u64 {
+    text.split(';').filter(|s| !s.trim().is_empty()).count() as u64
+}
+
+/// Count a request and the deferred statements sent ahead of it.
+pub(super) fn count_sent(queue: &[Ahead]) {
+    let ahead: u64 = queue
+        .iter()
+        .map(|a| match a {
+            Ahead::Simple(text) => statements_in(text),
+            Ahead::Write { .. } => 1,
+        })
+        .sum();
+    STATEMENTS_SENT.fetch_add(ahead + 1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements_in;
+
+    #[test]
+    fn a_simple_query_counts_its_statements() {
+        assert_eq!(statements_in("COMMIT"), 1);
+        assert_eq!(statements_in("BEGIN; SELECT pg_advisory_xact_lock(1)"), 2);
+        assert_eq!(
+            statements_in("ROLLBACK TO keygate_unit; RELEASE keygate_unit;"),
+            2
+        );
+        assert_eq!(statements_in(" ; "), 0);
+    }
+}
