@@ -453,6 +453,7 @@ fn key_only(n: usize) -> (Duration, Duration) {
                 allow_list: vec![out.credential_id],
                 user_verification: true,
                 pin: Some(Pin::new("1234")),
+                user_presence: true,
             },
             &ctx(),
         )

@@ -79,6 +79,69 @@ async fn a_replugged_key_is_reset_and_its_credentials_revoked() {
     );
 }
 
+/// A kiosk's port is used by many keys in turn, of the same model: the reset revokes the
+/// credentials the reset key held, never those another key enrolled in the same port.
+#[tokio::test]
+async fn a_reset_revokes_only_what_the_key_held_not_what_its_port_saw() {
+    let s = TestServer::start().await;
+    let first = s.sim_key().await;
+    s.set_pin("123456").await;
+    let e = s
+        .enroll(json!({ "user": "r0100001", "display_name": "An Peeters", "pin": "123456" }))
+        .await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    let theirs = e["result"]["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // That student leaves with their key; the next one plugs a key of the same model into
+    // the same port, which gets the port's device id.
+    let (st, v) = s.delete(&format!("/v1/sim/keys/{}", enc(&first))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let (st, v) = s
+        .post("/v1/sim/keys", json!({ "touch": { "auto_after_ms": 0 } }))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let key = v["key"]["id"].as_str().unwrap().to_string();
+    assert_eq!(key, first, "the port's id again");
+    s.set_pin("123456").await;
+    let mut ours = Vec::new();
+    for (user, discoverable) in [("r0100002", false), ("r0100003", true), ("r0100004", false)] {
+        let e = s
+            .enroll(json!({
+                "user": user, "display_name": "Bram Claes", "pin": "123456",
+                "discoverable": discoverable,
+            }))
+            .await;
+        assert_eq!(e["state"], "succeeded", "{e}");
+        ours.push((
+            user,
+            e["result"]["credential"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+
+    let r = start_reset(&s, &key).await;
+    replug(&s, &key).await;
+    let done = ended(&s, r["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["revoked_credentials"], 3, "{done}");
+    for (user, cred) in &ours {
+        let (_, c) = s.get(&format!("/v1/users/{user}/credentials/{cred}")).await;
+        assert_eq!(c["credential"]["state"], "revoked", "{c}");
+        assert_eq!(c["credential"]["state_reason"], "key_reset", "{c}");
+    }
+    let (_, c) = s
+        .get(&format!("/v1/users/r0100001/credentials/{theirs}"))
+        .await;
+    assert_eq!(
+        c["credential"]["state"], "active",
+        "another key's credential: {c}"
+    );
+}
+
 #[tokio::test]
 async fn a_key_back_after_its_window_fails_with_reset_window_missed() {
     let s = TestServer::start().await;

@@ -132,6 +132,7 @@ pub fn get_assertion_args(
             .collect(),
         user_verification: wants_uv(options.user_verification, key_can_verify),
         pin,
+        user_presence: true,
     };
     (cdj, args)
 }

@@ -8,9 +8,11 @@
 //! "Coming back": the key's device id vanished from the list and a device reappeared under that
 //! id or under an id that was not plugged when the reset started (a USB key may get another
 //! hidraw path), or a simulated key reports a new power-up. A key of another model (AAGUID)
-//! is not reset. After a success the credentials keygate knew for the key are revoked
-//! (`state_reason: "key_reset"`, see `store/key_reset.rs` for which ones) and `device.reset` is
-//! audited with the outcome. Resets live in memory only (their audit entry is the record).
+//! is not reset. Before the replug keygate asks the key, without a touch, which of the
+//! credentials enrolled in its port it holds (`device::held_credentials`); after a success
+//! those are revoked (`state_reason: "key_reset"`, see `store/key_reset.rs`) and
+//! `device.reset` is audited with the outcome. Resets live in memory only (their audit entry
+//! is the record).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,7 @@ use super::{CeremonyError, CeremonyService, ErrorView};
 use crate::base::error::PublicError;
 use crate::base::sync::lock;
 use crate::device::actor::DeviceActor;
-use crate::device::{DeviceError, OpContext};
+use crate::device::{held_credentials, DeviceError, DeviceInfo, OpContext};
 use crate::store::NewAudit;
 
 /// How long the kiosk gives the student to replug and touch, unless the request says.
@@ -35,6 +37,9 @@ pub const DEFAULT_RESET_TIMEOUT: Duration = Duration::from_secs(60);
 const REPLUG_POLL: Duration = Duration::from_millis(100);
 /// How long ended resets stay readable.
 const RETENTION: Duration = Duration::from_secs(3600);
+/// How long asking the key which credentials it holds may take (one silent request per
+/// maxCredentialCountInList candidates, a few milliseconds each on a USB key).
+const HELD_CHECK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +97,8 @@ struct Reset {
     cancel_notify: Notify,
     /// The actor the reset command went to, once sent (a cancel interrupts it).
     sent_to: Mutex<Option<Arc<DeviceActor>>>,
+    /// The credentials keygate knows that the key held before the reset: revoked after it.
+    held: Vec<Vec<u8>>,
     ended_at: Mutex<Option<Instant>>,
 }
 
@@ -127,6 +134,7 @@ impl CeremonyService {
         }
         let actor = self.devices.select(Some(device))?;
         let info = actor.status().await?.info;
+        let held = self.credentials_on_key(&actor, &info).await?;
         let others: BTreeSet<String> = self
             .devices
             .ids()
@@ -151,6 +159,7 @@ impl CeremonyService {
             cancelled: AtomicBool::new(false),
             cancel_notify: Notify::new(),
             sent_to: Mutex::new(None),
+            held,
             ended_at: Mutex::new(None),
         });
         {
@@ -169,6 +178,27 @@ impl CeremonyService {
             svc.conclude_reset(&reset, outcome, &who).await;
         });
         Ok(view)
+    }
+
+    /// Which of the credentials enrolled in the key's port with its AAGUID the key holds,
+    /// asked without a touch now (after the reset nothing can tell): see `store/key_reset.rs`.
+    async fn credentials_on_key(
+        &self,
+        actor: &Arc<DeviceActor>,
+        info: &DeviceInfo,
+    ) -> Result<Vec<Vec<u8>>, CeremonyError> {
+        let candidates = self.store.reset_candidates(actor.id(), info.aaguid)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rp_id = self.cfg.relying_party.id.clone();
+        let per_request = info.max_credentials_in_list.unwrap_or(1) as usize;
+        let ctx = OpContext::new(Instant::now() + HELD_CHECK, Arc::new(|_| {}));
+        Ok(actor
+            .run(ctx, move |a, ctx| {
+                held_credentials(a, &rp_id, &candidates, per_request, ctx)
+            })
+            .await?)
     }
 
     async fn run_reset(
@@ -243,7 +273,7 @@ impl CeremonyService {
             Ok(()) => {
                 match self
                     .store
-                    .revoke_credentials_of_reset_key(&view.device, view.aaguid, &audit)
+                    .revoke_credentials_of_reset_key(&view.device, reset.held.clone(), &audit)
                     .await
                 {
                     Ok(r) => (ResetState::Succeeded, None, Some(r.len())),

@@ -209,9 +209,11 @@ impl DeviceManager {
         let mut next = BTreeMap::new();
         for auth in found {
             let id = auth.id();
+            // An id is a port: another key plugged there since (another authenticator under
+            // the same id) gets an actor of its own, never the last key's cached facts.
             let actor = match actors.remove(&id) {
-                Some(a) => a,
-                None => DeviceActor::spawn(auth),
+                Some(a) if Arc::ptr_eq(&a.auth, &auth) => a,
+                _ => DeviceActor::spawn(auth),
             };
             next.insert(id, actor);
         }

@@ -328,6 +328,9 @@ impl Authenticator for HidAuthenticator {
                 .then_some(info.force_pin_change),
             pin_policy_writable: option("authnrCfg") == Some(true)
                 && option("setMinPINLength") == Some(true),
+            // 0 means "not reported" in the library's struct.
+            max_credentials_in_list: (info.max_credential_count_in_list > 0)
+                .then_some(info.max_credential_count_in_list),
         })
     }
 
@@ -378,6 +381,9 @@ impl Authenticator for HidAuthenticator {
                 (None, true) => b,
                 (None, false) => b.without_pin_and_uv(),
             };
+            if !args.user_presence {
+                b = b.without_up();
+            }
             for id in &args.allow_list {
                 b = b.add_credential_id(id);
             }

@@ -12,6 +12,7 @@ pub mod actor;
 pub mod capture;
 pub mod ctap2;
 pub mod ctaphid;
+pub mod held;
 pub mod hid;
 pub mod models;
 pub mod sim;
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use held::held_credentials;
 pub use models::model_name;
 pub use status::CtapStatus;
 
@@ -59,6 +61,9 @@ pub struct DeviceInfo {
     /// Options `authnrCfg` and `setMinPINLength`: the key takes a PIN policy through
     /// authenticatorConfig (CTAP 2.1 §6.11).
     pub pin_policy_writable: bool,
+    /// GetInfo 0x07 maxCredentialCountInList: how many credential ids one request may list
+    /// (None when the key does not say; keygate then lists one).
+    pub max_credentials_in_list: Option<u32>,
 }
 
 impl DeviceInfo {
@@ -280,6 +285,10 @@ pub struct GetAssertionArgs {
     pub allow_list: Vec<Vec<u8>>,
     pub user_verification: bool,
     pub pin: Option<Pin>,
+    /// False: a silent request (option `up: false`, CTAP 2.1 §6.2.2): the key answers without
+    /// a touch and signs with the UP flag clear. Only for learning which credentials a key
+    /// holds ([`held_credentials`]); never for a verification.
+    pub user_presence: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -253,6 +253,7 @@ pub fn bench_key(key: &DeviceActor, opts: &BenchOptions, say: &dyn Fn(&str)) -> 
                     allow_list: vec![cred_id.clone()],
                     user_verification: uv,
                     pin: pin.clone(),
+                    user_presence: true,
                 };
                 key.record_client_data(&cdj);
                 let out = key
@@ -328,6 +329,7 @@ pub fn bench_key(key: &DeviceActor, opts: &BenchOptions, say: &dyn Fn(&str)) -> 
                 allow_list: vec![],
                 user_verification: true,
                 pin: pin.clone(),
+                user_presence: true,
             };
             key.record_client_data(&cdj);
             let all = key
@@ -405,5 +407,6 @@ pub(super) fn empty_info(id: &str) -> DeviceInfo {
         min_pin_length: None,
         force_pin_change: None,
         pin_policy_writable: false,
+        max_credentials_in_list: None,
     }
 }

@@ -1,16 +1,19 @@
-//! After a factory reset: the credentials keygate knew for the key are dead (the key drew a new
+//! After a factory reset: the credentials keygate knew on the key are dead (the key drew a new
 //! master secret), so they are revoked with `state_reason: "key_reset"`.
 //!
-//! Which credentials: keygate cannot list a key's non-discoverable credentials, and a
-//! credential record does not name the key it lives on. The audit log does: every
-//! `credential.enrolled` entry records the device id it was made on (`detail.device`). So the
-//! revoked ones are the active credentials enrolled on that device id whose AAGUID is the
-//! key's (guarding against another model that later got the same id). Contract and limit: a
-//! simulated key's id is stable; a USB key's id is its hidraw path, which is stable while it
-//! stays in the same port but not across ports or reboots, so credentials it got under
-//! another path are missed (they stay active and simply no longer work on the key).
+//! Which credentials: the key says. A credential record does not name the key it lives on, and
+//! a device id is a port, not a key: a USB key's id is its hidraw path, which every key of a
+//! kiosk's port gets in turn (a simulated key's id likewise passes to the next key plugged
+//! when it is removed). So the candidates are the active credentials enrolled on that device
+//! id (the audit log's `credential.enrolled` entries name it, `detail.device`) with the key's
+//! AAGUID ([`Store::reset_candidates`]); before the reset the kiosk asks the key which of them
+//! it holds, without a touch (`device::held_credentials`), and after it revokes those alone
+//! ([`Store::revoke_credentials_of_reset_key`]): another student's key of the same model, once
+//! in the same port, keeps its credentials. Limit: a credential the key hides without UV
+//! (credProtect level 3) or one enrolled under another device id is not found; it stays
+//! active and simply no longer works on the key.
 
-use super::db::params;
+use super::db::{params, OptionalExtension};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use uuid::Uuid;
@@ -27,42 +30,66 @@ pub struct ResetCredential {
 }
 
 impl Store {
-    /// Revoke the active credentials enrolled on `device` with `aaguid` (see the module docs),
-    /// write one `credential.revoked` audit entry each (reason `key_reset`) and then `audit`
-    /// (the `device.reset` entry, its detail gaining `revoked_credentials`), all in one
-    /// transaction.
-    pub async fn revoke_credentials_of_reset_key(
-        &self,
-        device: &str,
-        aaguid: Option<Uuid>,
-        audit: &NewAudit,
-    ) -> Result<Vec<ResetCredential>> {
-        let device = device.to_string();
+    /// The active credentials that may be on the key at `device` with `aaguid`: enrolled on
+    /// that device id with that AAGUID, oldest first (see the module docs: candidates only).
+    pub fn reset_candidates(&self, device: &str, aaguid: Option<Uuid>) -> Result<Vec<Vec<u8>>> {
         let aaguid = aaguid.map(|a| a.to_string());
-        let mut audit = audit.clone();
-        self.write(move |c| {
+        self.read(|c| {
             let enrolled: Vec<String> = {
                 let mut q = c.prepare(
-                    "SELECT DISTINCT credential_id FROM audit WHERE event = 'credential.enrolled' \
-                     AND credential_id IS NOT NULL AND json_extract(detail, '$.device') = ?1",
+                    "SELECT credential_id FROM audit WHERE event = 'credential.enrolled' \
+                     AND credential_id IS NOT NULL AND json_extract(detail, '$.device') = ?1 \
+                     ORDER BY seq",
                 )?;
                 let ids = q.query_map(params![device], |r| r.get::<_, String>(0))?;
                 ids.collect::<super::db::Result<_>>()?
             };
-            let mut revoked = Vec::new();
+            let mut candidates: Vec<Vec<u8>> = Vec::new();
             for b64 in enrolled {
                 let Ok(id) = URL_SAFE_NO_PAD.decode(&b64) else {
                     continue;
                 };
-                let owner: Option<String> = c
+                let active = c
                     .query_row(
-                        "SELECT user_name FROM credentials WHERE id = ?1 AND state = 'active' \
+                        "SELECT 1 FROM credentials WHERE id = ?1 AND state = 'active' \
                          AND aaguid IS ?2",
                         params![id, aaguid],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?
+                    .is_some();
+                if active && !candidates.contains(&id) {
+                    candidates.push(id);
+                }
+            }
+            Ok(candidates)
+        })
+    }
+
+    /// Revoke the credentials of `held` (those the reset key said it held) that are still
+    /// active, write one `credential.revoked` audit entry each (reason `key_reset`, the
+    /// `device`) and then `audit` (the `device.reset` entry, its detail gaining
+    /// `revoked_credentials`), all in one transaction.
+    pub async fn revoke_credentials_of_reset_key(
+        &self,
+        device: &str,
+        held: Vec<Vec<u8>>,
+        audit: &NewAudit,
+    ) -> Result<Vec<ResetCredential>> {
+        let device = device.to_string();
+        let mut audit = audit.clone();
+        self.write(move |c| {
+            let mut revoked = Vec::new();
+            for id in held {
+                let owner: Option<String> = c
+                    .query_row(
+                        "SELECT user_name FROM credentials WHERE id = ?1 AND state = 'active'",
+                        params![id],
                         |r| r.get(0),
                     )
-                    .ok();
+                    .optional()?;
                 let Some(user) = owner else { continue };
+                let b64 = URL_SAFE_NO_PAD.encode(&id);
                 exec(
                     c,
                     "UPDATE credentials SET state = 'revoked', state_reason = 'key_reset' WHERE id = ?1",

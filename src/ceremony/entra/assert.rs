@@ -140,6 +140,7 @@ impl CeremonyService {
                 allow_list: probe.allow_list,
                 user_verification: true,
                 pin: Some(pin.clone()),
+                user_presence: true,
             };
             let outs = match self
                 .drive(c, deadline, &mut pin_rx, args, |a, args, ctx| {

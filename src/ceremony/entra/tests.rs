@@ -35,6 +35,7 @@ fn info() -> DeviceInfo {
         min_pin_length: Some(4),
         force_pin_change: Some(false),
         pin_policy_writable: true,
+        max_credentials_in_list: Some(8),
     }
 }
 

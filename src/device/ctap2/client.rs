@@ -203,6 +203,7 @@ impl Authenticator for Ctap2Authenticator {
             force_pin_change: gi.force_pin_change,
             pin_policy_writable: gi.option("authnrCfg") == Some(true)
                 && gi.option("setMinPINLength") == Some(true),
+            max_credentials_in_list: gi.max_credential_count_in_list,
         })
     }
 
@@ -290,14 +291,23 @@ impl Authenticator for Ctap2Authenticator {
                 Value::Array(args.allow_list.iter().map(|i| cred_descriptor(i)).collect()),
             ));
         }
+        let mut options = vec![];
+        if !args.user_presence {
+            options.push(("up", Value::Bool(false)));
+        }
         if args.user_verification && auth.is_none() {
-            params.push((0x05, text_map(vec![("uv", Value::Bool(true))])));
+            options.push(("uv", Value::Bool(true)));
+        }
+        if !options.is_empty() {
+            params.push((0x05, text_map(options)));
         }
         if let Some(a) = auth {
             params.push((0x06, bytes(&a)));
             params.push((0x07, int(1)));
         }
-        ctx.emit(Progress::WaitingTouch);
+        if args.user_presence {
+            ctx.emit(Progress::WaitingTouch);
+        }
         let first = self.call(cmd::GET_ASSERTION, Some(int_map(params)), ctx)?;
         let total = get_int_key(&first, 0x05)
             .and_then(as_i64)

@@ -22,6 +22,8 @@ pub struct GetInfo {
     pub force_pin_change: Option<bool>,
     pub firmware_version: Option<u64>,
     pub remaining_discoverable_credentials: Option<u32>,
+    /// 0x07 maxCredentialCountInList.
+    pub max_credential_count_in_list: Option<u32>,
 }
 
 impl GetInfo {
@@ -74,6 +76,7 @@ impl GetInfo {
             force_pin_change: get_int_key(&v, 0x0C).and_then(Value::as_bool),
             firmware_version: small(0x0E).map(|i| i as u64),
             remaining_discoverable_credentials: small(0x14).map(|i| i as u32),
+            max_credential_count_in_list: small(0x07).map(|i| i as u32),
         })
     }
 }

@@ -63,5 +63,6 @@ pub(crate) fn ga_args(allow: Vec<Vec<u8>>, pin: Option<&str>) -> GetAssertionArg
         allow_list: allow,
         user_verification: pin.is_some(),
         pin: pin.map(Pin::new),
+        user_presence: true,
     }
 }

@@ -47,6 +47,10 @@ pub struct SimBench {
     ca_pem: String,
     keys: Mutex<Vec<Plugged>>,
     capture: Arc<Mutex<Option<Arc<CaptureSink>>>>,
+    /// How many keys this bench has plugged under each index: a key plugged where a removed
+    /// one was gets its id (as a USB key takes over the hidraw path of the one before) but is
+    /// another key, with secrets of its own even on a seeded bench.
+    plugged_at: Mutex<std::collections::HashMap<u32, u32>>,
 }
 
 fn io(e: impl std::fmt::Display) -> DeviceError {
@@ -67,6 +71,7 @@ impl SimBench {
             ca_pem,
             keys: Mutex::new(Vec::new()),
             capture: Arc::new(Mutex::new(None)),
+            plugged_at: Mutex::new(std::collections::HashMap::new()),
         };
         let mut indices: Vec<u32> = std::fs::read_dir(bench.dir.join("keys"))
             .map_err(io)?
@@ -94,14 +99,21 @@ impl SimBench {
         self.dir.join("keys").join(format!("{index}.json"))
     }
 
+    /// A new key's master secret: from the seed, the index and how many keys had that index
+    /// before (the first one's is the seed and the index alone), or random without a seed.
     fn master_for(&self, index: u32) -> [u8; 32] {
+        let before = lock(&self.plugged_at).get(&index).copied().unwrap_or(0);
         match self.seed {
-            Some(seed) => Sha256::new()
-                .chain_update(b"keygate-sim-master")
-                .chain_update(seed.to_be_bytes())
-                .chain_update(index.to_be_bytes())
-                .finalize()
-                .into(),
+            Some(seed) => {
+                let mut h = Sha256::new()
+                    .chain_update(b"keygate-sim-master")
+                    .chain_update(seed.to_be_bytes())
+                    .chain_update(index.to_be_bytes());
+                if before > 0 {
+                    h.update(before.to_be_bytes());
+                }
+                h.finalize().into()
+            }
             None => {
                 let mut m = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut m);
@@ -117,6 +129,7 @@ impl SimBench {
         touch: Touch,
         cloned_from: Option<String>,
     ) -> SimKeyStatus {
+        *lock(&self.plugged_at).entry(index).or_insert(0) += 1;
         let file = self.key_file(index);
         let soft = SoftKey::new(state, self.attestation.clone(), Some(file.clone()));
         soft.persist();

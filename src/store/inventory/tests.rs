@@ -204,7 +204,7 @@ async fn a_lost_key_is_revoked_once_and_filtered_by_state() {
     for id in 1..=3 {
         enroll(&s, id, &format!("u{id}"), None, i64::from(id)).await;
     }
-    s.revoke_credentials_of_reset_key("sim:2", None, &NewAudit::new("device.reset", "t"))
+    s.revoke_credentials_of_reset_key("sim:2", vec![vec![2]], &NewAudit::new("device.reset", "t"))
         .await
         .unwrap();
     let (k, changed) = s.mark_key_lost(&[1], "token:admin").await.unwrap();

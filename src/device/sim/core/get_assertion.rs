@@ -39,7 +39,13 @@ impl SoftKey {
         let hmac_secret = self.hmac_secret_input(p)?;
         let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
         let allow = get_int_key(p, 0x03).and_then(Value::as_array);
-        let mut flags = FLAG_UP;
+        // §6.2.2: `up: false` asks for no user presence (a platform learning which
+        // credentials the key holds): no touch, the UP flag clear.
+        let wants_up = options
+            .and_then(|o| get_text_key(o, "up"))
+            .and_then(Value::as_bool)
+            != Some(false);
+        let mut flags = if wants_up { FLAG_UP } else { 0 };
         if uv {
             flags |= FLAG_UV;
         }
@@ -54,7 +60,9 @@ impl SoftKey {
                         .map(|c| (id.clone(), c))
                 });
                 let (id, cred) = found.ok_or(CtapStatus::NoCredentials)?;
-                presence.wait()?;
+                if wants_up {
+                    presence.wait()?;
+                }
                 let user = self
                     .state
                     .resident
@@ -86,7 +94,9 @@ impl SoftKey {
                     return Err(CtapStatus::NoCredentials);
                 }
                 creds.sort_by_key(|c| std::cmp::Reverse(c.serial));
-                presence.wait()?;
+                if wants_up {
+                    presence.wait()?;
+                }
                 let total = creds.len();
                 let first = creds.remove(0);
                 self.volatile.pending = creds

@@ -324,6 +324,7 @@ impl SoftKey {
             (0x04, text_map(options)),
             (0x05, int(1200)),
             (0x06, Value::Array(pin_protocols)),
+            (0x07, int(8)),
             (0x0C, Value::Bool(self.state.pin_policy.force_pin_change)),
             (0x0D, int(self.state.pin_policy.min_pin_length as i64)),
             (0x0E, int(0x0001_0002)),
