@@ -382,3 +382,75 @@ async fn a_model_the_lists_do_not_refuse_goes_on_to_graph() {
     assert!(stages.contains(&("get_info".into(), "recorded".into())));
     assert!(stages.contains(&("attestation".into(), "recorded".into())));
 }
+
+/// Reset the (only) simulated key at the kiosk: start, replug, wait for the end.
+async fn reset_the_key(s: &TestServer) -> Value {
+    let key = s.sim_key().await;
+    let (st, r) = s
+        .post(
+            &format!("/v1/devices/{}/reset", common::enc(&key)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    let (st, v) = s
+        .post(
+            &format!("/v1/sim/keys/{}/replug", common::enc(&key)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let id = r["id"].as_str().unwrap();
+    for _ in 0..12 {
+        let (_, v) = s.get(&format!("/v1/resets/{id}?wait=5")).await;
+        if ["succeeded", "failed", "cancelled"].contains(&v["state"].as_str().unwrap_or("")) {
+            return v;
+        }
+    }
+    panic!("reset {id} never ended");
+}
+
+/// A factory reset kills the key's Entra passkey: keygate deletes it from the user's Entra
+/// account (the DELETE reaches Graph for its method id) and shows it `reset`; when Graph
+/// refuses, the reset still succeeds and the passkey is `reset` here, audited with
+/// `entra_method_deleted: false` for the service desk to delete it in Entra.
+#[tokio::test]
+async fn a_reset_keys_entra_passkey_is_deleted_from_entra() {
+    for graph_refuses in [false, true] {
+        let e = env_with("").await;
+        let entra = enroll_into_entra(&e.s).await;
+        assert_eq!(entra["state"], "succeeded", "{entra}");
+        let cred = entra["result"]["credential"]["id"].as_str().unwrap();
+        let method_id = entra["result"]["entra"]["method_id"].as_str().unwrap();
+        if graph_refuses {
+            e.fake.fail_next(
+                Route::DeleteFido2,
+                403,
+                graph_error("accessDenied", "Request Authorization failed"),
+                None,
+            );
+        }
+        let done = reset_the_key(&e.s).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["entra_passkeys_reset"], 1, "{done}");
+        let deletes = e.fake.requests_for(Route::DeleteFido2);
+        assert_eq!(deletes.len(), 1);
+        assert!(deletes[0]
+            .path
+            .ends_with(&format!("/fido2Methods/{method_id}")));
+        assert_eq!(e.fake.fido2_methods(UPN).len(), usize::from(graph_refuses));
+
+        let reset = walk(&e.s, "&state=reset", 10).await;
+        assert_eq!(reset.len(), 1, "{reset:?}");
+        assert_eq!(reset[0]["id"], format!("entra:{cred}"));
+        assert_eq!(reset[0]["state_reason"], "key_reset");
+        assert!(walk(&e.s, "&state=active", 10).await.is_empty());
+        let (_, audit) = e.s.get("/v1/audit?user=s1").await;
+        let revoked = events(&audit, "credential.revoked");
+        assert_eq!(revoked.len(), 1, "{audit}");
+        assert_eq!(revoked[0]["detail"]["reason"], "key_reset");
+        assert_eq!(revoked[0]["detail"]["target"], "entra");
+        assert_eq!(revoked[0]["detail"]["method_id"], method_id);
+        assert_eq!(revoked[0]["detail"]["entra_method_deleted"], !graph_refuses);
+    }
+}

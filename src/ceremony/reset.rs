@@ -28,7 +28,7 @@ use crate::base::error::PublicError;
 use crate::base::sync::lock;
 use crate::device::actor::DeviceActor;
 use crate::device::{held_credentials, DeviceError, DeviceInfo, OpContext};
-use crate::store::NewAudit;
+use crate::store::{EntraPasskeyRecord, NewAudit};
 
 /// How long the kiosk gives the student to replug and touch, unless the request says.
 pub const DEFAULT_RESET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,6 +89,19 @@ pub struct ResetView {
     /// `succeeded`: how many of keygate's credentials were revoked with `key_reset`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_credentials: Option<usize>,
+    /// `succeeded`: how many of the key's Microsoft Entra ID passkeys are now `reset` (each
+    /// deleted from its user's Entra account where Graph answered; see the audit line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entra_passkeys_reset: Option<usize>,
+}
+
+/// What keygate knows of that a key held, asked before its reset.
+#[derive(Default)]
+struct HeldOnKey {
+    /// Local credentials (keygate's relying party).
+    local: Vec<Vec<u8>>,
+    /// Passkeys in users' Microsoft Entra ID accounts.
+    entra: Vec<EntraPasskeyRecord>,
 }
 
 struct Reset {
@@ -98,7 +111,7 @@ struct Reset {
     /// The actor the reset command went to, once sent (a cancel interrupts it).
     sent_to: Mutex<Option<Arc<DeviceActor>>>,
     /// The credentials keygate knows that the key held before the reset: revoked after it.
-    held: Vec<Vec<u8>>,
+    held: HeldOnKey,
     ended_at: Mutex<Option<Instant>>,
 }
 
@@ -153,6 +166,7 @@ impl CeremonyService {
             expires_at: now + timeout,
             error: None,
             revoked_credentials: None,
+            entra_passkeys_reset: None,
         };
         let reset = Arc::new(Reset {
             view: watch::channel(view.clone()).0,
@@ -180,25 +194,82 @@ impl CeremonyService {
         Ok(view)
     }
 
-    /// Which of the credentials enrolled in the key's port with its AAGUID the key holds,
-    /// asked without a touch now (after the reset nothing can tell): see `store/key_reset.rs`.
+    /// Which of the credentials and Entra passkeys enrolled in the key's port with its AAGUID
+    /// the key holds, asked without a touch now (after the reset nothing can tell): see
+    /// `store/key_reset.rs`.
     async fn credentials_on_key(
         &self,
         actor: &Arc<DeviceActor>,
         info: &DeviceInfo,
-    ) -> Result<Vec<Vec<u8>>, CeremonyError> {
-        let candidates = self.store.reset_candidates(actor.id(), info.aaguid)?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
+    ) -> Result<HeldOnKey, CeremonyError> {
+        let local = self.store.reset_candidates(actor.id(), info.aaguid)?;
+        let entra = self.store.reset_entra_candidates(actor.id(), info.aaguid)?;
+        if local.is_empty() && entra.is_empty() {
+            return Ok(HeldOnKey::default());
         }
-        let rp_id = self.cfg.relying_party.id.clone();
+        // One request names one RP: keygate's own, then each RP of the Entra passkeys.
+        let mut asks: Vec<(String, Vec<Vec<u8>>)> =
+            vec![(self.cfg.relying_party.id.clone(), local)];
+        for p in &entra {
+            match asks[1..].iter_mut().find(|(rp, _)| *rp == p.rp_id) {
+                Some((_, ids)) => ids.push(p.credential_id.clone()),
+                None => asks.push((p.rp_id.clone(), vec![p.credential_id.clone()])),
+            }
+        }
         let per_request = info.max_credentials_in_list.unwrap_or(1) as usize;
         let ctx = OpContext::new(Instant::now() + HELD_CHECK, Arc::new(|_| {}));
-        Ok(actor
+        let mut held = actor
             .run(ctx, move |a, ctx| {
-                held_credentials(a, &rp_id, &candidates, per_request, ctx)
+                asks.iter()
+                    .map(|(rp_id, ids)| held_credentials(a, rp_id, ids, per_request, ctx))
+                    .collect::<Result<Vec<_>, _>>()
             })
-            .await?)
+            .await?
+            .into_iter();
+        let local = held.next().unwrap_or_default();
+        let entra_held: Vec<Vec<u8>> = held.flatten().collect();
+        Ok(HeldOnKey {
+            local,
+            entra: entra
+                .into_iter()
+                .filter(|p| entra_held.contains(&p.credential_id))
+                .collect(),
+        })
+    }
+
+    /// The Entra passkeys of a key that was reset: each deleted from its user's Entra account
+    /// (a dead method there would be offered at every sign-in) and kept as `reset`. A Graph
+    /// failure is logged and audited (`entra_method_deleted: false`): the passkey is dead
+    /// either way, and the service desk deletes the method (`DELETE
+    /// /v1/users/{user}/entra/methods/{id}`). Returns how many were marked.
+    async fn reset_entra_passkeys(&self, reset: &Reset, device: &str, who: &str) -> usize {
+        let mut marked = 0;
+        for p in &reset.held.entra {
+            let deleted = match &self.entra {
+                Some(entra) => match entra.delete_fido2(&p.upn, &p.method_id).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(user = %p.user, upn = %p.upn, method_id = %p.method_id,
+                            error = %e, "the reset key's Entra passkey could not be deleted from Entra");
+                        false
+                    }
+                },
+                None => false,
+            };
+            match self
+                .store
+                .mark_entra_passkey_reset(p, device, who, deleted)
+                .await
+            {
+                Ok(true) => marked += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(user = %p.user, method_id = %p.method_id, error = %e,
+                        "the reset key's Entra passkey could not be marked reset")
+                }
+            }
+        }
+        marked
     }
 
     async fn run_reset(
@@ -269,19 +340,21 @@ impl CeremonyService {
             .detail(serde_json::json!({
                 "device": device, "aaguid": view.aaguid, "outcome": outcome_name,
             }));
-        let (state, error, revoked) = match outcome {
+        let (state, error, revoked, entra) = match outcome {
             Ok(()) => {
-                match self
+                let revoked = match self
                     .store
-                    .revoke_credentials_of_reset_key(&view.device, reset.held.clone(), &audit)
+                    .revoke_credentials_of_reset_key(&view.device, reset.held.local.clone(), &audit)
                     .await
                 {
-                    Ok(r) => (ResetState::Succeeded, None, Some(r.len())),
+                    Ok(r) => Some(r.len()),
                     Err(e) => {
                         tracing::error!(reset = %view.id, error = %e, "the key was reset but its credentials could not be revoked");
-                        (ResetState::Succeeded, None, None)
+                        None
                     }
-                }
+                };
+                let entra = self.reset_entra_passkeys(reset, &device, who).await;
+                (ResetState::Succeeded, None, revoked, Some(entra))
             }
             Err(e) => {
                 if let Err(se) = self.store.append_audit(&audit).await {
@@ -292,7 +365,7 @@ impl CeremonyService {
                 } else {
                     ResetState::Failed
                 };
-                (state, Some(error_view(&e)), None)
+                (state, Some(error_view(&e)), None, None)
             }
         };
         self.devices.forget_info();
@@ -301,6 +374,7 @@ impl CeremonyService {
             v.state = state;
             v.error = error;
             v.revoked_credentials = revoked;
+            v.entra_passkeys_reset = entra;
         });
     }
 

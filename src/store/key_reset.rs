@@ -12,14 +12,18 @@
 //! in the same port, keeps its credentials. Limit: a credential the key hides without UV
 //! (credProtect level 3) or one enrolled under another device id is not found; it stays
 //! active and simply no longer works on the key.
+//!
+//! Microsoft Entra ID passkeys the key held are found the same way (their
+//! `entra.passkey_registered` entries, [`Store::reset_entra_candidates`]) and kept as `reset`
+//! once the ceremony has asked Graph to delete them ([`Store::mark_entra_passkey_reset`]).
 
-use super::db::{params, OptionalExtension};
+use super::db::{params, Connection, OptionalExtension};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use uuid::Uuid;
 
 use super::audit::insert_audit;
-use super::{exec, NewAudit, Result, Store};
+use super::{exec, EntraPasskeyRecord, NewAudit, Result, Store};
 
 /// A credential revoked because its key was reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,20 +39,8 @@ impl Store {
     pub fn reset_candidates(&self, device: &str, aaguid: Option<Uuid>) -> Result<Vec<Vec<u8>>> {
         let aaguid = aaguid.map(|a| a.to_string());
         self.read(|c| {
-            let enrolled: Vec<String> = {
-                let mut q = c.prepare(
-                    "SELECT credential_id FROM audit WHERE event = 'credential.enrolled' \
-                     AND credential_id IS NOT NULL AND json_extract(detail, '$.device') = ?1 \
-                     ORDER BY seq",
-                )?;
-                let ids = q.query_map(params![device], |r| r.get::<_, String>(0))?;
-                ids.collect::<super::db::Result<_>>()?
-            };
-            let mut candidates: Vec<Vec<u8>> = Vec::new();
-            for b64 in enrolled {
-                let Ok(id) = URL_SAFE_NO_PAD.decode(&b64) else {
-                    continue;
-                };
+            let mut candidates = Vec::new();
+            for id in enrolled_on(c, "credential.enrolled", device)? {
                 let active = c
                     .query_row(
                         "SELECT 1 FROM credentials WHERE id = ?1 AND state = 'active' \
@@ -58,12 +50,67 @@ impl Store {
                     )
                     .optional()?
                     .is_some();
-                if active && !candidates.contains(&id) {
+                if active {
                     candidates.push(id);
                 }
             }
             Ok(candidates)
         })
+    }
+
+    /// The active Entra passkeys that may be on the key at `device` with `aaguid`: registered
+    /// on that device id (`entra.passkey_registered`) with that AAGUID, oldest first.
+    pub fn reset_entra_candidates(
+        &self,
+        device: &str,
+        aaguid: Option<Uuid>,
+    ) -> Result<Vec<EntraPasskeyRecord>> {
+        let ids = self.read(|c| enrolled_on(c, "entra.passkey_registered", device))?;
+        let mut candidates = Vec::new();
+        for id in ids {
+            if let Some(p) = self
+                .entra_passkey_in_use(&id)?
+                .filter(|p| p.aaguid == aaguid)
+            {
+                candidates.push(p);
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Keep the Entra passkey `p` of a reset key as `reset` (stored as `lost` with
+    /// `state_reason: key_reset`; the inventory shows `reset`), audited as `credential.revoked`
+    /// (reason `key_reset`, `target: entra`, the UPN, the method id, the device and whether
+    /// Graph deleted the method from the user's account). Only an active passkey changes;
+    /// returns whether it did.
+    pub async fn mark_entra_passkey_reset(
+        &self,
+        p: &EntraPasskeyRecord,
+        device: &str,
+        actor: &str,
+        method_deleted: bool,
+    ) -> Result<bool> {
+        let audit = NewAudit::new("credential.revoked", actor)
+            .user(&p.user)
+            .credential(&URL_SAFE_NO_PAD.encode(&p.credential_id))
+            .detail(serde_json::json!({
+                "reason": "key_reset", "target": "entra", "device": device, "upn": p.upn,
+                "method_id": p.method_id, "rp_id": p.rp_id, "entra_method_deleted": method_deleted,
+            }));
+        let id = p.credential_id.clone();
+        self.write(move |c| {
+            let n = exec(
+                c,
+                "UPDATE entra_passkeys SET state = 'lost', state_reason = 'key_reset' \
+                 WHERE credential_id = ?1 AND state = 'active'",
+                params![id],
+            )?;
+            if n > 0 {
+                insert_audit(c, &audit)?;
+            }
+            Ok(n > 0)
+        })
+        .await
     }
 
     /// Revoke the credentials of `held` (those the reset key said it held) that are still
@@ -115,4 +162,24 @@ impl Store {
         })
         .await
     }
+}
+
+/// The credential ids the audit log says were enrolled (`event`) on `device`, oldest first,
+/// each once.
+fn enrolled_on(c: &Connection, event: &str, device: &str) -> Result<Vec<Vec<u8>>> {
+    let mut q = c.prepare(
+        "SELECT credential_id FROM audit WHERE event = ?1 AND credential_id IS NOT NULL \
+         AND json_extract(detail, '$.device') = ?2 ORDER BY seq",
+    )?;
+    let rows = q.query_map(params![event, device], |r| r.get::<_, String>(0))?;
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    for b64 in rows {
+        let Ok(id) = URL_SAFE_NO_PAD.decode(b64?) else {
+            continue;
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }

@@ -19,6 +19,11 @@ use super::{EntraKeyFacts, KeyFilter, KeyKind, KeyRecord, KeyRef, KeyState};
 
 /// The inventory state of a `credentials` row, in SQL (one definition for reading and for
 /// filtering).
+/// An Entra passkey's state: stored `active` or `lost`; a passkey of a factory-reset key is
+/// stored `lost` with `state_reason: key_reset` and shown `reset`.
+const ENTRA_STATE_SQL: &str =
+    "CASE WHEN state = 'lost' AND state_reason = 'key_reset' THEN 'reset' ELSE state END";
+
 const LOCAL_STATE_SQL: &str = "CASE WHEN state = 'revoked' AND state_reason = 'lost' THEN 'lost' \
     WHEN state = 'revoked' AND state_reason = 'key_reset' THEN 'reset' ELSE state END";
 
@@ -52,7 +57,7 @@ pub(crate) const ENTRA: Source = Source {
     id_col: "credential_id",
     cols: "credential_id, aaguid, model, attestation_level, display_name, user_name, \
         created_at, last_used_at, state_reason, rp_id, upn, method_id",
-    state_sql: "state",
+    state_sql: ENTRA_STATE_SQL,
     enrolled_event: "entra.passkey_registered",
     read: entra_row,
 };
