@@ -61,6 +61,22 @@ impl NewAudit {
     }
 }
 
+/// Run `sql`, a conditional write, and append `audit` in the same transaction only when it
+/// changed a row (a line says what happened: nothing is audited when nothing changed).
+/// Returns whether it changed a row.
+pub(super) fn exec_audited(
+    c: &Connection,
+    sql: &str,
+    p: impl super::db::Params,
+    audit: &NewAudit,
+) -> Result<bool> {
+    let changed = exec(c, sql, p)? > 0;
+    if changed {
+        insert_audit(c, audit)?;
+    }
+    Ok(changed)
+}
+
 /// Append `a` to the chain inside the open transaction on `tx` (the one write path of every
 /// audit line: see `audit_writer.rs`); returns its seq.
 pub(super) fn insert_audit(tx: &Connection, a: &NewAudit) -> Result<i64> {

@@ -10,7 +10,7 @@
 
 use super::db::{params, OptionalExtension, Row};
 
-use super::audit::insert_audit;
+use super::audit::{exec_audited, insert_audit};
 use super::{exec, exec_later, prepare, row, NewAudit, Result, Store, Tx};
 
 /// A blocked prefix: when, until when, and what its window held when it was judged.
@@ -81,16 +81,13 @@ impl Tx<'_> {
         audit: &NewAudit,
     ) -> Result<bool> {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let n = exec(
+        exec_audited(
             self.0,
             "UPDATE sms_monthly_usage SET cap_reached_at = ?3 \
              WHERE month = ?1 AND cap_reached_at IS NULL AND ?2 > 0 AND messages >= ?2",
             params![month, cap, at],
-        )?;
-        if n > 0 {
-            insert_audit(self.0, audit)?;
-        }
-        Ok(n > 0)
+            audit,
+        )
     }
 
     pub fn sms_month_usage(&self, month: &str) -> Result<MonthlyUsage> {
@@ -156,7 +153,7 @@ impl Tx<'_> {
     /// Block a prefix, with `audit`: true when this call set the block, false when one was
     /// already in force (another kiosk judged it first).
     pub fn sms_block_prefix(&self, b: &FraudBlockRecord, audit: &NewAudit) -> Result<bool> {
-        let n = exec(
+        exec_audited(
             self.0,
             &format!(
                 "INSERT INTO sms_fraud_blocks ({BLOCK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -166,11 +163,8 @@ impl Tx<'_> {
                  WHERE sms_fraud_blocks.blocked_until <= excluded.blocked_at"
             ),
             params![b.prefix, b.blocked_at, b.blocked_until, b.sends, b.verified],
-        )?;
-        if n > 0 {
-            insert_audit(self.0, audit)?;
-        }
-        Ok(n > 0)
+            audit,
+        )
     }
 
     /// Lift the block on `prefix` and forget its counts (so that the next message does not

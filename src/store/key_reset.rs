@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use uuid::Uuid;
 
-use super::audit::insert_audit;
+use super::audit::{exec_audited, insert_audit};
 use super::{exec, EntraPasskeyRecord, NewAudit, Result, Store};
 
 /// A credential revoked because its key was reset.
@@ -99,16 +99,13 @@ impl Store {
             }));
         let id = p.credential_id.clone();
         self.write(move |c| {
-            let n = exec(
+            exec_audited(
                 c,
                 "UPDATE entra_passkeys SET state = 'lost', state_reason = 'key_reset' \
                  WHERE credential_id = ?1 AND state = 'active'",
                 params![id],
-            )?;
-            if n > 0 {
-                insert_audit(c, &audit)?;
-            }
-            Ok(n > 0)
+                &audit,
+            )
         })
         .await
     }

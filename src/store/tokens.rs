@@ -4,7 +4,7 @@
 use super::db::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::audit::insert_audit;
+use super::audit::{exec_audited, insert_audit};
 use super::{exec, fmt_time, parse_time, row, NewAudit, Result, Store};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,15 +79,12 @@ impl Store {
         let id = id.to_string();
         let audit = audit.clone();
         self.write(move |c| {
-            let n = exec(
+            exec_audited(
                 c,
                 "UPDATE tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
                 params![id],
-            )?;
-            if n > 0 {
-                insert_audit(c, &audit)?;
-            }
-            Ok(n > 0)
+                &audit,
+            )
         })
         .await
     }
