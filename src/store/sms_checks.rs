@@ -13,7 +13,7 @@
 //! before the unit's writes land. The writes stay conditional all the same
 //! ([`Tx::sms_reserve_month`] never counts past the cap).
 
-use super::db::{params, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row, ToSql};
 use super::sms::{challenge_row, ALL_SENDS, CH_COLS};
 use super::{
     exec_later, row, BudgetCounts, PrefixCounts, Result, SmsChallengeRecord, SmsUserState, Tx,
@@ -131,42 +131,34 @@ impl Tx<'_> {
     /// the number's sends in its window, the month's messages, the prefix's fraud counts and
     /// block, and (asked for on the campus store) the hourly budgets' counts.
     pub fn sms_send_check(&self, q: &SendCheckQuery<'_>) -> Result<SendCheck> {
-        let c = self.0;
-        let check = match q.budgets {
-            None => row(
-                c,
-                SEND_CHECK,
-                params![
-                    q.user,
-                    q.e164,
-                    q.number_since,
-                    q.number_limit,
-                    q.month,
-                    q.prefix,
-                    q.fraud_window_start,
-                    q.now
-                ],
-                |r| send_check_row(r, false),
-            )?,
-            Some((since, country_code)) => row(
-                c,
-                SEND_CHECK_WITH_BUDGETS,
-                params![
-                    q.user,
-                    q.e164,
-                    q.number_since,
-                    q.number_limit,
-                    q.month,
-                    q.prefix,
-                    q.fraud_window_start,
-                    q.now,
-                    ALL_SENDS,
-                    country_code.to_string(),
-                    since - since.rem_euclid(SEND_MINUTE_MS)
-                ],
-                |r| send_check_row(r, true),
-            )?,
+        let mut values: Vec<&dyn ToSql> = params![
+            q.user,
+            q.e164,
+            q.number_since,
+            q.number_limit,
+            q.month,
+            q.prefix,
+            q.fraud_window_start,
+            q.now
+        ]
+        .to_vec();
+        // The budget variant's three values follow the eight both variants take.
+        let budgets = q.budgets.map(|(since, country_code)| {
+            (
+                country_code.to_string(),
+                since - since.rem_euclid(SEND_MINUTE_MS),
+            )
+        });
+        let sql = match &budgets {
+            None => SEND_CHECK,
+            Some((country_code, first_minute)) => {
+                values.extend(params![ALL_SENDS, *country_code, *first_minute]);
+                SEND_CHECK_WITH_BUDGETS
+            }
         };
+        let check = row(self.0, sql, values.as_slice(), |r| {
+            send_check_row(r, budgets.is_some())
+        })?;
         Ok(check)
     }
 
