@@ -5,8 +5,10 @@
 //! The GetInfo AAGUID is self-claimed: any key can report any AAGUID. So this check may only
 //! refuse, never accept: a key that passes it still has its attestation judged after
 //! makeCredential ([`AttestationPolicy::check`]), as every enrollment does. It refuses what
-//! the lists alone decide (a blocked model, or one outside a non-empty allow list) and nothing
-//! that needs proof. A key that reports no AAGUID, or the all-zero one (some keys hide their
+//! the claim alone decides: a blocked model, one outside a non-empty allow list, and one whose
+//! newest status in the current Metadata Service BLOB is revoked, compromised or a UV bypass
+//! (a key that falsely claims such a model loses nothing by being refused); nothing that needs
+//! proof. A key that reports no AAGUID, or the all-zero one (some keys hide their
 //! model until attestation), is left to the full check.
 
 use serde_json::json;
@@ -32,8 +34,8 @@ pub struct ClaimedInput<'a> {
 }
 
 impl AttestationPolicy {
-    /// What the lists say of a claimed AAGUID: every objection, the first being the `reason`.
-    /// Empty: nothing to refuse early (which proves nothing).
+    /// What the lists and the current MDS BLOB say of a claimed AAGUID: every objection, the
+    /// first being the `reason`. Empty: nothing to refuse early (which proves nothing).
     pub fn claimed_findings(&self, claimed: Option<Uuid>) -> Vec<Reason> {
         let Some(aaguid) = claimed.filter(|a| !a.is_nil()) else {
             return Vec::new();
@@ -46,7 +48,21 @@ impl AttestationPolicy {
         if !allowed.is_empty() && !allowed.contains(&aaguid) {
             findings.push(Reason::NotAllowed);
         }
+        findings.extend(
+            self.claimed_mds_status(aaguid)
+                .as_deref()
+                .and_then(Reason::of_mds_status),
+        );
         findings
+    }
+
+    /// The newest status the current MDS BLOB gives the model `aaguid` (None: no current BLOB,
+    /// or the model is not in it).
+    fn claimed_mds_status(&self, aaguid: Uuid) -> Option<String> {
+        self.mds_state()
+            .current()
+            .and_then(|blob| blob.entry(Some(aaguid), None))
+            .and_then(|e| e.status.clone())
     }
 
     /// The early check: nothing when `off` or when the lists do not object; else the finding
@@ -77,6 +93,7 @@ impl AttestationPolicy {
             "stage": "get_info",
             "reason": reason,
             "reasons": findings,
+            "mds_status": input.aaguid.and_then(|a| self.claimed_mds_status(a)),
             "target": input.target,
             "aaguid": input.aaguid,
             "self_claimed": true,
