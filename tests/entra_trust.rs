@@ -386,28 +386,9 @@ async fn a_model_the_lists_do_not_refuse_goes_on_to_graph() {
 /// Reset the (only) simulated key at the kiosk: start, replug, wait for the end.
 async fn reset_the_key(s: &TestServer) -> Value {
     let key = s.sim_key().await;
-    let (st, r) = s
-        .post(
-            &format!("/v1/devices/{}/reset", common::enc(&key)),
-            json!({}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
-    let (st, v) = s
-        .post(
-            &format!("/v1/sim/keys/{}/replug", common::enc(&key)),
-            json!({}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let id = r["id"].as_str().unwrap();
-    for _ in 0..12 {
-        let (_, v) = s.get(&format!("/v1/resets/{id}?wait=5")).await;
-        if ["succeeded", "failed", "cancelled"].contains(&v["state"].as_str().unwrap_or("")) {
-            return v;
-        }
-    }
-    panic!("reset {id} never ended");
+    let r = s.start_reset(&key).await;
+    s.replug(&key).await;
+    s.reset_ended(r["id"].as_str().unwrap()).await
 }
 
 /// A factory reset kills the key's Entra passkey: keygate deletes it from the user's Entra

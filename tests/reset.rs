@@ -7,35 +7,6 @@ use common::{code, enc, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-async fn start_reset(s: &TestServer, key: &str) -> Value {
-    let (st, v) = s
-        .post(&format!("/v1/devices/{}/reset", enc(key)), json!({}))
-        .await;
-    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
-    assert_eq!(v["state"], "needs_replug", "{v}");
-    v
-}
-
-async fn replug(s: &TestServer, key: &str) {
-    let (st, v) = s
-        .post(&format!("/v1/sim/keys/{}/replug", enc(key)), json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-}
-
-async fn ended(s: &TestServer, id: &str) -> Value {
-    let mut v = Value::Null;
-    for _ in 0..12 {
-        let (st, got) = s.get(&format!("/v1/resets/{id}?wait=5")).await;
-        assert_eq!(st, StatusCode::OK, "{got}");
-        v = got;
-        if ["succeeded", "failed", "cancelled"].contains(&v["state"].as_str().unwrap_or("")) {
-            break;
-        }
-    }
-    v
-}
-
 #[tokio::test]
 async fn a_replugged_key_is_reset_and_its_credentials_revoked() {
     let s = TestServer::start().await;
@@ -50,10 +21,10 @@ async fn a_replugged_key_is_reset_and_its_credentials_revoked() {
         .unwrap()
         .to_string();
 
-    let r = start_reset(&s, &key).await;
+    let r = s.start_reset(&key).await;
     let id = r["id"].as_str().unwrap();
-    replug(&s, &key).await;
-    let done = ended(&s, id).await;
+    s.replug(&key).await;
+    let done = s.reset_ended(id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["revoked_credentials"], 1, "{done}");
 
@@ -123,9 +94,9 @@ async fn a_reset_revokes_only_what_the_key_held_not_what_its_port_saw() {
         ));
     }
 
-    let r = start_reset(&s, &key).await;
-    replug(&s, &key).await;
-    let done = ended(&s, r["id"].as_str().unwrap()).await;
+    let r = s.start_reset(&key).await;
+    s.replug(&key).await;
+    let done = s.reset_ended(r["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["revoked_credentials"], 3, "{done}");
     for (user, cred) in &ours {
@@ -149,9 +120,9 @@ async fn a_key_back_after_its_window_fails_with_reset_window_missed() {
     s.set_pin("123456").await;
     // An older key model: a window so short the reset always arrives after it.
     s.configure_key(&key, json!({ "reset_window_ms": 0 })).await;
-    let r = start_reset(&s, &key).await;
-    replug(&s, &key).await;
-    let done = ended(&s, r["id"].as_str().unwrap()).await;
+    let r = s.start_reset(&key).await;
+    s.replug(&key).await;
+    let done = s.reset_ended(r["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["error"]["code"], "reset_window_missed", "{done}");
     let (_, keys) = s.get("/v1/sim/keys").await;
@@ -166,13 +137,13 @@ async fn a_denied_touch_fails_and_a_reset_can_be_cancelled() {
     let s = TestServer::start().await;
     let key = s.sim_key().await;
     s.configure_key(&key, json!({ "touch": "deny" })).await;
-    let r = start_reset(&s, &key).await;
-    replug(&s, &key).await;
-    let done = ended(&s, r["id"].as_str().unwrap()).await;
+    let r = s.start_reset(&key).await;
+    s.replug(&key).await;
+    let done = s.reset_ended(r["id"].as_str().unwrap()).await;
     assert_eq!(done["error"]["code"], "operation_denied", "{done}");
 
     // Cancel while waiting for the replug.
-    let r = start_reset(&s, &key).await;
+    let r = s.start_reset(&key).await;
     let id = r["id"].as_str().unwrap();
     let (st, v) = s.delete(&format!("/v1/resets/{id}")).await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -181,9 +152,9 @@ async fn a_denied_touch_fails_and_a_reset_can_be_cancelled() {
 
     // Cancel while the key waits for a touch.
     s.configure_key(&key, json!({ "touch": "never" })).await;
-    let r = start_reset(&s, &key).await;
+    let r = s.start_reset(&key).await;
     let id = r["id"].as_str().unwrap().to_string();
-    replug(&s, &key).await;
+    s.replug(&key).await;
     let mut state = Value::Null;
     for _ in 0..200 {
         let (_, v) = s.get(&format!("/v1/resets/{id}")).await;

@@ -164,6 +164,38 @@ impl TestServer {
         v
     }
 
+    /// Start a factory reset of `key` (admin): the `needs_replug` view.
+    pub async fn start_reset(&self, key: &str) -> Value {
+        let (st, v) = self
+            .post(&format!("/v1/devices/{}/reset", enc(key)), json!({}))
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["state"], "needs_replug", "{v}");
+        v
+    }
+
+    /// Pull the simulated `key` out and plug it back in (its power-up window starts).
+    pub async fn replug(&self, key: &str) {
+        let (st, v) = self
+            .post(&format!("/v1/sim/keys/{}/replug", enc(key)), json!({}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+
+    /// The reset `id` once it ended (or its last view after a minute).
+    pub async fn reset_ended(&self, id: &str) -> Value {
+        let mut v = Value::Null;
+        for _ in 0..12 {
+            let (st, got) = self.get(&format!("/v1/resets/{id}?wait=5")).await;
+            assert_eq!(st, StatusCode::OK, "{got}");
+            v = got;
+            if ["succeeded", "failed", "cancelled"].contains(&v["state"].as_str().unwrap_or("")) {
+                break;
+            }
+        }
+        v
+    }
+
     /// Set a PIN on the (only) key.
     pub async fn set_pin(&self, pin: &str) {
         let id = self.sim_key().await;
