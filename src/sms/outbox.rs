@@ -132,6 +132,10 @@ impl SmsService {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
+            // Waited out the claim (sends stuck on a slow provider): the workers have it now.
+            if svc.now() >= q.ob.next_attempt_at {
+                return;
+            }
             if let Err(e) = svc.send_with(q.ob, q.ch).await {
                 tracing::error!(error = %e, "SMS outbox: a new message's send");
             }
